@@ -1,0 +1,50 @@
+"""facekit: face-recognition training data as one pluggable pipeline.
+
+Public API for plugins and users: the stage base classes, data types, ``hookimpl``,
+RecordIO and alignment helpers. Plugins import only from here.
+"""
+
+from facekit.errors import ConfigError, FacekitError, RecordIOError, SampleRejected
+from facekit.hookspecs import hookimpl
+from facekit.stages import (
+    Aligner,
+    Augmenter,
+    Detections,
+    Detector,
+    DetectorParams,
+    InputPath,
+    OptionalInputPath,
+    OutputPath,
+    Params,
+    Reject,
+    Sample,
+    Sink,
+    Source,
+    SourceParams,
+    Stage,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Aligner",
+    "Augmenter",
+    "ConfigError",
+    "Detections",
+    "Detector",
+    "DetectorParams",
+    "FacekitError",
+    "InputPath",
+    "OptionalInputPath",
+    "OutputPath",
+    "Params",
+    "RecordIOError",
+    "Reject",
+    "Sample",
+    "SampleRejected",
+    "Sink",
+    "Source",
+    "SourceParams",
+    "Stage",
+    "hookimpl",
+]

@@ -1,0 +1,106 @@
+"""Five-point face alignment to the ArcFace template ("norm crop").
+
+Reproduces ``insightface.utils.face_align.norm_crop`` pixel for pixel: least-squares
+similarity transform (Umeyama, as ``skimage.transform.SimilarityTransform`` estimates it)
+from the five landmarks to the template, then ``cv2.warpAffine`` (bilinear, black border).
+See ``shared/docs/FORMATS.md`` section 4.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.transform import SimilarityTransform
+
+#: ArcFace 112x112 template, image coordinates, order: left eye, right eye, nose,
+#: left mouth corner, right mouth corner.
+ARCFACE_TEMPLATE = np.array(
+    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
+    dtype=np.float32,
+)
+
+
+def template_for(size: int) -> np.ndarray:
+    """The five template points for an output of ``size x size`` pixels.
+
+    ``size`` a multiple of 112: template scaled by size/112. Otherwise a multiple of 128:
+    scaled by size/128 and shifted right by 8*size/128 (insightface ``estimate_norm``).
+
+    Raises:
+        ValueError: size is a multiple of neither 112 nor 128.
+    """
+    if size <= 0 or (size % 112 and size % 128):
+        raise ValueError(f"alignment size {size} must be a multiple of 112 or 128")
+    if size % 112 == 0:
+        ratio, diff_x = size / 112.0, 0.0
+    else:
+        ratio = size / 128.0
+        diff_x = 8.0 * ratio
+    dst = ARCFACE_TEMPLATE * ratio
+    dst[:, 0] += diff_x
+    return dst
+
+
+def estimate_norm(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """2x3 similarity matrix mapping source landmarks onto the template.
+
+    Args:
+        landmarks: ``(5, 2)`` float, image coordinates in pixels (x, y), standard order.
+        size: output side in pixels.
+    Returns:
+        ``(2, 3)`` float64 affine matrix for ``cv2.warpAffine``.
+    Raises:
+        ValueError: landmarks not of shape (5, 2), not finite, or degenerate.
+    """
+    lmk = np.asarray(landmarks)
+    if lmk.shape != (5, 2) or not np.all(np.isfinite(lmk)):
+        raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {lmk.shape}")
+    dst = template_for(size)
+    with np.errstate(all="ignore"):
+        if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
+            tform = SimilarityTransform.from_estimate(lmk, dst)
+            ok = bool(tform)
+        else:
+            tform = SimilarityTransform()
+            ok = tform.estimate(lmk, dst)
+    if not ok or not np.all(np.isfinite(tform.params)):
+        raise ValueError("degenerate landmarks: no similarity transform to the template")
+    return tform.params[0:2, :]
+
+
+def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
+    """Aligned ``size x size`` face crop; equals insightface ``norm_crop`` pixel for pixel.
+
+    Args:
+        image: ``(H, W, C)`` uint8, any channel order (kept as given; facekit uses BGR).
+        landmarks: ``(5, 2)`` float, pixels, image coordinates.
+        size: multiple of 112 or 128.
+    Returns:
+        ``(size, size, C)`` uint8, same channel order as ``image``.
+    """
+    M = estimate_norm(landmarks, size)
+    return cv2.warpAffine(image, M, (size, size), borderValue=0.0)
+
+
+def box_crop(image: np.ndarray, box: np.ndarray, size: int = 112, margin: int = 44) -> np.ndarray:
+    """Crop a detector box with a margin and resize, for detectors without landmarks.
+
+    As insightface ``face_preprocess.preprocess`` without landmarks: the box grows by
+    ``margin/2`` pixels on each side (clipped to the image), the crop is resized to
+    ``size x size`` (bilinear).
+
+    Args:
+        image: ``(H, W, C)`` uint8.
+        box: ``(4,)`` x1, y1, x2, y2 in pixels.
+    Returns:
+        ``(size, size, C)`` uint8.
+    """
+    h, w = image.shape[:2]
+    x1 = int(max(np.floor(box[0]) - margin / 2, 0))
+    y1 = int(max(np.floor(box[1]) - margin / 2, 0))
+    x2 = int(min(np.ceil(box[2]) + margin / 2, w))
+    y2 = int(min(np.ceil(box[3]) + margin / 2, h))
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"box {list(box)} is empty inside a {w}x{h} image")
+    crop = image[y1:y2, x1:x2]
+    return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)

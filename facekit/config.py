@@ -1,0 +1,231 @@
+"""Pipeline configs: YAML (``yaml.safe_load`` rules) -> validated :class:`PipelineSpec`.
+
+Everything is checked before any work starts: plugin names against the installed plugins,
+every stage's parameters against its pydantic ``Params`` model (unknown and missing keys,
+types, paths that must exist). Errors name the config file, line, stage and key.
+
+Paths: input paths (source folders, model files) resolve against the config file's
+folder; ``output`` too; sinks' output paths resolve against ``output``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+from pydantic import Field, ValidationError
+
+from facekit.errors import ConfigError
+from facekit.plugins import Registry, get_registry
+from facekit.stages import OptionalInputPath, Params, Stage
+
+
+class EncodeConfig(Params):
+    quality: int = Field(95, ge=1, le=100, description="JPEG quality of re-encoded (aligned) faces")
+
+
+class TopLevel(Params):
+    output: OptionalInputPath = Field(description="run folder: rejects.tsv, summary.json; base of sink paths")
+    source: dict
+    detector: Optional[dict] = None
+    aligner: Optional[dict] = None
+    augmenters: list[dict] = Field(default_factory=list)
+    sinks: list[dict] = Field(min_length=1)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    workers: int = Field(0, ge=0, description="worker processes for per-sample stages (0: in this process)")
+
+
+@dataclass
+class StageConfig:
+    """One validated stage: its class, its params and where it was configured."""
+
+    kind: str
+    name: str
+    cls: type
+    params: Params
+    where: str  # e.g. "sinks[0] (mxrec)"
+
+    def build(self) -> Stage:
+        return self.cls(self.params)
+
+
+@dataclass
+class PipelineSpec:
+    """A validated pipeline, picklable (worker processes rebuild stages from it)."""
+
+    config_path: Optional[Path]
+    output: Path
+    source: StageConfig
+    detector: Optional[StageConfig]
+    aligner: Optional[StageConfig]
+    augmenters: list[StageConfig] = field(default_factory=list)
+    sinks: list[StageConfig] = field(default_factory=list)
+    quality: int = 95
+    workers: int = 0
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """Map each key path (``('sinks', 0, 'path')``) to its 1-based line in the YAML."""
+    out: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return out
+
+    def walk(node, path):
+        out.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value
+                out[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+                out[path + (key,)] = k.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                walk(v, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+class _Errors:
+    def __init__(self, source: str, lines: dict):
+        self.source, self.lines, self.items = source, lines, []
+
+    def add(self, loc: tuple, msg: str) -> None:
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                line = self.lines[loc[:n]]
+                break
+        self.items.append(f"{self.source}:{line}: {msg}" if line else f"{self.source}: {msg}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError("invalid pipeline config:\n  " + "\n  ".join(self.items))
+
+
+def _where(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s
+
+
+def _pydantic_errors(errs: _Errors, e: ValidationError, base: tuple, label: str, valid: list[str]) -> None:
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        key = _where(loc)
+        if err["type"] == "extra_forbidden":
+            errs.add(base + loc, f"{label}: unknown parameter {key!r} (valid: {', '.join(valid) or 'none'})")
+        elif err["type"] == "missing":
+            errs.add(base, f"{label}: missing required parameter {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            errs.add(base + loc, f"{label}: parameter {key!r}: {msg}")
+
+
+def load_config(
+    path: str | os.PathLike,
+    registry: Registry | None = None,
+    output: str | os.PathLike | None = None,
+) -> PipelineSpec:
+    """Read and validate a pipeline YAML file.
+
+    Args:
+        path: the config file.
+        registry: plugins to resolve against (default: the installed ones).
+        output: overrides the config's ``output`` (relative to the current folder).
+    Raises:
+        ConfigError: unreadable file, bad YAML or any invalid setting (all listed at once).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from None
+    return parse_config(text, source=str(path), config_dir=path.resolve().parent, registry=registry, output=output, config_path=path)
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    config_dir: str | os.PathLike = ".",
+    registry: Registry | None = None,
+    output: str | os.PathLike | None = None,
+    config_path: Path | None = None,
+) -> PipelineSpec:
+    """Validate a pipeline given as YAML text; see :func:`load_config`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a pipeline config must be a mapping with source, sinks, output")
+    if output is not None:
+        data["output"] = str(Path(output).resolve())
+    registry = registry or get_registry()
+    errs = _Errors(source, _line_map(text))
+    ctx = {"config_dir": str(config_dir)}
+    try:
+        top = TopLevel.model_validate(data, context=ctx)
+    except ValidationError as e:
+        _pydantic_errors(errs, e, (), "config", list(TopLevel.model_fields))
+        errs.raise_if_any()
+        raise
+    ctx["output_dir"] = str(top.output)
+
+    def stage(kind: str, raw: dict, loc: tuple) -> Optional[StageConfig]:
+        label = _where(loc)
+        if not isinstance(raw, dict) or "plugin" not in raw:
+            errs.add(loc, f"{label}: needs 'plugin: NAME'")
+            return None
+        name = raw["plugin"]
+        try:
+            cls = registry.get(kind, str(name))
+        except ConfigError as e:
+            errs.add(loc + ("plugin",), f"{label}: {e}")
+            return None
+        label = f"{label} ({name})"
+        params = {k: v for k, v in raw.items() if k != "plugin"}
+        try:
+            p = cls.Params.model_validate(params, context=ctx)
+        except ValidationError as e:
+            _pydantic_errors(errs, e, loc, label, list(cls.Params.model_fields))
+            return None
+        return StageConfig(kind, str(name), cls, p, label)
+
+    src = stage("source", top.source, ("source",))
+    det = stage("detector", top.detector, ("detector",)) if top.detector is not None else None
+    ali = stage("aligner", top.aligner, ("aligner",)) if top.aligner is not None else None
+    augs = [stage("augmenter", a, ("augmenters", i)) for i, a in enumerate(top.augmenters)]
+    sinks = [stage("sink", s, ("sinks", i)) for i, s in enumerate(top.sinks)]
+    errs.raise_if_any()
+
+    if ali is not None:
+        if det is None:
+            errs.add(("aligner",), f"{ali.where}: an aligner needs a detector (no faces to align)")
+        elif ali.cls.needs_landmarks and not det.cls.provides_landmarks:
+            errs.add(
+                ("aligner",),
+                f"{ali.where} needs five landmarks but {det.where} gives boxes only; "
+                "use a landmark detector or the 'boxcrop' aligner",
+            )
+    errs.raise_if_any()
+    return PipelineSpec(
+        config_path=config_path,
+        output=top.output,
+        source=src,
+        detector=det,
+        aligner=ali,
+        augmenters=augs,
+        sinks=sinks,
+        quality=top.encode.quality,
+        workers=top.workers,
+    )

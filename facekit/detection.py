@@ -1,0 +1,80 @@
+"""Detector-independent rules: pad-and-retry, minimum face size, face selection.
+
+Selection ``largest_central`` follows insightface ``build_eval_pack``/``FaceAnalysis``:
+keep the face maximising ``area - 2 * squared distance of the box centre from the image
+centre`` (centre = ``(h // 2, w // 2)``).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from facekit.errors import SampleRejected
+from facekit.stages import Detections
+
+NO_FACE = "no_face"
+FACE_TOO_SMALL = "face_too_small"
+MULTIPLE_FACES = "multiple_faces"
+
+
+def pad_image(image: np.ndarray, fraction: float) -> tuple[np.ndarray, int, int]:
+    """Pad ``image`` with black borders of ``fraction`` x its height (top/bottom) and width
+    (left/right). Returns ``(padded, dx, dy)``: the original's top-left in the padded image."""
+    h, w = image.shape[:2]
+    dy, dx = int(round(h * fraction)), int(round(w * fraction))
+    padded = cv2.copyMakeBorder(image, dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return padded, dx, dy
+
+
+def shift(det: Detections, dx: float, dy: float) -> Detections:
+    """Move detections from padded to original coordinates (subtract the pad offset)."""
+    boxes = det.boxes - np.array([dx, dy, dx, dy], np.float32)
+    lmk = None if det.landmarks is None else det.landmarks - np.array([dx, dy], np.float32)
+    return Detections(boxes.astype(np.float32), det.scores, None if lmk is None else lmk.astype(np.float32))
+
+
+def largest_central_index(boxes: np.ndarray, image_shape) -> int:
+    """Index of the box maximising ``area - 2 * |centre - image centre|^2`` (insightface)."""
+    h, w = image_shape[:2]
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    cx = (boxes[:, 0] + boxes[:, 2]) / 2 - w // 2
+    cy = (boxes[:, 1] + boxes[:, 3]) / 2 - h // 2
+    values = area - 2.0 * (cx * cx + cy * cy)
+    return int(np.argmax(values))
+
+
+def find_faces(detector, image: np.ndarray) -> Detections:
+    """Run ``detector.detect`` with the rules of its params (see :class:`DetectorParams`).
+
+    Args:
+        detector: a :class:`facekit.stages.Detector` (uses ``params.pad``, ``min_size``,
+            ``select``).
+        image: ``(H, W, 3)`` uint8 BGR.
+    Returns:
+        the kept faces, in ``image`` coordinates.
+    Raises:
+        SampleRejected: ``no_face``, ``face_too_small``, ``multiple_faces``.
+    """
+    p = detector.params
+    det = detector.detect(image)
+    if len(det) == 0 and p.pad > 0:
+        padded, dx, dy = pad_image(image, p.pad)
+        det = detector.detect(padded)
+        if len(det):
+            det = shift(det, dx, dy)
+    if len(det) == 0:
+        raise SampleRejected(NO_FACE, f"{detector.name} found no face")
+    sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+    big = sides >= p.min_size
+    if not big.any():
+        raise SampleRejected(
+            FACE_TOO_SMALL, f"largest face side {float(sides.max()):.1f}px < min_size {p.min_size:g}px"
+        )
+    det = det.take(np.nonzero(big)[0])
+    if len(det) > 1:
+        if p.select == "reject":
+            raise SampleRejected(MULTIPLE_FACES, f"{len(det)} faces found and select is 'reject'")
+        if p.select == "largest_central":
+            det = det.take([largest_central_index(det.boxes, image.shape)])
+    return det

@@ -1,0 +1,28 @@
+"""Exceptions raised by facekit. Every message names the file, record or config line."""
+
+from __future__ import annotations
+
+
+class FacekitError(Exception):
+    """Base class of facekit's errors."""
+
+
+class ConfigError(FacekitError):
+    """A pipeline config is invalid; raised before any work starts."""
+
+
+class RecordIOError(FacekitError):
+    """A RecordIO ``.rec``/``.idx`` file is malformed (message names file, key, offset)."""
+
+
+class SampleRejected(FacekitError):
+    """Raised by a stage for one sample that cannot be used.
+
+    The engine catches it, writes ``path, reason, detail`` to the rejects file and goes on.
+    ``reason`` is a short stable token (``no_face``, ``truncated``, ...).
+    """
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail

@@ -1,0 +1,119 @@
+"""Per-sample work: decode -> detect -> align -> augment -> encode.
+
+A :class:`Worker` holds the per-sample stages of one pipeline and turns one source sample
+into an :class:`Outcome` (kept samples + rejects). It has no state between samples, so the
+same work runs in this process, in a process pool or on a cluster node.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Optional
+
+from facekit.config import PipelineSpec
+from facekit.errors import SampleRejected
+from facekit.images import decode_image, encode_jpeg, read_file
+from facekit.stages import Reject, Sample
+
+log = logging.getLogger("facekit")
+
+ALIGN_FAILED = "align_failed"
+STAGE_ERROR = "stage_error"
+
+
+@dataclass
+class Outcome:
+    """Result of one source item: its identity, kept samples (encoded) and rejects."""
+
+    identity: str
+    samples: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)
+    read: int = 0  # source images read (0 for a source-level reject)
+
+
+class Worker:
+    """Builds the per-sample stages of ``spec`` and processes samples."""
+
+    def __init__(self, spec: PipelineSpec):
+        self.detector = spec.detector.build() if spec.detector else None
+        self.aligner = spec.aligner.build() if spec.aligner else None
+        self.augmenters = [a.build() for a in spec.augmenters]
+        self.quality = spec.quality
+        self._warned = False
+
+    @property
+    def needs_pixels(self) -> bool:
+        return bool(self.detector or self.aligner or self.augmenters)
+
+    def __call__(self, item: Sample | Reject) -> Outcome:
+        if isinstance(item, Reject):
+            return Outcome(item.identity, rejects=[item])
+        out = Outcome(item.identity, read=1)
+        try:
+            out.samples = self._process(item)
+        except SampleRejected as r:
+            out.rejects.append(Reject(item.path, r.reason, r.detail, item.identity))
+        except Exception as e:  # a bug or model failure on one sample never stops the run
+            if not self._warned:
+                log.warning("stage error on %s: %s: %s", item.path, type(e).__name__, e, exc_info=True)
+                self._warned = True
+            out.rejects.append(Reject(item.path, STAGE_ERROR, f"{type(e).__name__}: {e}", item.identity))
+        return out
+
+    def _process(self, sample: Sample) -> list[Sample]:
+        if not self.needs_pixels:
+            if sample.data is None:
+                sample = sample.replace(data=read_file(sample.path))
+            return [sample]
+        data = sample.data
+        image = sample.image
+        if image is None:
+            if data is None:
+                data = read_file(sample.path)
+            image = decode_image(data)
+        if self.detector is not None:
+            faces = self.detector.find_faces(image)
+            samples = []
+            per_face = bool(sample.meta.get("identity_per_face"))
+            for i in range(len(faces)):
+                lmk = None if faces.landmarks is None else faces.landmarks[i]
+                s = sample.replace(
+                    face_id=i,
+                    box=faces.boxes[i],
+                    score=float(faces.scores[i]),
+                    landmarks=lmk,
+                    identity=f"{sample.identity}_{i}" if per_face else sample.identity,
+                    meta=dict(sample.meta),
+                )
+                if self.aligner is not None:
+                    try:
+                        crop = self.aligner.align(image, faces.boxes[i], lmk)
+                    except ValueError as e:
+                        raise SampleRejected(ALIGN_FAILED, str(e)) from None
+                    s = s.replace(image=crop, data=None)
+                else:
+                    s = s.replace(image=image, data=data)
+                samples.append(s)
+        else:
+            samples = [sample.replace(image=image, data=data)]
+        for aug in self.augmenters:
+            samples = [y for x in samples for y in aug.augment(x)]
+        for i, s in enumerate(samples):
+            if s.data is None:
+                s = s.replace(data=encode_jpeg(s.image, self.quality))
+            samples[i] = s.replace(image=None)  # only bytes travel on to the sinks
+        return samples
+
+
+# ---- process-pool entry points (module level so they pickle by reference)
+_worker: Optional[Worker] = None
+
+
+def init_process(spec: PipelineSpec) -> None:
+    global _worker
+    _worker = Worker(spec)
+
+
+def process_batch(items: list) -> list[Outcome]:
+    return [_worker(it) for it in items]

@@ -1,0 +1,52 @@
+"""Aligners: ``arcface`` (five-point norm crop, equal to insightface ``norm_crop``) and
+``boxcrop`` (box + margin, for detectors without landmarks)."""
+
+from __future__ import annotations
+
+from pydantic import Field, field_validator
+
+import facekit
+from facekit.align import box_crop, norm_crop, template_for
+
+
+class ArcfaceParams(facekit.Params):
+    size: int = Field(112, description="output side in pixels: a multiple of 112 or of 128")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v):
+        template_for(v)  # raises ValueError with the rule
+        return v
+
+
+class ArcfaceAligner(facekit.Aligner):
+    """Similarity transform of the five landmarks onto the ArcFace template."""
+
+    name = "arcface"
+    Params = ArcfaceParams
+    needs_landmarks = True
+
+    def align(self, image, box, landmarks):
+        return norm_crop(image, landmarks, self.params.size)
+
+
+class BoxcropParams(facekit.Params):
+    size: int = Field(112, gt=0, description="output side in pixels")
+    margin: int = Field(44, ge=0, description="pixels added around the box in total (half each side)")
+
+
+class BoxcropAligner(facekit.Aligner):
+    """Box crop with margin, resized (insightface face_preprocess without landmarks)."""
+
+    name = "boxcrop"
+    Params = BoxcropParams
+    needs_landmarks = False
+
+    def align(self, image, box, landmarks):
+        return box_crop(image, box, self.params.size, self.params.margin)
+
+
+@facekit.hookimpl
+def register_stages(register):
+    register(ArcfaceAligner)
+    register(BoxcropAligner)
