@@ -64,7 +64,7 @@ def run(config, output, workers, quiet):
     click.echo(f"identities written {s.identities_written} (dropped: {s.identities_dropped})")
     click.echo(f"rejected           {sum(s.rejects.values())}")
     for reason, n in s.rejects.items():
-        click.echo(f"  {reason:<17}{n}")
+        click.echo(f"  {reason:<20} {n}")
     click.echo(f"seconds            {s.seconds:.1f}")
     for where, st in s.sinks.items():
         click.echo(f"sink {where}: {json.dumps(st)}")

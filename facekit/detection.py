@@ -63,6 +63,10 @@ def find_faces(detector, image: np.ndarray) -> Detections:
         det = detector.detect(padded)
         if len(det):
             det = shift(det, dx, dy)
+            # The retry exists for tight crops, whose face fills the frame: a small face
+            # seen only after padding is far more often a false positive (e.g. a dog).
+            sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+            det = det.take(np.nonzero(sides >= p.pad_min_face * min(image.shape[:2]))[0])
     if len(det) == 0:
         raise SampleRejected(NO_FACE, f"{detector.name} found no face")
     sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])

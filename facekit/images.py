@@ -20,6 +20,7 @@ from facekit.errors import SampleRejected
 EMPTY_FILE = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
 TRUNCATED = "truncated"
+CORRUPT = "corrupt"
 UNREADABLE = "unreadable"
 
 
@@ -45,8 +46,8 @@ def decode_image(data: bytes) -> np.ndarray:
         ``(H, W, 3)`` uint8 array, BGR.
     Raises:
         SampleRejected: ``empty_file`` (0 bytes), ``not_an_image`` (no image format
-            recognised), ``truncated`` (decoding stops before the image is complete or the
-            data is corrupt).
+            recognised), ``truncated`` (the data ends before the image is complete),
+            ``corrupt`` (the decoder rejects the data).
     """
     if not data:
         raise SampleRejected(EMPTY_FILE, "file has 0 bytes")
@@ -61,7 +62,9 @@ def decode_image(data: bytes) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise SampleRejected(NOT_AN_IMAGE, f"refused: {e}") from None
     except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise SampleRejected(TRUNCATED, f"corrupt or truncated {fmt if 'fmt' in locals() else ''} data: {e}") from None
+        kind = f"{fmt} " if "fmt" in locals() and fmt else ""
+        reason = TRUNCATED if "truncated" in str(e) or isinstance(e, EOFError) else CORRUPT
+        raise SampleRejected(reason, f"{kind}data: {e}") from None
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # a malformed EXIF block must not lose an otherwise good image

@@ -171,6 +171,12 @@ class DetectorParams(Params):
     pad: float = Field(
         0.5, ge=0, description="no face found: retry once with this fraction of the image size padded on each side (tight crops)"
     )
+    pad_min_face: float = Field(
+        0.3,
+        ge=0,
+        le=1,
+        description="faces found only by the padded retry must span this fraction of the image's shorter side",
+    )
 
 
 class Detector(Stage):

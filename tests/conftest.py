@@ -1,0 +1,93 @@
+"""Shared fixtures: the real test material in ../shared/data and the isolated mxnet env.
+
+- ``FACEKIT_TEST_DATA`` overrides the data folder (default: ``<repo>/../shared/data``).
+- ``FACEKIT_MXNET_PYTHON`` overrides the python of the isolated mxnet 1.9.1 environment
+  (default: ``<repo>/.ci-venv-mxnet/bin/python``, which ``.ci/run`` creates).
+
+Where a component is absent (a user's clone without ../shared, no mxnet env), tests that
+need it skip with the reason; under CI (``CI=true``) its absence is a failure instead.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _missing(reason: str):
+    if IN_CI:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    d = Path(os.environ.get("FACEKIT_TEST_DATA", REPO.parent / "shared" / "data"))
+    if not (d / "images").is_dir():
+        _missing(f"test material not found at {d} (set FACEKIT_TEST_DATA)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def scrfd_model(data_dir) -> Path:
+    p = data_dir / "models" / "detection" / "scrfd_500m_bnkps.onnx"
+    if not p.exists():
+        _missing(f"{p} missing")
+    return p
+
+
+@pytest.fixture(scope="session")
+def mxnet_python() -> str:
+    """Path of a python that imports the real mxnet 1.9.1 (isolated env, numpy 1.23.5)."""
+    py = os.environ.get("FACEKIT_MXNET_PYTHON", str(REPO / ".ci-venv-mxnet" / "bin" / "python"))
+    if not Path(py).exists():
+        _missing(f"isolated mxnet env not found at {py}: create it with 'bash .ci/mxnet-env.sh'")
+    return py
+
+
+@pytest.fixture(scope="session")
+def run_mxnet(mxnet_python):
+    """Run a Python snippet under the real mxnet; returns its stdout. Fails on non-zero exit."""
+
+    def run(code: str, *args: str, timeout: int = 600) -> str:
+        r = subprocess.run(
+            [mxnet_python, "-c", textwrap.dedent(code), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if r.returncode != 0:
+            raise AssertionError(f"mxnet snippet failed (rc={r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def has_mtcnn():
+    import importlib.util
+
+    if importlib.util.find_spec("mtcnn") is None or importlib.util.find_spec("tensorflow") is None:
+        _missing("mtcnn/tensorflow not installed: pip install -e '.[mtcnn,test]'")
+    return True
+
+
+def write_config(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def facekit_cli(*args, env=None, cwd=None):
+    """Run the facekit CLI in a subprocess (as a user would)."""
+    return subprocess.run(
+        [sys.executable, "-m", "facekit.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
+    )

@@ -1,0 +1,75 @@
+"""facekit's arcface aligner equals insightface.utils.face_align.norm_crop pixel for pixel."""
+
+from __future__ import annotations
+
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from facekit.align import box_crop, estimate_norm, norm_crop, template_for
+
+GROUP = "images/group/insightface_t1.jpg"
+
+
+@pytest.fixture(scope="module")
+def real_faces(data_dir, scrfd_model):
+    """Real images with SCRFD landmarks: the six faces of t1.jpg and one per identity."""
+    from insightface.model_zoo import get_model
+
+    det = get_model(str(scrfd_model), providers=["CPUExecutionProvider"])
+    det.prepare(ctx_id=-1, input_size=(640, 640), det_thresh=0.5)
+    out = []
+    paths = [data_dir / GROUP] + sorted((data_dir / "images" / "identities").glob("*/*_0001.jpg"))[:10]
+    for p in paths:
+        img = cv2.imread(str(p))
+        _, kps = det.detect(img, input_size=(640, 640))
+        out += [(img, k) for k in kps]
+    assert len(out) >= 12
+    return out
+
+
+@pytest.mark.parametrize("size", [112, 224, 128, 256])
+def test_norm_crop_equals_insightface(real_faces, size):
+    from insightface.utils.face_align import norm_crop as reference
+
+    for img, lmk in real_faces:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # skimage's estimate() deprecation inside insightface
+            want = reference(img, lmk, image_size=size)
+        got = norm_crop(img, lmk, size)
+        assert got.shape == (size, size, 3) and got.dtype == np.uint8
+        assert np.array_equal(got, want), f"{int((got != want).sum())} values differ at size {size}"
+
+
+def test_aligner_plugin_uses_same_crop(real_faces):
+    from facekit.plugins import get_registry
+
+    cls = get_registry().get("aligner", "arcface")
+    aligner = cls(cls.Params(size=112))
+    img, lmk = real_faces[0]
+    assert np.array_equal(aligner.align(img, None, lmk), norm_crop(img, lmk, 112))
+
+
+def test_template_rules():
+    assert np.allclose(template_for(112)[0], [38.2946, 51.6963])
+    assert np.allclose(template_for(224), template_for(112) * 2)
+    t128 = template_for(128)
+    assert np.allclose(t128[:, 0], template_for(112)[:, 0] + 8) and np.allclose(t128[:, 1], template_for(112)[:, 1])
+    with pytest.raises(ValueError, match="multiple of 112 or 128"):
+        template_for(100)
+    # landmarks already on the template map to the identity transform
+    M = estimate_norm(template_for(112), 112)
+    assert np.allclose(M, [[1, 0, 0], [0, 1, 0]], atol=1e-4)
+    with pytest.raises(ValueError):
+        estimate_norm(np.zeros((4, 2)))
+
+
+def test_box_crop_margin():
+    img = np.zeros((200, 300, 3), np.uint8)
+    img[50:150, 100:200] = 255
+    crop = box_crop(img, np.array([100, 50, 200, 150], np.float32), size=112, margin=0)
+    assert crop.shape == (112, 112, 3) and crop.min() == 255
+    crop = box_crop(img, np.array([100, 50, 200, 150], np.float32), size=144, margin=44)
+    assert crop[0, 0].max() == 0 and crop[72, 72].min() == 255
