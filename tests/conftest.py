@@ -91,3 +91,22 @@ def facekit_cli(*args, env=None, cwd=None):
     return subprocess.run(
         [sys.executable, "-m", "facekit.cli", *map(str, args)], capture_output=True, text=True, env=env, cwd=cwd
     )
+
+
+def link_identities(data_dir: Path, root: Path, names=None) -> Path:
+    """``root/<identity>`` symlinks to shared identity folders (all, or ``names``)."""
+    root.mkdir(parents=True, exist_ok=True)
+    src = data_dir / "images" / "identities"
+    for name in names if names is not None else sorted(p.name for p in src.iterdir()):
+        os.symlink(src / name, root / name)
+    return root
+
+
+def link_aligned_112(data_dir: Path, root: Path) -> Path:
+    """The eight pre-aligned faces as ``root/<identity>/<file>`` (identities adaface_man,
+    adaface_woman), linked, not copied."""
+    for p in sorted((data_dir / "aligned_112").glob("*.jpg")):
+        ident = p.stem.rsplit("_", 1)[0]
+        (root / ident).mkdir(parents=True, exist_ok=True)
+        os.symlink(p, root / ident / p.name)
+    return root

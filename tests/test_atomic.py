@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import write_config
+from conftest import link_aligned_112, write_config
 from facekit.atomic import AtomicDir
 from facekit.config import load_config
 from facekit.engine import run
@@ -19,10 +19,7 @@ from facekit.engine import run
 @pytest.fixture
 def aligned_cfg(tmp_path, data_dir):
     root = tmp_path / "root"
-    for p in sorted((data_dir / "aligned_112").glob("*.jpg")):
-        ident = p.stem.rsplit("_", 1)[0]
-        (root / ident).mkdir(parents=True, exist_ok=True)
-        os.symlink(p, root / ident / p.name)
+    link_aligned_112(data_dir, root)
     return write_config(
         tmp_path,
         """

@@ -85,14 +85,11 @@ def test_mtcnn_landmarks(group_image, has_mtcnn):
 def test_haar_boxcrop_pipeline(tmp_path, data_dir):
     import os
 
-    from conftest import write_config
+    from conftest import link_identities, write_config
     from facekit.config import load_config
     from facekit.engine import run
 
-    root = tmp_path / "root"
-    root.mkdir()
-    for name in ("Anthony_Hopkins", "Rob_Lowe"):
-        os.symlink(data_dir / "images" / "identities" / name, root / name)
+    link_identities(data_dir, tmp_path / "root", ["Anthony_Hopkins", "Rob_Lowe"])
     cfg = write_config(
         tmp_path,
         """

@@ -9,7 +9,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import write_config
+from conftest import link_aligned_112, link_identities, write_config
 from facekit.config import load_config
 from facekit.engine import run
 from facekit.recordio import (
@@ -100,10 +100,7 @@ def test_pack_unpack_match_mxnet(tmp_path, run_mxnet):
 def test_pipeline_rec_read_by_mxnet(tmp_path, data_dir, scrfd_model, run_mxnet):
     """A real pipeline's train.rec/train.idx, read by mxnet's MXIndexedRecordIO/unpack:
     header, labels, identity ranges and image bytes as facekit's aligned folders say."""
-    root = tmp_path / "root"
-    root.mkdir()
-    for name in ("Alex_Lacamoire", "John_Salley", "Amy_Adams", "deepface_id08", "Rob_Lowe"):
-        os.symlink(data_dir / "images" / "identities" / name, root / name)
+    link_identities(data_dir, tmp_path / "root", ["Alex_Lacamoire", "John_Salley", "Amy_Adams", "deepface_id08", "Rob_Lowe"])
     cfg = write_config(
         tmp_path,
         f"""
@@ -153,10 +150,7 @@ def test_mxrec_plain_layout_read_by_mxnet(tmp_path, data_dir, run_mxnet):
     """layout: plain (no detector: pass-through of already aligned faces): keys from 0,
     scalar labels, no header record; every byte passes through untouched."""
     root = tmp_path / "root"
-    for p in sorted((data_dir / "aligned_112").glob("*.jpg")):
-        ident = p.stem.rsplit("_", 1)[0]
-        (root / ident).mkdir(parents=True, exist_ok=True)
-        os.symlink(p, root / ident / p.name)
+    link_aligned_112(data_dir, root)
     cfg = write_config(
         tmp_path,
         """

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import write_config
+from conftest import link_identities, write_config
 from facekit.config import load_config
 from facekit.engine import run
 from facekit.recordio import IndexedRecordIOReader, unpack
@@ -21,10 +21,7 @@ SINGLE_IMAGE_IDENTITIES = {"Amy_Adams", "Nathalie_Baye", "mtcnn_ivan"}
 @pytest.fixture(scope="module")
 def dataset_root(data_dir, tmp_path_factory) -> Path:
     """ROOT/<identity>/ links to the shared identities, plus zz_negatives/ (face-free photos)."""
-    root = tmp_path_factory.mktemp("seed") / "root"
-    root.mkdir()
-    for d in sorted((data_dir / "images" / "identities").iterdir()):
-        os.symlink(d, root / d.name)
+    root = link_identities(data_dir, tmp_path_factory.mktemp("seed") / "root")
     os.symlink(data_dir / "images" / "negatives", root / "zz_negatives")
     return root
 
@@ -129,10 +126,7 @@ def test_folders_mtcnn_end_to_end(tmp_path, data_dir, dataset_root, has_mtcnn):
 @pytest.mark.slow
 def test_process_pool_matches_serial(tmp_path, data_dir, scrfd_model):
     """workers: 2 gives the very same rec bytes as the in-process run."""
-    root = tmp_path / "root"
-    root.mkdir()
-    for name in ("John_Salley", "Anthony_Hopkins", "Amy_Adams", "deepface_id01"):
-        os.symlink(data_dir / "images" / "identities" / name, root / name)
+    root = link_identities(data_dir, tmp_path / "root", ["John_Salley", "Anthony_Hopkins", "Amy_Adams", "deepface_id01"])
     det = f"{{plugin: retinaface, model: {scrfd_model}}}"
     a, b = tmp_path / "serial", tmp_path / "pool"
     a.mkdir(), b.mkdir()

@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from conftest import REPO, write_config
+from conftest import link_aligned_112, REPO, write_config
 
 PLUGIN = '''
 """A detector that trusts pre-aligned 112x112 chips: the ArcFace template points."""
@@ -95,10 +95,7 @@ def test_listed_by_facekit_plugins(installed_plugin):
 
 def test_pipeline_uses_third_party_detector(tmp_path, installed_plugin, data_dir):
     root = tmp_path / "root"
-    for p in sorted((data_dir / "aligned_112").glob("*.jpg")):
-        ident = p.stem.rsplit("_", 1)[0]
-        (root / ident).mkdir(parents=True, exist_ok=True)
-        os.symlink(p, root / ident / p.name)
+    link_aligned_112(data_dir, root)
     cfg = write_config(
         tmp_path,
         """
