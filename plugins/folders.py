@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 import facekit
-from facekit.atomic import AtomicDir
+from facekit.atomic import MARKER, AtomicDir
 from facekit.lst import landmark_line, lst_line
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
@@ -39,7 +39,12 @@ class FoldersSource(facekit.Source):
         key = 0
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: e.name)
+        # A folder facekit wrote (the folders sink) has its side files at the top level:
+        # landmarks, .lst and the marker. They are not images of an identity.
+        own = os.path.exists(os.path.join(root, MARKER))
         for entry in entries:
+            if own and not entry.is_dir():
+                continue
             if not entry.is_dir():
                 yield facekit.Reject(entry.path, "not_in_identity_folder", "files must be in ROOT/<identity>/")
                 continue
@@ -58,11 +63,23 @@ class FoldersSource(facekit.Source):
                     key += 1
 
 
+def _extension(data: bytes) -> str:
+    """File extension for encoded image bytes, from their signature (JPEG if unknown)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return ".png"
+    if data[:2] == b"BM":
+        return ".bmp"
+    return ".jpg"
+
+
 class FoldersSinkParams(facekit.Params):
     path: facekit.OutputPath = Field(description="output folder (replaced atomically at the end of the run)")
     prefix: str = Field("", description="prefix of each identity folder name (dir2lmk --dir_prefix)")
     landmarks_file: str = Field("landmarks.txt", description="dir2lmk landmark file: path face_id x1 y1 ... x5 y5")
     lst_file: str = Field("label.txt", description="glint2lst list: 0 path label 0 0 0 0 <5 x> <5 y>")
+    label_digits: int = Field(
+        0, ge=0, le=12, description="zero-pad the label in folder names to this many digits (sorted by name = by label)"
+    )
 
 
 class FoldersSink(facekit.Sink):
@@ -83,16 +100,21 @@ class FoldersSink(facekit.Sink):
         self._label = None
 
     def write(self, s: facekit.Sample):
+        folder = f"{self.params.prefix}{s.label:0{self.params.label_digits}d}"
         if s.label != self._label:
             self._label, self._names = s.label, set()
-            (self.dir.staging / f"{self.params.prefix}{s.label}").mkdir()
+            (self.dir.staging / folder).mkdir()
             self.labels.add(s.label)
-        stem = Path(s.path).stem
-        name = f"{stem}_{s.face_id}.jpg"
+        if s.meta.get("stem"):  # a source naming its images (mxrec: the record key): keep the bytes' format
+            stem, ext = s.meta["stem"], _extension(s.data)
+            name = f"{stem}{ext}" if s.face_id == 0 else f"{stem}_{s.face_id}{ext}"
+        else:  # aligned crops are JPEG; pass-through bytes keep their own format
+            stem, ext = Path(s.path).stem, _extension(s.data)
+            name = f"{stem}_{s.face_id}{ext}"
         if name in self._names:  # same stem twice in one identity (a.jpg + a.png)
-            name = f"{stem}_{s.face_id}_{s.key}.jpg"
+            name = f"{stem}_{s.face_id}_{s.key}{ext}"
         self._names.add(name)
-        with open(self.dir.staging / f"{self.params.prefix}{s.label}" / name, "wb") as f:
+        with open(self.dir.staging / folder / name, "wb") as f:
             f.write(s.data)
         line = landmark_line(s)
         if line:

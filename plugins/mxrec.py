@@ -1,12 +1,26 @@
-"""MXNet RecordIO sink ``mxrec``: ``train.rec``, ``train.idx``, ``property``, ``train.lst``.
+"""MXNet RecordIO: the ``mxrec`` source (read any face ``.rec``) and the ``mxrec`` sink
+(``train.rec``, ``train.idx``, ``property``, ``train.lst``, shards).
 
 Layouts (``shared/docs/FORMATS.md`` section 2):
 
 - ``insightface``: key 0 = header ``flag=2, label=[N+1, N+1+K]``; keys 1..N = images
-  (``IRHeader(0, class_id, key, 0)`` + JPEG); keys N+1..N+K = one record per identity with
+  (``IRHeader(0, class_id, id, 0)`` + JPEG); keys N+1..N+K = one record per identity with
   ``label=[start, end)``. What arcface_torch's ``MXFaceDataset`` and mxnet trainers read.
 - ``plain``: images only, keys from 0, scalar labels (``im2rec`` style; NVIDIA DALI's
-  ``readers.mxnet`` reads every record as a sample, so it needs this layout).
+  ``readers.mxnet`` reads every record as a sample, so it needs this layout), optionally
+  shuffled with a seed (arcface_torch's ``shuffle_rec.py``, reproducible).
+
+Image record ids: ``id`` is the key the image has in the unsharded, unshuffled file of
+the layout (so in such a file ``id == key``, as ``im2rec`` writes). The side file
+``<prefix>.identities.tsv`` keeps the identity ranges in every layout:
+``label, file, start, end, count, first_id, end_id`` (start/end: keys in ``file``, ``-``
+when shuffled; first_id/end_id: the range of ``id``).
+
+Shards (``shards: N``): ``<prefix>-00000-of-0000N.rec/.idx``, split on identity
+boundaries nearest to equal image counts; each shard is a complete file of the layout
+(own header and identity records, keys from 0/1) with the dataset's global labels, and one
+``property``/``.lst``/side file covers the set. Sharded or shuffled output is first
+written to a staging file, then copied into place (``os.copy_file_range``).
 
 Written with facekit's own RecordIO writer (no mxnet), into a staging folder that replaces
 ``path`` only when the run succeeds.
@@ -14,16 +28,110 @@ Written with facekit's own RecordIO writer (no mxnet), into a staging folder tha
 
 from __future__ import annotations
 
+import bisect
+import os
+from array import array
 from typing import Literal
 
-from pydantic import Field
+import numpy as np
+from pydantic import Field, field_validator
 
 import facekit
 from facekit.atomic import AtomicDir
+from facekit.facerec import FaceRec, label_of, shard_stem
 from facekit.lst import image_size, lst_line
-from facekit.recordio import IndexedRecordIOWriter, IRHeader, encode_record, pack
+from facekit.recordio import IndexedRecordIOWriter, IRHeader, RecordIOError, encode_record, pack
 
 FLOAT32_EXACT = 1 << 24
+
+# --------------------------------------------------------------------------- source
+
+
+class MxrecSourceParams(facekit.SourceParams):
+    path: facekit.InputPath = Field(
+        description="a .rec (its .idx beside it, or none: scanned), a .idx, or a folder with <prefix>.rec or shards"
+    )
+    prefix: str = Field("train", description="file stem inside a folder: <prefix>.rec or <prefix>-IIIII-of-NNNNN.rec")
+    layout: Literal["auto", "insightface", "plain"] = Field(
+        "auto", description="auto: insightface when key 0 is a header record (flag>0, no image), else plain"
+    )
+    order: Literal["file", "label"] = Field(
+        "file",
+        description="file: idx order; label: by label then IRHeader id (regroups shuffled plain files, restoring the unshuffled order)",
+    )
+    labels: Literal["keep", "renumber"] = Field(
+        "keep", description="keep: the records' class ids (start_id ignored); renumber: consecutive from start_id"
+    )
+    min_images: int = Field(1, ge=1, description="identities with fewer images are left out (1: keep all, lossless)")
+
+
+class MxrecSource(facekit.Source):
+    """Images of a face RecordIO dataset (any layout, shards, no mxnet); bytes untouched."""
+
+    name = "mxrec"
+    Params = MxrecSourceParams
+
+    def __iter__(self):
+        p = self.params
+        try:
+            rec = FaceRec(p.path, p.layout, p.prefix)
+        except RecordIOError as e:
+            raise facekit.FacekitError(f"mxrec source: {e}") from None
+        try:
+            yield from self._samples(rec)
+        finally:
+            rec.close()
+
+    def _samples(self, rec: FaceRec):
+        p = self.params
+        multi = len(rec.parts) > 1
+        top = max((int(abs(part.image_keys).max()) for part in rec.parts if len(part)), default=0)
+        width = max(8, len(str(top)))
+        order = range(len(rec))
+        if p.order == "label":
+            labels, ids = rec.labels(with_ids=True)
+            order = np.lexsort((ids, labels)).tolist()  # by label, then id (the unshuffled position)
+        keep = p.labels == "keep"
+        seen: set[int] = set()
+        current = None
+        for i in order:
+            j, k = rec.locate(i)
+            part = rec.parts[j]
+            key = int(part.image_keys[k])
+            path = f"{part.rec_path}:{key}"
+            try:
+                header, img = part.read(k)
+                lab = label_of(header)
+            except RecordIOError as e:
+                yield facekit.Reject(path, "bad_record", str(e))
+                continue
+            if not lab.is_integer() or lab < 0:
+                yield facekit.Reject(path, "bad_label", f"label {lab} is not a class id")
+                continue
+            lab = int(lab)
+            if not img:
+                yield facekit.Reject(path, "empty_record", "record has no image bytes", str(lab))
+                continue
+            if lab != current:
+                if lab in seen:
+                    raise facekit.FacekitError(
+                        f"mxrec source: {path}: label {lab} appears again after other labels (a shuffled file?); "
+                        "set order: label to group images by label"
+                    )
+                seen.add(lab)
+                current = lab
+            stem = f"{j:05d}-{key:0{width}d}" if multi else f"{key:0{width}d}"
+            yield facekit.Sample(
+                key=i,
+                path=path,
+                identity=str(lab),
+                data=img,
+                label=lab if keep else -1,
+                meta={"stem": stem, "rec_key": key, "rec_part": j},
+            )
+
+
+# --------------------------------------------------------------------------- sink
 
 
 class MxrecParams(facekit.Params):
@@ -32,10 +140,117 @@ class MxrecParams(facekit.Params):
         "insightface", description="insightface: header + identity records; plain: images only, keys from 0 (DALI-safe)"
     )
     prefix: str = Field("train", description="file name stem: <prefix>.rec, <prefix>.idx, <prefix>.lst")
+    shards: int = Field(1, ge=1, le=99999, description="number of files <prefix>-IIIII-of-NNNNN.rec, split on identity boundaries")
+    shuffle: bool = Field(False, description="plain layout: shuffle the images (within each shard) with seed")
+    seed: int = Field(0, description="seed of the shuffle (numpy default_rng): same seed, same file")
+
+    @field_validator("shuffle")
+    @classmethod
+    def _shuffle_needs_plain(cls, v, info):
+        if v and info.data.get("layout") == "insightface":
+            raise ValueError("shuffle needs layout: plain (the insightface layout keeps identities contiguous)")
+        return v
+
+
+def _header(first_id_key: int, end_key: int) -> bytes:
+    return pack(IRHeader(0, [float(first_id_key), float(end_key)], 0, 0), b"")
+
+
+class _Out:
+    """One ``.rec``/``.idx`` being written: a whole dataset or one shard."""
+
+    def __init__(self, root, stem: str, insightface: bool):
+        self.stem = stem
+        self.w = IndexedRecordIOWriter(root / f"{stem}.idx", root / f"{stem}.rec")
+        self.insightface = insightface
+        self.key = 1 if insightface else 0
+        self.ranges: list[list[int]] = []  # [label, start, end) in this file's keys
+        if insightface:
+            # Placeholder header, rewritten in place at finish (same length: see finish()).
+            self.header_bytes = _header(0, 0)
+            self.w.write_idx(0, self.header_bytes)
+
+    def _limit(self, n: int = 1) -> None:
+        if self.insightface and self.key + n > FLOAT32_EXACT:
+            raise facekit.FacekitError(
+                f"mxrec: record key {self.key + n - 1} cannot be stored exactly in the float32 labels of the "
+                "insightface layout (limit 2**24 images per file); use layout: plain or shards"
+            )
+
+    def _note(self, label: int, n: int = 1) -> None:
+        if self.ranges and self.ranges[-1][0] == label:
+            self.ranges[-1][2] = self.key + n
+        else:
+            self.ranges.append([label, self.key, self.key + n])
+
+    def image(self, payload: bytes, label: int) -> None:
+        self._limit()
+        self.w.write_idx(self.key, payload)
+        self._note(label)
+        self.key += 1
+
+    def encoded(self, framed: bytes, label: int) -> None:
+        self._limit()
+        self.w.write_encoded_idx(self.key, framed)
+        self._note(label)
+        self.key += 1
+
+    def copy_identities(self, src_fd: int, rec_offsets: array, src_end: int, idents: list) -> None:
+        """Copy the records of consecutive identities ``[(label, first, count)]`` (record
+        numbers in the staging file) in one byte range."""
+        if not idents:
+            return
+        first = idents[0][1]
+        last = idents[-1][1] + idents[-1][2]
+        self._limit(last - first)
+        start = rec_offsets[first]
+        end = rec_offsets[last] if last < len(rec_offsets) else src_end
+        base = self.w.append_copy(src_fd, start, end - start)
+        offs = np.frombuffer(rec_offsets, np.int64)[first:last] - start + base
+        self.w.add_index(range(self.key, self.key + last - first), offs.tolist())
+        for label, _, count in idents:
+            self._note(label, count)
+            self.key += count
+
+    def finish(self) -> tuple[int, int]:
+        """Write identity records and the header (insightface); returns (images, records)."""
+        images = self.key - (1 if self.insightface else 0)
+        if self.insightface:
+            first = self.key
+            for _, start, end in self.ranges:
+                self.w.write_idx(self.key, pack(IRHeader(0, [float(start), float(end)], 0, 0), b""))
+                self.key += 1
+            header = _header(first, self.key)
+            # Counts are positive floats, never the magic's bytes: same framing length.
+            if len(encode_record(header)) != len(encode_record(self.header_bytes)):
+                raise facekit.FacekitError("mxrec: header record changed length")
+            self.w.overwrite(0, header)
+        self.w.close()
+        return images, self.key
+
+    def close(self) -> None:
+        self.w.close()
+
+
+def plan_shards(counts: list[int], n: int) -> list[int]:
+    """Identity-boundary cut points for ``n`` shards: returns ``n + 1`` indices into the
+    identity list (0 first, ``len(counts)`` last), each cut at the identity boundary nearest
+    to an equal share of the images. Shards may be empty when ``n`` exceeds the identities."""
+    cum = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)]).tolist()
+    total = cum[-1]
+    cuts = [0]
+    for s in range(1, n):
+        target = s * total / n
+        b = bisect.bisect_left(cum, target)
+        if b > 0 and (b >= len(cum) or target - cum[b - 1] <= cum[b] - target):
+            b -= 1
+        cuts.append(max(cuts[-1], min(b, len(counts))))
+    cuts.append(len(counts))
+    return cuts
 
 
 class MxrecSink(facekit.Sink):
-    """Pack kept faces into an indexed MXNet RecordIO file with property and .lst."""
+    """Pack kept faces into indexed MXNet RecordIO (one file or shards) with property and .lst."""
 
     name = "mxrec"
     Params = MxrecParams
@@ -44,72 +259,131 @@ class MxrecSink(facekit.Sink):
         p = self.params
         self.dir = AtomicDir(p.path)
         root = self.dir.staging
-        self.writer = IndexedRecordIOWriter(root / f"{p.prefix}.idx", root / f"{p.prefix}.rec")
-        self.lst = open(root / f"{p.prefix}.lst", "w", encoding="utf-8", newline="\n")
         self.insightface = p.layout == "insightface"
-        self.key = 1 if self.insightface else 0
-        if self.insightface:
-            # Placeholder header, rewritten in place at close (same length: see close()).
-            self.header_bytes = self._header(0, 0)
-            self.writer.write_idx(0, self.header_bytes)
-        self.ranges: list[list[int]] = []  # [label, start, end)
+        self.staged = p.shards > 1 or p.shuffle
+        self.lst = open(root / f"{p.prefix}.lst", "w", encoding="utf-8", newline="\n")
+        self.first_id = 1 if self.insightface else 0
+        self.n = 0
+        self.ranges: list[list[int]] = []  # [label, first_id, end_id)
         self.size = None
         self.max_label = -1
-
-    @staticmethod
-    def _header(first_id_key: int, end_key: int) -> bytes:
-        return pack(IRHeader(0, [float(first_id_key), float(end_key)], 0, 0), b"")
+        if self.staged:
+            self.tmp_path = root / ".images.rec.partial"
+            self.tmp = open(self.tmp_path, "wb")
+            self.tmp_off = 0
+            self.rec_offsets = array("q")
+        else:
+            self.out = _Out(root, p.prefix, self.insightface)
 
     def write(self, s: facekit.Sample):
         if self.size is None:
             self.size = image_size(s.data)
-        if self.insightface and self.key >= FLOAT32_EXACT:
-            raise facekit.FacekitError(
-                f"mxrec: record key {self.key} cannot be stored exactly in the float32 labels of the "
-                "insightface layout (limit 2**24 images); use layout: plain or shards"
-            )
-        payload = pack(IRHeader(0, float(s.label), self.key, 0), s.data)
-        self.writer.write_idx(self.key, payload)
-        if self.ranges and self.ranges[-1][0] == s.label:
-            self.ranges[-1][2] = self.key + 1
+        rid = self.first_id + self.n
+        payload = pack(IRHeader(0, float(s.label), rid, 0), s.data)
+        if self.staged:
+            framed = encode_record(payload)
+            self.rec_offsets.append(self.tmp_off)
+            self.tmp.write(framed)
+            self.tmp_off += len(framed)
         else:
-            self.ranges.append([s.label, self.key, self.key + 1])
+            self.out.image(payload, s.label)
+        if self.ranges and self.ranges[-1][0] == s.label:
+            self.ranges[-1][2] = rid + 1
+        else:
+            self.ranges.append([s.label, rid, rid + 1])
         self.max_label = max(self.max_label, s.label)
         self.lst.write(lst_line(s))
-        self.key += 1
+        self.n += 1
+
+    def _write_shards(self) -> list[tuple[str, int, list]]:
+        """Copy the staged image records into the shard files; returns per file
+        ``(stem, images, [(label, start, end)])`` (start/end None when shuffled)."""
+        p = self.params
+        root = self.dir.staging
+        self.tmp.close()
+        counts = [end - start for _, start, end in self.ranges]
+        cuts = plan_shards(counts, p.shards)
+        rng = np.random.default_rng(p.seed)
+        offs = np.frombuffer(self.rec_offsets, np.int64) if self.n else np.zeros(0, np.int64)
+        ends = np.append(offs[1:], self.tmp_off) if self.n else offs
+        files = []
+        fd = os.open(self.tmp_path, os.O_RDONLY)
+        try:
+            for si in range(p.shards):
+                stem = shard_stem(p.prefix, si, p.shards) if p.shards > 1 else p.prefix
+                out = _Out(root, stem, self.insightface)
+                try:
+                    idents = [
+                        (label, start - self.first_id, end - start)
+                        for label, start, end in self.ranges[cuts[si] : cuts[si + 1]]
+                    ]
+                    if not p.shuffle:
+                        out.copy_identities(fd, self.rec_offsets, self.tmp_off, idents)
+                        ranges = [(lab, s, e) for lab, s, e in out.ranges]
+                    else:
+                        recs = np.array(
+                            [r for _, first, count in idents for r in range(first, first + count)], np.int64
+                        )
+                        labels = np.array([lab for lab, _, count in idents for _ in range(count)], np.int64)
+                        perm = rng.permutation(len(recs))
+                        for j in perm.tolist():
+                            r = int(recs[j])
+                            framed = os.pread(fd, int(ends[r] - offs[r]), int(offs[r]))
+                            out.encoded(framed, int(labels[j]))
+                        ranges = [(lab, None, None) for lab, _, _ in idents]
+                    images, _ = out.finish()
+                except BaseException:
+                    out.close()
+                    raise
+                files.append((stem, images, ranges))
+        finally:
+            os.close(fd)
+            os.unlink(self.tmp_path)
+        return files
 
     def close(self):
-        images = self.key - (1 if self.insightface else 0)
-        if self.insightface:
-            first = self.key
-            for _, start, end in self.ranges:
-                self.writer.write_idx(self.key, pack(IRHeader(0, [float(start), float(end)], 0, 0), b""))
-                self.key += 1
-            header = self._header(first, self.key)
-            # Counts are positive floats, never the magic's bytes: same framing length.
-            if len(encode_record(header)) != len(encode_record(self.header_bytes)):
-                raise facekit.FacekitError("mxrec: header record changed length")
-            self.writer.overwrite(0, header)
-        self.writer.close()
+        p = self.params
+        if self.staged:
+            files = self._write_shards()
+        else:
+            images, _ = self.out.finish()
+            files = [(p.prefix, images, [tuple(r) for r in self.out.ranges])]
         self.lst.close()
+        root = self.dir.staging
         h, w = self.size or (112, 112)
-        (self.dir.staging / "property").write_text(f"{self.max_label + 1},{h},{w}\n")
+        (root / "property").write_text(f"{self.max_label + 1},{h},{w}\n")
+        lines = ["label\tfile\tstart\tend\tcount\tfirst_id\tend_id\n"]
+        ident_iter = iter(self.ranges)
+        for stem, _, ranges in files:
+            for label, start, end in ranges:
+                _, first_id, end_id = next(ident_iter)
+                s_, e_ = ("-", "-") if start is None else (start, end)
+                lines.append(f"{label}\t{stem}.rec\t{s_}\t{e_}\t{end_id - first_id}\t{first_id}\t{end_id}\n")
+        (root / f"{p.prefix}.identities.tsv").write_text("".join(lines))
         self.dir.commit()
+        n_files = len(files)
         return {
-            "path": str(self.params.path),
-            "layout": self.params.layout,
-            "images": images,
+            "path": str(p.path),
+            "layout": p.layout,
+            "images": self.n,
             "identities": len(self.ranges),
-            "records": self.key,
+            "records": self.n + n_files * (1 if self.insightface else 0) + (len(self.ranges) if self.insightface else 0),
+            "files": [f"{stem}.rec" for stem, _, _ in files],
+            "images_per_file": [n for _, n, _ in files],
+            "shuffled": p.shuffle,
         }
 
     def abort(self):
-        if hasattr(self, "writer"):
-            self.writer.close()
+        if hasattr(self, "dir"):
+            if hasattr(self, "out"):
+                self.out.close()
+            if hasattr(self, "tmp"):
+                self.tmp.close()
             self.lst.close()
             self.dir.abort()
 
 
 @facekit.hookimpl
 def register_stages(register):
+    register(MxrecSource)
     register(MxrecSink)

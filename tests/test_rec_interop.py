@@ -1,0 +1,318 @@
+"""RecordIO interop with the real mxnet 1.9.1 (isolated env), both directions, on the real
+photos: files mxnet writes (MXIndexedRecordIO + pack/pack_img, scalar and array labels,
+multi-part records, im2rec --pass-through) read by facekit with identical keys, headers,
+labels and bytes; files facekit writes (single file, shards, plain shuffled) read by
+mxnet the same way; reindex reproduces mxnet's idx; rec -> folders -> rec is byte-identical."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import write_config
+from facekit.config import load_config
+from facekit.engine import run
+from facekit.facerec import FaceRec
+from facekit.recordio import IndexedRecordIOReader, build_index, format_idx, unpack
+
+# Dump every record of every .rec in a folder, through mxnet: key, flag, labels, id, id2,
+# sha256 of the image bytes, in idx order.
+MX_DUMP = """
+import hashlib, json, os, sys, mxnet as mx
+def dump(d):
+    out = {}
+    for name in sorted(os.listdir(d)):
+        if not name.endswith('.rec'):
+            continue
+        r = mx.recordio.MXIndexedRecordIO(os.path.join(d, name[:-4] + '.idx'), os.path.join(d, name), 'r')
+        rows = []
+        for k in r.keys:
+            h, s = mx.recordio.unpack(r.read_idx(k))
+            lab = [float(h.label)] if h.flag == 0 else [float(x) for x in h.label]
+            rows.append([k, h.flag, lab, h.id, h.id2, hashlib.sha256(s).hexdigest()])
+        r.close()
+        out[name] = rows
+    return out
+"""
+
+
+def fk_dump(d: Path) -> dict:
+    """The same dump through facekit's reader."""
+    out = {}
+    for rec in sorted(d.glob("*.rec")):
+        r = IndexedRecordIOReader(rec.with_suffix(".idx"), rec)
+        rows = []
+        for k in r.keys:
+            h, s = unpack(r.read_idx(k))
+            lab = [float(h.label)] if h.flag == 0 else [float(x) for x in h.label]
+            rows.append([k, h.flag, lab, h.id, h.id2, hashlib.sha256(s).hexdigest()])
+        r.close()
+        out[rec.name] = rows
+    return out
+
+
+def sha(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory, data_dir) -> Path:
+    """ROOT/<identity>/<image>: symlinks to the 94 real photos of 21 identities."""
+    root = tmp_path_factory.mktemp("tree") / "root"
+    for d in sorted((data_dir / "images" / "identities").iterdir()):
+        (root / d.name).mkdir(parents=True)
+        for f in sorted(d.iterdir()):
+            os.symlink(f, root / d.name / f.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def mx_files(tmp_path_factory, tree, data_dir, mxnet_python, run_mxnet) -> Path:
+    """Files written by the real mxnet: insightface layout (pack), plain with array labels
+    (pack_img, Glint360K-style [class, aligned]), multi-part records, and im2rec
+    --pass-through runs (shuffled list over aligned_112; recursive list over the tree)."""
+    d = tmp_path_factory.mktemp("mx")
+    for sub in ("face", "glint", "multi", "im2rec_aligned", "im2rec_tree"):
+        (d / sub).mkdir()
+    run_mxnet(
+        """
+        import os, sys, cv2, numpy as np, mxnet as mx
+        from mxnet.recordio import IRHeader, pack, pack_img
+        root, d = sys.argv[1], sys.argv[2]
+        idents = sorted(os.listdir(root))
+        files = [(i, os.path.join(root, n, f)) for i, n in enumerate(idents) for f in sorted(os.listdir(os.path.join(root, n)))]
+        # insightface layout, as face2rec/the dataset guide write it
+        w = mx.recordio.MXIndexedRecordIO(d + '/face/train.idx', d + '/face/train.rec', 'w')
+        n, K = len(files), len(idents)
+        w.write_idx(0, pack(IRHeader(0, [n + 1.0, n + 1.0 + K], 0, 0), b''))
+        ranges, key = [], 1
+        for i, (lab, p) in enumerate(files):
+            w.write_idx(key, pack(IRHeader(0, float(lab), key, 0), open(p, 'rb').read()))
+            if ranges and ranges[-1][0] == lab: ranges[-1][2] = key + 1
+            else: ranges.append([lab, key, key + 1])
+            key += 1
+        for lab, s, e in ranges:
+            w.write_idx(key, pack(IRHeader(0, [float(s), float(e)], 0, 0), b'')); key += 1
+        w.close()
+        open(d + '/face/property', 'w').write('%d,112,112\\n' % K)
+        # plain, array labels [class, aligned], images re-encoded by pack_img (OpenCV, BGR)
+        w = mx.recordio.MXIndexedRecordIO(d + '/glint/train.idx', d + '/glint/train.rec', 'w')
+        for key, (lab, p) in enumerate(files[:30]):
+            img = cv2.resize(cv2.imread(p), (112, 112))
+            w.write_idx(key, pack_img(IRHeader(0, [float(lab), 1.0], key, 7), img, quality=90))
+        w.close()
+        # multi-part: image bytes with the magic at 4-byte-aligned payload offsets
+        magic = bytes.fromhex('0a23d7ce')
+        w = mx.recordio.MXIndexedRecordIO(d + '/multi/train.idx', d + '/multi/train.rec', 'w')
+        for key, (lab, p) in enumerate(files[:12]):
+            b = open(p, 'rb').read()
+            b = b[:100] + magic + b[104:200] + magic + magic + b[208:]   # payload offsets 124, 220, 224
+            w.write_idx(key, pack(IRHeader(0, float(lab), key, 0), b))
+        w.close()
+        """,
+        tree,
+        d,
+    )
+    im2rec = [mxnet_python, "-m", "mxnet.tools.im2rec"]
+    a = d / "im2rec_aligned" / "aligned"
+    subprocess.run(im2rec + [a, data_dir / "aligned_112", "--list"], check=True, capture_output=True)
+    subprocess.run(im2rec + [a, data_dir / "aligned_112", "--pass-through"], check=True, capture_output=True)
+    t = d / "im2rec_tree" / "tree"
+    subprocess.run(im2rec + [t, tree, "--list", "--recursive", "--no-shuffle"], check=True, capture_output=True)
+    subprocess.run(im2rec + [t, tree, "--pass-through"], check=True, capture_output=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def mx_dump(mx_files, run_mxnet) -> dict:
+    code = MX_DUMP + "\nimport sys\nprint(json.dumps({s: dump(os.path.join(sys.argv[1], s)) for s in sys.argv[2:]}))"
+    subs = ["face", "glint", "multi", "im2rec_aligned", "im2rec_tree"]
+    return json.loads(run_mxnet(code, mx_files, *subs))
+
+
+def test_facekit_reads_mxnet_files_identically(mx_files, mx_dump, tree):
+    for sub, dumped in mx_dump.items():
+        assert fk_dump(mx_files / sub) == dumped, sub
+    # and the content is what was packed: the original file bytes, labels by identity
+    files = sorted(p for p in tree.glob("*/*"))
+    face = mx_dump["face"]["train.rec"]
+    n = len(files)
+    assert face[0][:3] == [0, 2, [n + 1.0, n + 22.0]]
+    assert [r[5] for r in face[1 : n + 1]] == [sha(p.read_bytes()) for p in files]
+    # multi-part records really are split (cflag 1 at the record start) and read back whole
+    raw = (mx_files / "multi" / "train.rec").read_bytes()
+    assert (int.from_bytes(raw[4:8], "little") >> 29) == 1
+    assert fk_dump(mx_files / "multi")["train.rec"][3][5] == mx_dump["multi"]["train.rec"][3][5]
+
+
+def test_im2rec_pass_through_read_by_facekit(mx_files, data_dir):
+    """im2rec --list shuffles (seed 100): keys are the list's indices, ids the same; the
+    bytes are the aligned_112 files as they are; the source sees a plain layout."""
+    lst = [ln.split("\t") for ln in (mx_files / "im2rec_aligned" / "aligned.lst").read_text().splitlines()]
+    r = IndexedRecordIOReader(mx_files / "im2rec_aligned" / "aligned.idx", mx_files / "im2rec_aligned" / "aligned.rec")
+    assert r.keys == [int(x[0]) for x in lst] and r.keys != sorted(r.keys)
+    for key, label, rel in lst:
+        h, img = unpack(r.read_idx(int(key)))
+        assert (h.flag, h.label, h.id) == (0, float(label), int(key))
+        assert img == (data_dir / "aligned_112" / rel.strip()).read_bytes()
+    rec = FaceRec(mx_files / "im2rec_aligned" / "aligned.rec")
+    assert rec.layout == "plain" and len(rec) == 8
+
+
+def test_array_labels_and_glint_style(mx_files):
+    rec = FaceRec(mx_files / "glint")
+    assert rec.layout == "plain"  # key 0 has flag 2 but image bytes: not a header
+    labels = rec.labels()
+    assert labels.tolist() == sorted(labels.tolist()) and len(labels) == 30
+    h, img = rec.read(0)
+    assert h.flag == 2 and list(h.label) == [0.0, 1.0] and h.id2 == 7 and img[:2] == b"\xff\xd8"
+
+
+def test_reindex_reproduces_mxnet_idx(mx_files):
+    for sub, stem, rule in (("face", "train", "ordinal"), ("im2rec_aligned", "aligned", "id"), ("glint", "train", "id")):
+        keys, offs, info = build_index(mx_files / sub / f"{stem}.rec")
+        assert info["keys"] == rule
+        assert format_idx(keys, offs) == (mx_files / sub / f"{stem}.idx").read_bytes(), sub
+
+
+def _run(tmp_path, text, name="p.yaml"):
+    return run(load_config(write_config(tmp_path, text, name)), progress=False)
+
+
+def test_facekit_writes_what_mxnet_reads(tmp_path, tree, run_mxnet):
+    """facekit's sink (single file, 3 shards, plain shuffled in 2 shards) read by mxnet:
+    identical dumps; images are the original bytes; shards are standalone insightface files."""
+    s = _run(
+        tmp_path,
+        f"""
+        output: out
+        source: {{plugin: folders, root: {tree}, min_images: 1}}
+        sinks:
+          - {{plugin: mxrec, path: one}}
+          - {{plugin: mxrec, path: sh, shards: 3}}
+          - {{plugin: mxrec, path: pl, layout: plain, shuffle: true, seed: 5, shards: 2}}
+        """,
+    )
+    assert s.faces_kept == 94 and s.identities_written == 21
+    out = tmp_path / "out"
+    code = MX_DUMP + "\nimport sys\nprint(json.dumps({s: dump(os.path.join(sys.argv[1], s)) for s in sys.argv[2:]}))"
+    got = json.loads(run_mxnet(code, out, "one", "sh", "pl"))
+    for sub in ("one", "sh", "pl"):
+        assert fk_dump(out / sub) == got[sub], sub
+    files = sorted(tree.glob("*/*"))
+    idents = sorted({p.parent.name for p in files})
+    one = got["one"]["train.rec"]
+    assert [r[5] for r in one[1:95]] == [sha(p.read_bytes()) for p in files]
+    # shards: each a valid insightface file; together exactly the single file's images
+    rows = []
+    for name, recs in sorted(got["sh"].items()):
+        first, end = recs[0][2]
+        assert recs[0][1] == 2 and [r[0] for r in recs] == list(range(int(end)))
+        rows += recs[1 : int(first)]
+        for k, _, (s_, e_), *_ in recs[int(first) :]:
+            assert len({tuple(recs[j][2]) for j in range(int(s_), int(e_))}) == 1  # one label per identity record
+    assert [(r[2], r[3], r[5]) for r in rows] == [(r[2], r[3], r[5]) for r in one[1:95]]
+    shard_labels = [{r[2][0] for r in recs if r[1] == 0} for recs in got["sh"].values()]
+    assert sum(len(x) for x in shard_labels) == 21 and not set.intersection(*shard_labels)  # identity boundaries
+    # plain shuffled: keys from 0, scalar labels, every image once, label = its identity
+    pl = [r for recs in got["pl"].values() for r in recs]
+    assert all(r[1] == 0 for r in pl) and all(recs[0][0] == 0 for recs in got["pl"].values())
+    assert sorted((idents[int(r[2][0])], r[5]) for r in pl) == sorted((p.parent.name, sha(p.read_bytes())) for p in files)
+    assert [r[5] for r in pl] != [r[5] for r in one[1:95]]  # shuffled
+
+
+def test_rec_folders_rec_round_trip_is_byte_identical(tmp_path, mx_files):
+    """mxnet's insightface file and im2rec's recursive pass-through file -> folders ->
+    rec: the rebuilt .rec and .idx equal mxnet's byte for byte (every image included)."""
+    for sub, stem, layout in (("face", "train", "insightface"), ("im2rec_tree", "tree", "plain")):
+        src = mx_files / sub / f"{stem}.rec"
+        s1 = _run(
+            tmp_path,
+            f"""
+            output: {sub}_a
+            source: {{plugin: mxrec, path: {src}}}
+            sinks: [{{plugin: folders, path: folders, label_digits: 7}}]
+            """,
+        )
+        s2 = _run(
+            tmp_path,
+            f"""
+            output: {sub}_b
+            source: {{plugin: folders, root: {sub}_a/folders, min_images: 1}}
+            sinks: [{{plugin: mxrec, path: rec, layout: {layout}, prefix: {stem}}}]
+            """,
+        )
+        assert s1.faces_kept == s2.faces_kept == 94
+        out = tmp_path / f"{sub}_b" / "rec"
+        assert (out / f"{stem}.rec").read_bytes() == src.read_bytes(), sub
+        assert (out / f"{stem}.idx").read_bytes() == src.with_suffix(".idx").read_bytes(), sub
+        # the folder files are the original bytes, untouched
+        imgs = sorted((tmp_path / f"{sub}_a" / "folders").glob("*/*.*"))
+        rec = FaceRec(src)
+        assert sorted(sha(p.read_bytes()) for p in imgs) == sorted(sha(img) for _, _, img in rec)
+
+
+def test_relayout_plain_shuffled_and_back_is_lossless(tmp_path, mx_files):
+    """insightface -> plain shuffled (seeded, reproducible) -> insightface with order: label
+    rebuilds mxnet's file byte for byte; labels with gaps are kept, not renumbered."""
+    src = mx_files / "face"
+    for out, seed in (("p1", 3), ("p2", 3), ("p3", 4)):
+        _run(
+            tmp_path,
+            f"""
+            output: {out}
+            source: {{plugin: mxrec, path: {src}}}
+            sinks: [{{plugin: mxrec, path: rec, layout: plain, shuffle: true, seed: {seed}}}]
+            """,
+        )
+    p1, p2, p3 = (tmp_path / o / "rec" / "train.rec" for o in ("p1", "p2", "p3"))
+    assert p1.read_bytes() == p2.read_bytes() and p1.read_bytes() != p3.read_bytes()
+    tsv = (tmp_path / "p1" / "rec" / "train.identities.tsv").read_text().splitlines()
+    assert tsv[0].split("\t") == ["label", "file", "start", "end", "count", "first_id", "end_id"] and len(tsv) == 22
+    _run(
+        tmp_path,
+        f"""
+        output: back
+        source: {{plugin: mxrec, path: {tmp_path / 'p1' / 'rec'}, order: label}}
+        sinks: [{{plugin: mxrec, path: rec}}]
+        """,
+    )
+    back = tmp_path / "back" / "rec"
+    assert (back / "train.rec").read_bytes() == (src / "train.rec").read_bytes()
+    assert (back / "train.idx").read_bytes() == (src / "train.idx").read_bytes()
+    # a file order source refuses a shuffled file with a clear message
+    with pytest.raises(Exception, match="order: label"):
+        _run(tmp_path, f"output: bad\nsource: {{plugin: mxrec, path: {p1}}}\nsinks: [{{plugin: mxrec, path: rec}}]\n")
+
+
+def test_labels_kept_as_given(tmp_path, mx_files):
+    """A shard read alone keeps the dataset's global labels (no renumbering from 0);
+    renumber: consecutive from start_id."""
+    _run(
+        tmp_path,
+        f"""
+        output: sh
+        source: {{plugin: mxrec, path: {mx_files / 'face'}}}
+        sinks: [{{plugin: mxrec, path: rec, shards: 3}}]
+        """,
+    )
+    last = sorted((tmp_path / "sh" / "rec").glob("*-00002-of-00003.rec"))[0]
+    want = sorted(set(FaceRec(last).labels().tolist()))
+    assert want[0] > 0
+    for mode, expect in (("keep", want), ("renumber", list(range(5, 5 + len(want))))):
+        _run(
+            tmp_path,
+            f"""
+            output: {mode}
+            source: {{plugin: mxrec, path: {last}, labels: {mode}, start_id: 5}}
+            sinks: [{{plugin: mxrec, path: rec, layout: plain}}]
+            """,
+        )
+        got = FaceRec(tmp_path / mode / "rec").labels().tolist()
+        assert sorted(set(got)) == expect
+        assert (tmp_path / mode / "rec" / "property").read_text().split(",")[0] == str(expect[-1] + 1)
