@@ -93,5 +93,13 @@ def plugins(as_json):
                 click.echo(f"      {prm['name']}: {prm['type']} ({req}) {prm['description']}")
 
 
+from facekit import cli_rec  # noqa: E402  (inspect, verify, reindex)
+from facekit.cli_eval import eval_command  # noqa: E402
+
+main.add_command(eval_command)
+for _cmd in cli_rec.main.commands.values():
+    main.add_command(_cmd)
+
+
 if __name__ == "__main__":
     main()

@@ -50,8 +50,11 @@ class Summary:
 class IdentityGate:
     """Buffers the kept samples of one identity; admits it when it has ``min_images``.
 
-    Admitted identities get consecutive class ids from ``start_id`` in source order.
-    Raises FacekitError if the source yields an identity again after moving on.
+    Admitted identities get consecutive class ids from ``start_id`` in source order, except
+    when the source already set the class id (``label >= 0`` on every sample of the
+    identity, e.g. the ``mxrec`` source keeping a dataset's labels): it is kept as given.
+    Raises FacekitError if the source yields an identity again after moving on, or mixes
+    set and unset labels within one identity.
     """
 
     def __init__(self, start_id: int, min_images: int):
@@ -88,10 +91,18 @@ class IdentityGate:
         buf, self.buffer = self.buffer, []
         ident, self.current = self.current, None
         if len(buf) >= self.min_images:
+            given = {s.label for s in buf}
+            if any(lab >= 0 for lab in given):
+                if len(given) != 1:
+                    raise FacekitError(f"identity {ident!r}: the source gave several or partial labels {sorted(given)}")
+                self.admitted += 1
+                return buf, []
             label = self.next_id
             self.next_id += 1
             self.admitted += 1
-            return [s.replace(label=label) for s in buf], []
+            for s in buf:  # the gate owns these samples: label them in place
+                s.label = label
+            return buf, []
         self.dropped += 1
         detail = f"identity {ident!r} has {len(buf)} kept face(s) < min_images {self.min_images}"
         return [], [Reject(s.path, IDENTITY_TOO_SMALL, detail, ident) for s in buf]
@@ -135,6 +146,9 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
     opened = []
 
     def reject(r: Reject) -> None:
+        fatal = source.fatal_reject(r)
+        if fatal:
+            raise FacekitError(fatal)
         reasons[r.reason] += 1
         detail = r.detail.replace("\t", " ").replace("\n", " ")
         rejects.write(f"{r.path}\t{r.identity}\t{r.reason}\t{detail}\n")
@@ -166,7 +180,8 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
                 emit(gate.push(s))
             for r in oc.rejects:
                 reject(r)
-            bar.set_postfix(kept=summary.faces_kept, rejected=sum(reasons.values()), refresh=False)
+            if not bar.disable:
+                bar.set_postfix(kept=summary.faces_kept, rejected=sum(reasons.values()), refresh=False)
         emit(gate.flush())
         summary.identities_written = gate.admitted
         summary.identities_dropped = gate.dropped

@@ -112,7 +112,16 @@ class Sample:
     meta: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "Sample":
-        return dataclasses.replace(self, **changes)
+        """A shallow copy with ``changes`` applied (like ``dataclasses.replace``, which
+        costs several microseconds per call on the per-sample hot path)."""
+        new = object.__new__(Sample)
+        d = self.__dict__.copy()
+        for k in changes:
+            if k not in d:
+                raise TypeError(f"Sample has no field {k!r}")
+        d.update(changes)
+        new.__dict__ = d
+        return new
 
 
 @dataclass
@@ -160,6 +169,16 @@ class Source(Stage):
 
     def __iter__(self) -> Iterator[Sample | Reject]:
         raise NotImplementedError
+
+    def fatal_reject(self, reject: Reject) -> Optional[str]:
+        """Whether ``reject`` (of one of this source's images or faces) must stop the run.
+
+        Returns None (the default: the reject is written to the rejects file and the run
+        goes on) or the error message the run stops with. For sources whose images only
+        make sense together, e.g. verification pairs, where dropping one image would shift
+        every later pair.
+        """
+        return None
 
 
 class DetectorParams(Params):

@@ -64,7 +64,7 @@ class Worker:
     def _process(self, sample: Sample) -> list[Sample]:
         if not self.needs_pixels:
             if sample.data is None:
-                sample = sample.replace(data=read_file(sample.path))
+                sample.data = read_file(sample.path)  # the worker owns the source's sample
             return [sample]
         data = sample.data
         image = sample.image

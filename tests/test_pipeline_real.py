@@ -135,3 +135,27 @@ def test_process_pool_matches_serial(tmp_path, data_dir, scrfd_model):
     assert s1.faces_kept == s2.faces_kept == 11 + 2 + 5
     for f in ("train.rec", "train.idx", "property", "train.lst"):
         assert (a / "out" / "rec" / f).read_bytes() == (b / "out" / "rec" / f).read_bytes(), f
+
+
+def test_cli_run_with_worker_processes(tmp_path, data_dir):
+    """`python -m facekit.cli run` with workers > 0: spawned workers re-import the CLI's
+    modules under other names; the run must still work and match the in-process run."""
+    from conftest import facekit_cli, link_aligned_112
+
+    link_aligned_112(data_dir, tmp_path / "root")
+    outs = []
+    for workers in (0, 2):
+        cfg = write_config(
+            tmp_path,
+            f"""
+            output: out{workers}
+            workers: {workers}
+            source: {{plugin: folders, root: root}}
+            sinks: [{{plugin: mxrec, path: rec}}]
+            """,
+            f"w{workers}.yaml",
+        )
+        r = facekit_cli("run", "-q", cfg)
+        assert r.returncode == 0, r.stderr
+        outs.append((tmp_path / f"out{workers}" / "rec" / "train.rec").read_bytes())
+    assert outs[0] == outs[1] and len(outs[0]) > 8 * 1000
