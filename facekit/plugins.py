@@ -59,6 +59,7 @@ class Registry:
 
 
 def make_plugin_manager() -> pluggy.PluginManager:
+    """A pluggy manager for project ``facekit`` with :mod:`facekit.hookspecs` added."""
     pm = pluggy.PluginManager("facekit")
     pm.add_hookspecs(hookspecs)
     return pm
@@ -71,6 +72,15 @@ def get_registry() -> Registry:
 
 
 def load_registry(entry_points=None) -> Registry:
+    """Load the plugins of ``entry_points`` (default: the installed ``facekit`` group).
+
+    A plugin that fails to import or register is recorded in its :class:`PluginInfo`
+    ``error`` instead of breaking the others.
+
+    Raises:
+        ConfigError: a registered class is not a Stage, or two plugins register the same
+            ``(kind, name)``.
+    """
     pm = make_plugin_manager()
     reg = Registry()
     eps = entry_points if entry_points is not None else md.entry_points(group=ENTRY_POINT_GROUP)

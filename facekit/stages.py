@@ -11,7 +11,6 @@ are refused); the engine builds it as ``cls(params)`` after validating the confi
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -111,9 +111,11 @@ _worker: Optional[Worker] = None
 
 
 def init_process(spec: PipelineSpec) -> None:
+    """Process-pool initializer: build this process's :class:`Worker` from ``spec``."""
     global _worker
     _worker = Worker(spec)
 
 
 def process_batch(items: list) -> list[Outcome]:
+    """Process a batch of source items in a pool process, in order."""
     return [_worker(it) for it in items]

@@ -22,6 +22,7 @@ MODEL_PATTERNS = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx", "scrfd_*.onn
 
 
 def insightface_model_root() -> Path:
+    """InsightFace's model folder: ``$INSIGHTFACE_HOME/models`` or ``~/.insightface/models``."""
     return Path(os.environ.get("INSIGHTFACE_HOME", "~/.insightface")).expanduser() / "models"
 
 

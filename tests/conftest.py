@@ -45,6 +45,15 @@ def scrfd_model(data_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def rec_model(data_dir) -> Path:
+    """The shared MobileFaceNet recognition model (112x112 RGB, 128-d)."""
+    p = data_dir / "models" / "recognition" / "photo_analyze_mobilefacenet_128d.onnx"
+    if not p.exists():
+        _missing(f"{p} missing")
+    return p
+
+
+@pytest.fixture(scope="session")
 def mxnet_python() -> str:
     """Path of a python that imports the real mxnet 1.9.1 (isolated env, numpy 1.23.5)."""
     py = os.environ.get("FACEKIT_MXNET_PYTHON", str(REPO / ".ci-venv-mxnet" / "bin" / "python"))

@@ -44,17 +44,21 @@ def bad_root(tmp_path, data_dir):
     return root
 
 
-def test_bad_files_go_to_rejects_with_reason(tmp_path, bad_root, scrfd_model):
-    cfg = write_config(
+def _detect_align_config(tmp_path, scrfd_model, sinks: str):
+    return write_config(
         tmp_path,
         f"""
         output: out
         source: {{plugin: folders, root: root}}
         detector: {{plugin: retinaface, model: {scrfd_model}}}
         aligner: {{plugin: arcface}}
-        sinks: [{{plugin: mxrec, path: rec}}, {{plugin: folders, path: faces}}]
+        sinks: {sinks}
         """,
     )
+
+
+def test_bad_files_go_to_rejects_with_reason(tmp_path, bad_root, scrfd_model):
+    cfg = _detect_align_config(tmp_path, scrfd_model, "[{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]")
     s = run(load_config(cfg), progress=False)
     rej = _rejects(tmp_path / "out")
     assert rej == {
@@ -120,16 +124,7 @@ def test_image_modes_through_pipeline(tmp_path, data_dir, scrfd_model):
     ident.mkdir(parents=True)
     for name, data in _variants(data_dir).items():
         (ident / name).write_bytes(data)
-    cfg = write_config(
-        tmp_path,
-        f"""
-        output: out
-        source: {{plugin: folders, root: root}}
-        detector: {{plugin: retinaface, model: {scrfd_model}}}
-        aligner: {{plugin: arcface}}
-        sinks: [{{plugin: folders, path: faces}}]
-        """,
-    )
+    cfg = _detect_align_config(tmp_path, scrfd_model, "[{plugin: folders, path: faces}]")
     s = run(load_config(cfg), progress=False)
     assert s.faces_kept == 5 and s.rejects == {}
     crops = {p.name: decode_image(p.read_bytes()) for p in (tmp_path / "out/faces/0").glob("*.jpg")}

@@ -83,8 +83,6 @@ def test_mtcnn_landmarks(group_image, has_mtcnn):
 
 
 def test_haar_boxcrop_pipeline(tmp_path, data_dir):
-    import os
-
     from conftest import link_identities, write_config
     from facekit.config import load_config
     from facekit.engine import run

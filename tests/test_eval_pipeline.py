@@ -17,7 +17,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import REPO, _missing, facekit_cli, write_config
+from conftest import REPO, facekit_cli, write_config
 from facekit.config import load_config, parse_config
 from facekit.engine import run
 from facekit.errors import FacekitError
@@ -26,14 +26,6 @@ from facekit.images import decode_image
 from facekit.pairs import Pair, folder_pairs, write_pairs
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def rec_model(data_dir) -> Path:
-    p = data_dir / "models" / "recognition" / "photo_analyze_mobilefacenet_128d.onnx"
-    if not p.exists():
-        _missing(f"{p} missing")
-    return p
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import pytest
 
-from conftest import link_aligned_112, REPO, write_config
+from conftest import link_aligned_112, write_config
 
 PLUGIN = '''
 """A detector that trusts pre-aligned 112x112 chips: the ArcFace template points."""
