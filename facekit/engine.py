@@ -79,7 +79,12 @@ class IdentityGate:
         self.current = identity
         return released
 
-    def push(self, sample: Sample) -> tuple[list[Sample], list[Reject]]:
+    def push(self, sample: Sample) -> tuple[list[Sample], list[Reject]] | None:
+        """Buffer ``sample``; returns what finishing the previous identity released, or
+        None while the identity stays the same (the common, cheap case)."""
+        if sample.identity == self.current:
+            self.buffer.append(sample)
+            return None
         released = self.see(sample.identity)
         self.buffer.append(sample)
         return released
@@ -157,10 +162,10 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
         kept, dropped = released
         for r in dropped:
             reject(r)
-        for s in kept:
+        if kept:
             for sink in sinks:
-                sink.write(s)
-            summary.faces_kept += 1
+                sink.write_many(kept)
+            summary.faces_kept += len(kept)
 
     try:
         for sink in sinks:
@@ -172,12 +177,14 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
             worker = Worker(spec)
             outcomes = map(worker, source)
         bar = tqdm(outcomes, desc="facekit", unit="img", disable=(not progress) if progress is not None else None)
-        for oc in bar:
+        for oc in outcomes if bar.disable else bar:
             summary.images_read += oc.read
             if oc.read and not oc.samples:  # an image of this identity that kept no face
                 emit(gate.see(oc.identity))
             for s in oc.samples:
-                emit(gate.push(s))
+                released = gate.push(s)
+                if released is not None:
+                    emit(released)
             for r in oc.rejects:
                 reject(r)
             if not bar.disable:

@@ -27,14 +27,14 @@ def lst_line(sample: Sample) -> str:
     ``0 path label x1 y1 x2 y2``; with neither (source already aligned): ``1 path label``.
     Paths are the source images'; coordinates are in the source image, pixels.
     """
+    if sample.landmarks is None and sample.box is None:  # pass-through: already aligned
+        return f"1\t{sample.path}\t{sample.label}\n"
     if sample.landmarks is not None:
         lmk = np.asarray(sample.landmarks, np.float64)
         fields = ["0", sample.path, str(sample.label), "0", "0", "0", "0"]
         fields += [_f(v) for v in lmk[:, 0]] + [_f(v) for v in lmk[:, 1]]
     elif sample.box is not None:
         fields = ["0", sample.path, str(sample.label)] + [_f(v) for v in sample.box]
-    else:
-        fields = ["1", sample.path, str(sample.label)]
     return "\t".join(fields) + "\n"
 
 

@@ -126,6 +126,80 @@ def encode_record(payload: bytes) -> bytes:
     return b"".join(parts)
 
 
+def pack_header(header: IRHeader | Sequence) -> bytes:
+    """The header part of :func:`pack`'s payload (``pack(header, s) == pack_header(header)
+    + s``): 24 bytes, plus ``4 * flag`` float32 label bytes for a sequence label. Its length
+    is a multiple of 4, so the image bytes after it keep their 4-byte alignment."""
+    _, label, id_, id2 = header
+    if isinstance(label, _SCALARS):
+        return _IR.pack(0, label, id_, id2)
+    label = np.asarray(label, dtype=np.float32)
+    return _IR.pack(label.size, 0, id_, id2) + label.tobytes()
+
+
+def scalar_header(label: float, id_: int, id2: int = 0) -> bytes:
+    """``pack_header(IRHeader(0, label, id_, id2))`` for a scalar label (the 24 bytes
+    ``<IfQQ``: flag 0, float32 label, uint64 id, uint64 id2), without building the tuple."""
+    return _IR.pack(0, label, id_, id2)
+
+
+def encode_records(payloads: Sequence) -> tuple[bytes, list[int]]:
+    """Frame many payloads back to back, byte for byte as ``b"".join(map(encode_record,
+    payloads))`` (dmlc ``RecordIOWriter::WriteRecord`` called once per payload).
+
+    Args:
+        payloads: each ``bytes`` (or any bytes-like object), or a tuple of pieces whose
+            concatenation is the payload, e.g. ``(pack_header(h), image_bytes)``.
+    Returns:
+        ``(data, starts)``: the framed records and the byte offset of each record's first
+        magic within ``data`` (``len(data)`` is a multiple of 4).
+    Raises:
+        RecordIOError: a payload of 2**29 bytes or more.
+
+    Every record is first framed as one part and the whole buffer is scanned for the magic
+    in a single vectorised pass: a payload is aligned on 4 bytes in the buffer exactly as
+    in itself (each piece before the last has a length multiple of 4, else the pieces are
+    joined first), and padding bytes are zero, so any hit besides the records' own heads
+    is a magic dmlc would split on; those (rare) batches are framed record by record with
+    :func:`encode_record`.
+    """
+    pieces: list = []
+    starts: list[int] = []
+    pos = 0
+    head = _HEAD.pack
+    for p in payloads:
+        if type(p) is tuple:
+            if len(p) == 2 and not len(p[0]) & 3:
+                n = len(p[0]) + len(p[1])
+                pieces += (head(MAGIC, n), p[0], p[1])
+            else:
+                p = b"".join(p)
+                n = len(p)
+                pieces += (head(MAGIC, n), p)
+        else:
+            n = len(p)
+            pieces += (head(MAGIC, n), p)
+        if n >= MAX_LENGTH:
+            raise RecordIOError(f"record payload of {n} bytes exceeds the RecordIO limit of 2**29-1")
+        if n & 3:
+            pieces.append(_PADS[n & 3])
+        starts.append(pos)
+        pos += 8 + ((n + 3) & ~3)
+    data = b"".join(pieces)
+    if not starts:
+        return data, starts
+    hits = np.count_nonzero(np.frombuffer(data, dtype="<u4") == MAGIC)
+    if hits == len(starts):  # only the heads we wrote: no payload holds the magic
+        return data, starts
+    framed = [encode_record(b"".join(p) if type(p) is tuple else p) for p in payloads]
+    starts = []
+    pos = 0
+    for f in framed:
+        starts.append(pos)
+        pos += len(f)
+    return b"".join(framed), starts
+
+
 class RecordIOWriter:
     """Sequential ``.rec`` writer (mxnet ``MXRecordIO(path, 'w')``).
 
@@ -145,6 +219,15 @@ class RecordIOWriter:
         self._f.write(data)
         self.offset += len(data)
         return start
+
+    def write_many(self, payloads: Sequence) -> list[int]:
+        """Append many records (:func:`encode_records`: each payload ``bytes`` or a tuple of
+        pieces) with one write. Returns the offset of each record's first magic."""
+        data, starts = encode_records(payloads)
+        base = self.offset
+        self._f.write(data)
+        self.offset += len(data)
+        return [base + s for s in starts]
 
     def write_encoded(self, data: bytes) -> int:
         """Append bytes that are already whole framed records (:func:`encode_record`
@@ -230,6 +313,17 @@ class IndexedRecordIOWriter(RecordIOWriter):
         self._idx.write(f"{int(key)}\t{offset}\n")
         self.keys.append(int(key))
         return offset
+
+    def write_many_idx(self, keys: Sequence[int], payloads: Sequence) -> list[int]:
+        """:meth:`write_many` the records and list them in the idx under ``keys`` (same
+        length). Returns their offsets."""
+        if len(keys) != len(payloads):
+            raise ValueError(f"{len(keys)} keys for {len(payloads)} payloads")
+        offsets = self.write_many(payloads)
+        keys = [int(k) for k in keys]
+        self._idx.write("".join([f"{k}\t{o}\n" for k, o in zip(keys, offsets)]))
+        self.keys.extend(keys)
+        return offsets
 
     def write_encoded_idx(self, key: int, data: bytes) -> int:
         """:meth:`write_encoded` one framed record and list it in the idx under ``key``."""

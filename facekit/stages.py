@@ -245,7 +245,7 @@ class Augmenter(Stage):
 
 
 class Sink(Stage):
-    """Consumes kept samples in order: ``open()``, ``write()`` per sample, ``close()``.
+    """Consumes kept samples in order: ``open()``, ``write_many()``/``write()``, ``close()``.
 
     Samples arrive with ``label`` set, identities contiguous and labels non-decreasing;
     ``sample.data`` holds the encoded bytes to store. ``close()`` publishes the outputs
@@ -260,6 +260,13 @@ class Sink(Stage):
 
     def write(self, sample: Sample) -> None:
         raise NotImplementedError
+
+    def write_many(self, samples: list[Sample]) -> None:
+        """Consume several samples, in order (the engine hands over one identity at a
+        time). The default calls :meth:`write` for each; a sink that gains from batching
+        (framing, one system call per batch) overrides it."""
+        for s in samples:
+            self.write(s)
 
     def close(self) -> dict[str, Any]:
         return {}

@@ -22,7 +22,7 @@ ALIGN_FAILED = "align_failed"
 STAGE_ERROR = "stage_error"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """Result of one source item: its identity, kept samples (encoded) and rejects."""
 
@@ -41,6 +41,7 @@ class Worker:
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
         self._warned = False
+        self.pixels = self.needs_pixels
 
     @property
     def needs_pixels(self) -> bool:
@@ -49,6 +50,12 @@ class Worker:
     def __call__(self, item: Sample | Reject) -> Outcome:
         if isinstance(item, Reject):
             return Outcome(item.identity, rejects=[item])
+        if not self.pixels and item.data is None:  # pass-through: only read the file
+            try:
+                item.data = read_file(item.path)  # the worker owns the source's sample
+            except SampleRejected as r:
+                return Outcome(item.identity, [], [Reject(item.path, r.reason, r.detail, item.identity)], 1)
+            return Outcome(item.identity, [item], [], 1)
         out = Outcome(item.identity, read=1)
         try:
             out.samples = self._process(item)

@@ -21,6 +21,15 @@ class FoldersSourceParams(facekit.SourceParams):
     extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="image file extensions (case-insensitive)")
 
 
+def _ext(name: str) -> str:
+    """Lower-cased extension with its dot, as ``os.path.splitext(name)[1].lower()`` (a
+    leading dot does not start an extension), without its per-call cost."""
+    dot = name.rfind(".")
+    if dot <= 0 or (name[0] == "." and not name[:dot].strip(".")):
+        return ""
+    return name[dot:].lower()
+
+
 class FoldersSource(facekit.Source):
     """Images in ``ROOT/<identity>/<image>``, identities and files in sorted order."""
 
@@ -42,6 +51,7 @@ class FoldersSource(facekit.Source):
         # A folder facekit wrote (the folders sink) has its side files at the top level:
         # landmarks, .lst and the marker. They are not images of an identity.
         own = os.path.exists(os.path.join(root, MARKER))
+        exts = self.exts
         for entry in entries:
             if own and not entry.is_dir():
                 continue
@@ -54,7 +64,7 @@ class FoldersSource(facekit.Source):
             for f in files:
                 if f.is_dir():
                     yield facekit.Reject(f.path, "unsupported_file", "sub-folder inside an identity folder", identity)
-                elif os.path.splitext(f.name)[1].lower() not in self.exts:
+                elif _ext(f.name) not in exts:
                     yield facekit.Reject(
                         f.path, "unsupported_file", f"extension not in {sorted(self.exts)}", identity
                     )

@@ -40,7 +40,15 @@ import facekit
 from facekit.atomic import AtomicDir
 from facekit.facerec import FaceRec, label_of, shard_stem
 from facekit.lst import image_size, lst_line
-from facekit.recordio import IndexedRecordIOWriter, IRHeader, RecordIOError, encode_record, pack
+from facekit.recordio import (
+    IndexedRecordIOWriter,
+    IRHeader,
+    RecordIOError,
+    encode_record,
+    encode_records,
+    pack,
+    scalar_header,
+)
 
 FLOAT32_EXACT = 1 << 24
 
@@ -183,11 +191,15 @@ class _Out:
         else:
             self.ranges.append([label, self.key, self.key + n])
 
-    def image(self, payload: bytes, label: int) -> None:
-        self._limit()
-        self.w.write_idx(self.key, payload)
-        self._note(label)
-        self.key += 1
+    def images(self, payloads: list, runs: list[list[int]]) -> None:
+        """Append image records (payloads as :func:`encode_records` takes them) with one
+        write; ``runs`` are ``[label, count]`` of consecutive records, in order."""
+        n = len(payloads)
+        self._limit(n)
+        self.w.write_many_idx(range(self.key, self.key + n), payloads)
+        for label, count in runs:
+            self._note(label, count)
+            self.key += count
 
     def encoded(self, framed: bytes, label: int) -> None:
         self._limit()
@@ -267,6 +279,9 @@ class MxrecSink(facekit.Sink):
         self.ranges: list[list[int]] = []  # [label, first_id, end_id)
         self.size = None
         self.max_label = -1
+        self.pending: list = []  # image records not yet framed: (header, image bytes)
+        self.pending_runs: list[list[int]] = []  # [label, count] of the pending records
+        self.pending_bytes = 0
         if self.staged:
             self.tmp_path = root / ".images.rec.partial"
             self.tmp = open(self.tmp_path, "wb")
@@ -275,25 +290,59 @@ class MxrecSink(facekit.Sink):
         else:
             self.out = _Out(root, p.prefix, self.insightface)
 
+    #: image records framed and written together, at most BATCH records or BATCH_BYTES
+    #: image bytes (one framing pass, one magic scan, one write per batch; bounded memory)
+    BATCH = 256
+    BATCH_BYTES = 2 << 20
+
     def write(self, s: facekit.Sample):
+        self.write_many([s])
+
+    def write_many(self, samples: list[facekit.Sample]):
+        """Queue image records for ``samples`` (label set, identities contiguous); they are
+        framed and written in batches (:func:`facekit.recordio.encode_records`)."""
+        if not samples:
+            return
         if self.size is None:
-            self.size = image_size(s.data)
+            self.size = image_size(samples[0].data)
         rid = self.first_id + self.n
-        payload = pack(IRHeader(0, float(s.label), rid, 0), s.data)
+        pending = self.pending
+        ranges = self.ranges
+        runs = self.pending_runs
+        lines = []
+        for s in samples:
+            label = s.label
+            data = s.data
+            pending.append((scalar_header(label, rid), data))
+            self.pending_bytes += len(data)
+            if ranges and ranges[-1][0] == label:
+                ranges[-1][2] = rid + 1
+                runs[-1][1] += 1
+            else:
+                ranges.append([label, rid, rid + 1])
+                runs.append([label, 1])
+                if label > self.max_label:
+                    self.max_label = label
+            lines.append(lst_line(s))
+            rid += 1
+        self.n = rid - self.first_id
+        self.lst.write("".join(lines))
+        if len(pending) >= self.BATCH or self.pending_bytes >= self.BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        payloads, runs = self.pending, self.pending_runs
+        if not payloads:
+            return
+        self.pending, self.pending_runs, self.pending_bytes = [], [], 0
         if self.staged:
-            framed = encode_record(payload)
-            self.rec_offsets.append(self.tmp_off)
-            self.tmp.write(framed)
-            self.tmp_off += len(framed)
+            data, starts = encode_records(payloads)
+            base = self.tmp_off
+            self.rec_offsets.extend([base + o for o in starts])
+            self.tmp.write(data)
+            self.tmp_off += len(data)
         else:
-            self.out.image(payload, s.label)
-        if self.ranges and self.ranges[-1][0] == s.label:
-            self.ranges[-1][2] = rid + 1
-        else:
-            self.ranges.append([s.label, rid, rid + 1])
-        self.max_label = max(self.max_label, s.label)
-        self.lst.write(lst_line(s))
-        self.n += 1
+            self.out.images(payloads, runs)
 
     def _write_shards(self) -> list[tuple[str, int, list]]:
         """Copy the staged image records into the shard files; returns per file
@@ -343,6 +392,7 @@ class MxrecSink(facekit.Sink):
 
     def close(self):
         p = self.params
+        self._flush()
         if self.staged:
             files = self._write_shards()
         else:

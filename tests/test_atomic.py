@@ -69,10 +69,10 @@ def test_killed_run_keeps_previous_output(tmp_path, aligned_cfg):
         "from facekit.config import load_config\n"
         "from facekit.engine import run\n"
         "cls = get_registry().get('sink', 'mxrec')\n"
-        "orig = cls.write\n"
-        "def write(self, s):\n"
-        "    orig(self, s); print('wrote', flush=True); time.sleep(30)\n"
-        "cls.write = write\n"
+        "orig = cls.write_many\n"
+        "def write_many(self, s):\n"
+        "    orig(self, s); self._flush(); print('wrote', flush=True); time.sleep(30)\n"
+        "cls.write_many = write_many\n"
         "run(load_config(sys.argv[1]), progress=False)\n"
     )
     p = subprocess.Popen([sys.executable, str(slow), str(aligned_cfg)], stdout=subprocess.PIPE, text=True)

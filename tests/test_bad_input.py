@@ -131,3 +131,25 @@ def test_image_modes_through_pipeline(tmp_path, data_dir, scrfd_model):
     base = crops["plain_0.jpg"].astype(int)
     for name, c in crops.items():
         assert np.abs(c.astype(int).mean(2) - base.mean(2)).mean() < 12, name
+
+
+@pytest.mark.parametrize("size", [0, 1, 65535, 65536, 65537, (1 << 20) + 65536, 3 * (1 << 20) + 7])
+def test_read_file_reads_whole_files(tmp_path, size):
+    """The pass-through reader (os.read until end of file) returns every byte, across its
+    64 KiB first read and 1 MiB follow-up reads."""
+    from facekit.images import read_file
+
+    data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    (tmp_path / "f.jpg").write_bytes(data)
+    assert read_file(str(tmp_path / "f.jpg")) == data
+
+
+def test_read_file_errors_are_rejects(tmp_path):
+    from facekit.images import read_file
+
+    with pytest.raises(SampleRejected) as e:
+        read_file(str(tmp_path / "missing.jpg"))
+    assert e.value.reason == "unreadable" and "FileNotFoundError" in e.value.detail
+    with pytest.raises(SampleRejected) as e:
+        read_file(str(tmp_path))  # a folder
+    assert e.value.reason == "unreadable"

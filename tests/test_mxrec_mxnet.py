@@ -56,6 +56,11 @@ def test_facekit_and_mxnet_write_identical_files(tmp_path, run_mxnet):
     with IndexedRecordIOWriter(fk / "a.idx", fk / "a.rec") as w:
         for i, p in enumerate(payloads):
             w.write_idx(i, p)
+    # the batched writer (one framing pass, one write; what the mxrec sink uses), with
+    # payloads given whole and as (IRHeader, image) pieces, aligned and unaligned
+    with IndexedRecordIOWriter(fk / "b.idx", fk / "b.rec") as w:
+        w.write_many_idx(range(3), payloads[:3])
+        w.write_many_idx(range(3, len(payloads)), [(p[:4], p[4:]) if j % 2 else (p[:3], p[3:]) for j, p in enumerate(payloads[3:])])
     (tmp_path / "payloads.json").write_text(json.dumps([p.hex() for p in payloads]))
     out = run_mxnet(
         """
@@ -74,6 +79,8 @@ def test_facekit_and_mxnet_write_identical_files(tmp_path, run_mxnet):
     assert [bytes.fromhex(h) for h in json.loads(out)] == payloads  # mxnet reads ours
     assert (tmp_path / "mx.rec").read_bytes() == (fk / "a.rec").read_bytes()  # byte for byte
     assert (tmp_path / "mx.idx").read_bytes() == (fk / "a.idx").read_bytes()
+    assert (tmp_path / "mx.rec").read_bytes() == (fk / "b.rec").read_bytes()
+    assert (tmp_path / "mx.idx").read_bytes() == (fk / "b.idx").read_bytes()
     r = IndexedRecordIOReader(tmp_path / "mx.idx", tmp_path / "mx.rec")  # we read mxnet's
     assert [r.read_idx(k) for k in r.keys] == payloads
 

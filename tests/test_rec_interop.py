@@ -316,3 +316,34 @@ def test_labels_kept_as_given(tmp_path, mx_files):
         got = FaceRec(tmp_path / mode / "rec").labels().tolist()
         assert sorted(set(got)) == expect
         assert (tmp_path / mode / "rec" / "property").read_text().split(",")[0] == str(expect[-1] + 1)
+
+
+@pytest.mark.parametrize("batch, batch_bytes", [(1, 8 << 20), (5, 8 << 20), (512, 20_000)])
+def test_sink_batches_do_not_change_the_files(tmp_path, mx_files, monkeypatch, batch, batch_bytes):
+    """The mxrec sink frames and writes image records in batches (count or bytes bound):
+    whatever the batch bounds, the files are mxnet's byte for byte (single file) and equal
+    to an unbatched run's (shards, plain shuffled)."""
+    from facekit.plugins import get_registry
+
+    sink = get_registry().get("sink", "mxrec")
+    cfg = f"""
+        output: {{out}}
+        source: {{{{plugin: mxrec, path: {mx_files / 'face'}}}}}
+        sinks:
+          - {{{{plugin: mxrec, path: one}}}}
+          - {{{{plugin: mxrec, path: sh, shards: 3}}}}
+          - {{{{plugin: mxrec, path: pl, layout: plain, shuffle: true, seed: 5, shards: 2}}}}
+        """
+    _run(tmp_path, cfg.format(out="big"))
+    monkeypatch.setattr(sink, "BATCH", batch)
+    monkeypatch.setattr(sink, "BATCH_BYTES", batch_bytes)
+    _run(tmp_path, cfg.format(out="small"))
+    src = mx_files / "face"
+    small, big = tmp_path / "small", tmp_path / "big"
+    assert (small / "one" / "train.rec").read_bytes() == (src / "train.rec").read_bytes()
+    assert (small / "one" / "train.idx").read_bytes() == (src / "train.idx").read_bytes()
+    names = sorted(p.relative_to(big).as_posix() for p in big.glob("*/*") if p.is_file())
+    assert names == sorted(p.relative_to(small).as_posix() for p in small.glob("*/*") if p.is_file())
+    assert len(names) >= 5 + 2 * 2 + 3 * 2
+    for name in names:
+        assert (small / name).read_bytes() == (big / name).read_bytes(), name
