@@ -155,7 +155,7 @@ def main() -> None:
         IRHeader,
         RecordIOReader,
         pack,
-        scalar_header,
+        pack_header,
         unpack,
     )
 
@@ -238,7 +238,7 @@ def main() -> None:
                 for b in range(0, n, 512):
                     keys = range(b, min(b + 512, n))
                     w.write_many_idx(
-                        keys, [(scalar_header(float(label_list[i]), i), read_file(str(files[i]))) for i in keys]
+                        keys, [(pack_header((0, float(label_list[i]), i, 0)), read_file(str(files[i]))) for i in keys]
                     )
 
         t_fk_batch = best_of(fk_batch_loop, args.repeat)

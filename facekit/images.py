@@ -22,10 +22,8 @@ NOT_AN_IMAGE = "not_an_image"
 TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 UNREADABLE = "unreadable"
+
 _O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
-
-
-_CHUNK = 1 << 16
 
 
 def read_file(path: str) -> bytes:
@@ -37,20 +35,14 @@ def read_file(path: str) -> bytes:
     try:
         fd = os.open(path, os.O_RDONLY | _O_BINARY)
         try:
-            data = os.read(fd, _CHUNK)
-            if data:
-                more = os.read(fd, _CHUNK if len(data) < _CHUNK else 1 << 20)
-                if more:
-                    parts = [data, more]
-                    while more:
-                        more = os.read(fd, 1 << 20)
-                        parts.append(more)
-                    data = b"".join(parts)
-            return data
+            chunks = []
+            while chunk := os.read(fd, 1 << 20 if chunks else 1 << 16):
+                chunks.append(chunk)
         finally:
             os.close(fd)
     except OSError as e:
         raise SampleRejected(UNREADABLE, f"{type(e).__name__}: {e.strerror or e}") from None
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def decode_image(data: bytes) -> np.ndarray:

@@ -55,11 +55,7 @@ def pack(header: IRHeader | Sequence, s: bytes) -> bytes:
     Returns:
         the payload bytes.
     """
-    _, label, id_, id2 = header
-    if isinstance(label, _SCALARS):
-        return _IR.pack(0, label, id_, id2) + bytes(s)
-    label = np.asarray(label, dtype=np.float32)
-    return _IR.pack(label.size, 0, id_, id2) + label.tobytes() + bytes(s)
+    return pack_header(header) + bytes(s)
 
 
 def unpack(s: bytes) -> tuple[IRHeader, bytes]:
@@ -128,19 +124,19 @@ def encode_record(payload: bytes) -> bytes:
 
 def pack_header(header: IRHeader | Sequence) -> bytes:
     """The header part of :func:`pack`'s payload (``pack(header, s) == pack_header(header)
-    + s``): 24 bytes, plus ``4 * flag`` float32 label bytes for a sequence label. Its length
-    is a multiple of 4, so the image bytes after it keep their 4-byte alignment."""
+    + s``): ``<IfQQ`` (flag, float32 label, uint64 id, uint64 id2, little-endian), 24 bytes,
+    plus ``4 * flag`` float32 label bytes for a sequence label. Its length is a multiple of
+    4, so image bytes after it keep their 4-byte alignment. ``header`` may be any 4-sequence
+    (a plain tuple avoids building an IRHeader on a hot path).
+
+    Raises:
+        struct.error: an id outside uint64 or a label not convertible to float32.
+    """
     _, label, id_, id2 = header
     if isinstance(label, _SCALARS):
         return _IR.pack(0, label, id_, id2)
     label = np.asarray(label, dtype=np.float32)
     return _IR.pack(label.size, 0, id_, id2) + label.tobytes()
-
-
-def scalar_header(label: float, id_: int, id2: int = 0) -> bytes:
-    """``pack_header(IRHeader(0, label, id_, id2))`` for a scalar label (the 24 bytes
-    ``<IfQQ``: flag 0, float32 label, uint64 id, uint64 id2), without building the tuple."""
-    return _IR.pack(0, label, id_, id2)
 
 
 def encode_records(payloads: Sequence) -> tuple[bytes, list[int]]:
@@ -316,13 +312,16 @@ class IndexedRecordIOWriter(RecordIOWriter):
 
     def write_many_idx(self, keys: Sequence[int], payloads: Sequence) -> list[int]:
         """:meth:`write_many` the records and list them in the idx under ``keys`` (same
-        length). Returns their offsets."""
+        length). Returns their offsets.
+
+        Raises:
+            ValueError: ``keys`` and ``payloads`` differ in length (nothing written).
+            RecordIOError: a payload of 2**29 bytes or more (nothing written).
+        """
         if len(keys) != len(payloads):
             raise ValueError(f"{len(keys)} keys for {len(payloads)} payloads")
         offsets = self.write_many(payloads)
-        keys = [int(k) for k in keys]
-        self._idx.write("".join([f"{k}\t{o}\n" for k, o in zip(keys, offsets)]))
-        self.keys.extend(keys)
+        self.add_index(keys, offsets)
         return offsets
 
     def write_encoded_idx(self, key: int, data: bytes) -> int:
@@ -334,8 +333,9 @@ class IndexedRecordIOWriter(RecordIOWriter):
 
     def add_index(self, keys: Sequence[int], offsets: Sequence[int]) -> None:
         """List records already in the file (e.g. placed by :meth:`append_copy`) in the idx."""
-        self._idx.write(format_idx(keys, offsets).decode("ascii"))
-        self.keys.extend(int(k) for k in keys)
+        keys = [int(k) for k in keys]
+        self._idx.write(_idx_text(keys, offsets))
+        self.keys.extend(keys)
 
     def close(self) -> None:
         super().close()
@@ -752,6 +752,10 @@ def build_index(
     return out_keys, offsets, {"keys": rule, "records": len(offsets), "error": error}
 
 
+def _idx_text(keys: Sequence[int], offsets: Sequence[int]) -> str:
+    return "".join([f"{int(k)}\t{int(o)}\n" for k, o in zip(keys, offsets)])
+
+
 def format_idx(keys: Sequence[int], offsets: Sequence[int]) -> bytes:
     """The ``.idx`` text for ``keys``/``offsets`` (``f"{key}\\t{offset}\\n"`` lines)."""
-    return "".join(f"{int(k)}\t{int(o)}\n" for k, o in zip(keys, offsets)).encode("ascii")
+    return _idx_text(keys, offsets).encode("ascii")

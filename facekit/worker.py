@@ -41,20 +41,19 @@ class Worker:
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
         self._warned = False
-        self.pixels = self.needs_pixels
-
-    @property
-    def needs_pixels(self) -> bool:
-        return bool(self.detector or self.aligner or self.augmenters)
+        #: False for a pass-through pipeline (no detector, aligner or augmenter): samples
+        #: keep their file bytes and are never decoded
+        self.needs_pixels = bool(self.detector or self.aligner or self.augmenters)
 
     def __call__(self, item: Sample | Reject) -> Outcome:
         if isinstance(item, Reject):
             return Outcome(item.identity, rejects=[item])
-        if not self.pixels and item.data is None:  # pass-through: only read the file
-            try:
-                item.data = read_file(item.path)  # the worker owns the source's sample
-            except SampleRejected as r:
-                return Outcome(item.identity, [], [Reject(item.path, r.reason, r.detail, item.identity)], 1)
+        if not self.needs_pixels:  # pass-through: the file's bytes, untouched
+            if item.data is None:
+                try:
+                    item.data = read_file(item.path)  # the worker owns the source's sample
+                except SampleRejected as r:
+                    return Outcome(item.identity, [], [Reject(item.path, r.reason, r.detail, item.identity)], 1)
             return Outcome(item.identity, [item], [], 1)
         out = Outcome(item.identity, read=1)
         try:
@@ -69,10 +68,6 @@ class Worker:
         return out
 
     def _process(self, sample: Sample) -> list[Sample]:
-        if not self.needs_pixels:
-            if sample.data is None:
-                sample.data = read_file(sample.path)  # the worker owns the source's sample
-            return [sample]
         data = sample.data
         image = sample.image
         if image is None:

@@ -47,7 +47,7 @@ from facekit.recordio import (
     encode_record,
     encode_records,
     pack,
-    scalar_header,
+    pack_header,
 )
 
 FLOAT32_EXACT = 1 << 24
@@ -313,7 +313,7 @@ class MxrecSink(facekit.Sink):
         for s in samples:
             label = s.label
             data = s.data
-            pending.append((scalar_header(label, rid), data))
+            pending.append((pack_header((0, label, rid, 0)), data))
             self.pending_bytes += len(data)
             if ranges and ranges[-1][0] == label:
                 ranges[-1][2] = rid + 1

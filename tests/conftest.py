@@ -36,21 +36,23 @@ def data_dir() -> Path:
     return d
 
 
-@pytest.fixture(scope="session")
-def scrfd_model(data_dir) -> Path:
-    p = data_dir / "models" / "detection" / "scrfd_500m_bnkps.onnx"
+def _model(data_dir: Path, rel: str) -> Path:
+    p = data_dir / "models" / rel
     if not p.exists():
         _missing(f"{p} missing")
     return p
+
+
+@pytest.fixture(scope="session")
+def scrfd_model(data_dir) -> Path:
+    """The shared SCRFD-500M detector (InsightFace output convention, 5 landmarks)."""
+    return _model(data_dir, "detection/scrfd_500m_bnkps.onnx")
 
 
 @pytest.fixture(scope="session")
 def rec_model(data_dir) -> Path:
     """The shared MobileFaceNet recognition model (112x112 RGB, 128-d)."""
-    p = data_dir / "models" / "recognition" / "photo_analyze_mobilefacenet_128d.onnx"
-    if not p.exists():
-        _missing(f"{p} missing")
-    return p
+    return _model(data_dir, "recognition/photo_analyze_mobilefacenet_128d.onnx")
 
 
 @pytest.fixture(scope="session")
