@@ -169,6 +169,12 @@ class Source(Stage):
     def __iter__(self) -> Iterator[Sample | Reject]:
         raise NotImplementedError
 
+    def count(self) -> Optional[int]:
+        """How many items (samples and rejects) ``__iter__`` will yield, when that is cheap
+        to know before the run (a directory listing, an index, a pairs file); None when it
+        is not (the default). Used for the progress bar's total and ETA only."""
+        return None
+
     def fatal_reject(self, reject: Reject) -> Optional[str]:
         """Whether ``reject`` (of one of this source's images or faces) must stop the run.
 
@@ -254,6 +260,9 @@ class Sink(Stage):
     """
 
     kind = "sink"
+    #: whether every stored image must have one size (e.g. RecordIO with a ``property``
+    #: file): such a sink refuses a pipeline that passes whole photos (detector, no aligner)
+    uniform_size: ClassVar[bool] = False
 
     def open(self) -> None:
         pass
