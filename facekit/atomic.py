@@ -1,12 +1,12 @@
-"""Atomic publication of outputs: write under a temporary name, then rename.
+"""Atomic files: write under a temporary name, then rename.
 
-A crash leaves the previous output or none, never a half-written file that looks whole.
+A crash leaves the previous file or none, never a half-written file that looks whole. A
+run's outputs as a whole are published by :mod:`facekit.publish`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -64,47 +64,6 @@ class AtomicFile:
         if not self.f.closed:
             self.f.close()
         _unlink(self.tmp)
-
-
-class AtomicDir:
-    """Build an output folder in a staging folder beside it, then swap it in.
-
-    ``commit()`` moves an existing ``path`` aside, renames the staging folder to ``path``
-    and deletes the old one, so readers see the old folder, briefly none, or the new one.
-    An existing non-empty ``path`` that facekit did not write (no marker file) is refused
-    rather than replaced.
-
-    Raises:
-        FileExistsError: ``path`` exists, is not empty and was not written by facekit.
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        if self.path.exists():
-            if not self.path.is_dir():
-                raise FileExistsError(f"{self.path}: exists and is not a folder")
-            if any(self.path.iterdir()) and not (self.path / MARKER).exists():
-                raise FileExistsError(
-                    f"{self.path}: folder exists, is not empty and was not written by facekit; "
-                    "refusing to replace it (choose another path or empty it)"
-                )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial", dir=self.path.parent))
-        os.chmod(self.staging, 0o777 & ~_umask())
-
-    def commit(self) -> None:
-        (self.staging / MARKER).write_text("written by facekit\n")
-        old = None
-        if self.path.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".old", dir=self.path.parent))
-            os.rmdir(old)
-            os.replace(self.path, old)
-        os.replace(self.staging, self.path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def _unlink(p) -> None:

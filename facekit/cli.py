@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import sys
 
 import click
@@ -15,7 +17,8 @@ from facekit.errors import ConfigError, FacekitError
 @click.version_option(package_name="facekit")
 def main():
     """facekit: detect, align and pack faces into training and verification sets."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    debug = bool(os.environ.get("FACEKIT_DEBUG"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
 def _load(config, output=None):
@@ -53,10 +56,23 @@ def run(config, output, workers, quiet):
     spec = _load(config, output)
     if workers is not None:
         spec.workers = workers
+
+    def terminate(signum, frame):  # SIGTERM: unwind like Ctrl-C, so staging files are removed
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         summary = run_pipeline(spec, progress=False if quiet else None)
     except (FacekitError, OSError) as e:
         click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was published, previous outputs are unchanged", err=True)
+        sys.exit(130)
+    except Exception as e:  # a bug: one line, the traceback with FACEKIT_DEBUG=1
+        if os.environ.get("FACEKIT_DEBUG"):
+            raise
+        click.echo(f"error: internal error: {type(e).__name__}: {e} (FACEKIT_DEBUG=1 shows the traceback)", err=True)
         sys.exit(1)
     s = summary
     click.echo(f"images read        {s.images_read}")

@@ -18,9 +18,15 @@ from typing import Optional
 import yaml
 from pydantic import Field, ValidationError
 
-from facekit.errors import ConfigError
+from facekit.errors import ConfigError, FacekitError
+from facekit.pathcheck import check_output, check_sinks
 from facekit.plugins import Registry, get_registry
 from facekit.stages import OptionalInputPath, Params, Stage
+
+#: a pipeline config larger than this is refused unread (configs are a few hundred bytes)
+MAX_CONFIG_BYTES = 1 << 20
+#: YAML nodes a config may expand to, aliases counted at every use (alias bombs)
+MAX_NODES = 20_000
 
 
 class EncodeConfig(Params):
@@ -49,7 +55,14 @@ class StageConfig:
     where: str  # e.g. "sinks[0] (mxrec)"
 
     def build(self) -> Stage:
-        return self.cls(self.params)
+        """Construct the stage. Raises ConfigError naming the stage when its constructor
+        fails (a model that does not load, a broken plugin), never a raw traceback."""
+        try:
+            return self.cls(self.params)
+        except FacekitError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{self.where}: cannot start: {type(e).__name__}: {e}") from None
 
 
 @dataclass
@@ -67,28 +80,64 @@ class PipelineSpec:
     workers: int = 0
 
 
-def _line_map(text: str) -> dict[tuple, int]:
-    """Map each key path (``('sinks', 0, 'path')``) to its 1-based line in the YAML."""
-    out: dict[tuple, int] = {}
+def _compose(text: str, source: str):
+    """The YAML node graph of ``text``, refused when it is too large, too deep, or expands
+    (aliases counted at each use) to more than :data:`MAX_NODES` nodes."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
-        return out
+        return None  # reported with its line by safe_load
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to be a pipeline config") from None
+    if root is None:
+        return None
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:  # post-order, iterative: expanded size of each node, each node once
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = []
+        if isinstance(node, yaml.MappingNode):
+            kids = [n for kv in node.value for n in kv]
+        elif isinstance(node, yaml.SequenceNode):
+            kids = node.value
+        if not done:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in sizes)
+            continue
+        total = 1 + sum(sizes[id(k)] for k in kids)
+        if total > MAX_NODES:
+            raise ConfigError(
+                f"{source}:{node.start_mark.line + 1}: YAML expands to more than {MAX_NODES} values "
+                "(aliases repeated at every use: an alias bomb?)"
+            )
+        sizes[id(node)] = total
+    return root
 
-    def walk(node, path):
+
+def _line_map(root) -> dict[tuple, int]:
+    """Map each key path (``('sinks', 0, 'path')``) to its 1-based line in the YAML.
+    A node reached again through an alias is not walked again (the graph may be a DAG)."""
+    out: dict[tuple, int] = {}
+    if root is None:
+        return out
+    walked: set[int] = set()
+    stack = [(root, ())]
+    while stack:
+        node, path = stack.pop()
         out.setdefault(path, node.start_mark.line + 1)
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
-                key = k.value
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
                 out[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-                out[path + (key,)] = k.start_mark.line + 1
+                stack.append((v, path + (key,)))
         elif isinstance(node, yaml.SequenceNode):
             for i, v in enumerate(node.value):
-                walk(v, path + (i,))
-
-    if root is not None:
-        walk(root, ())
+                stack.append((v, path + (i,)))
     return out
 
 
@@ -129,6 +178,11 @@ def _pydantic_errors(errs: _Errors, e: ValidationError, base: tuple, label: str,
             errs.add(base + loc, f"{label}: parameter {key!r}: {msg}")
 
 
+def _paths(params: Params) -> list[tuple[str, Path]]:
+    """``(name, path)`` of every Path-valued parameter of a stage."""
+    return [(k, v) for k in type(params).model_fields if isinstance(v := getattr(params, k), Path)]
+
+
 def load_config(
     path: str | os.PathLike,
     registry: Registry | None = None,
@@ -145,9 +199,17 @@ def load_config(
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a pipeline config")
+        if not path.is_file() and path.exists():
+            raise ConfigError(f"{path}: not a regular file")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8)") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a YAML text file (it holds NUL bytes)")
     return parse_config(text, source=str(path), config_dir=path.resolve().parent, registry=registry, output=output, config_path=path)
 
 
@@ -160,8 +222,13 @@ def parse_config(
     config_path: Path | None = None,
 ) -> PipelineSpec:
     """Validate a pipeline given as YAML text; see :func:`load_config`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters is too large for a pipeline config")
+    root = _compose(text, source)
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to be a pipeline config") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
@@ -171,7 +238,7 @@ def parse_config(
     if output is not None:
         data["output"] = str(Path(output).resolve())
     registry = registry or get_registry()
-    errs = _Errors(source, _line_map(text))
+    errs = _Errors(source, _line_map(root))
     ctx = {"config_dir": str(config_dir)}
     try:
         top = TopLevel.model_validate(data, context=ctx)
@@ -217,6 +284,20 @@ def parse_config(
                 f"{ali.where} needs five landmarks but {det.where} gives boxes only; "
                 "use a landmark detector or the 'boxcrop' aligner",
             )
+    uniform = [i for i, sc in enumerate(sinks) if sc.cls.uniform_size]
+    if det is not None and ali is None and uniform:
+        errs.add(
+            ("sinks", uniform[0]),
+            f"{sinks[uniform[0]].where} stores images of one size, but {det.where} without an aligner passes "
+            "whole photos of every size; add an aligner (arcface, or boxcrop for box-only detectors)",
+        )
+    check_output(top.output, errs.add)
+    check_sinks(
+        top.output,
+        [(("sinks", i) + (k,), sc.where, v) for i, sc in enumerate(sinks) for k, v in _paths(sc.params)],
+        [(sc.where, v) for sc in [src, det, ali, *augs] if sc is not None for _, v in _paths(sc.params)],
+        errs.add,
+    )
     errs.raise_if_any()
     return PipelineSpec(
         config_path=config_path,

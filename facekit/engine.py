@@ -1,33 +1,42 @@
 """The engine: source -> per-sample work -> identity gate -> sinks, with stats.
 
 Reader (the source) streams items; the per-sample work runs in this process or in a
-process pool (ordered, bounded queue: memory stays constant whatever the dataset size);
-the identity gate holds one identity at a time, applies ``min_images`` and assigns class
-ids; the writer hands kept samples to every sink in order. Unusable samples go to
-``<output>/rejects.tsv`` (``path, identity, reason, detail``), never silently dropped.
+process pool (:mod:`facekit.pool`: ordered, bounded, workers die with their parent); the
+identity gate holds one identity at a time, applies ``min_images`` and assigns class ids;
+the writer hands kept samples to every sink in order. Unusable samples go to
+``<output>/rejects.tsv`` (``path, identity, reason, detail``; fields escaped as
+:mod:`facekit.tsv` says), never silently dropped.
+
+A run holds ``<output>/.facekit/lock`` (one run per output), first completes a publication
+a killed run left half done and removes the staging files dead runs left, then stages every
+output and publishes them together (:mod:`facekit.publish`). A run that keeps no face, or
+whose stages fail the same way on the first images, raises and publishes nothing.
 """
 
 from __future__ import annotations
 
-import collections
-import concurrent.futures as cf
 import json
-import multiprocessing as mp
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from itertools import islice
-from typing import Iterable, Iterator
+from pathlib import Path
 
 from tqdm import tqdm
 
-from facekit.atomic import AtomicFile, atomic_write_text
 from facekit.config import PipelineSpec
 from facekit.errors import FacekitError
+from facekit.publish import JOURNAL, STATE_DIR, Publication, clean_stale, recover
+from facekit.runlock import OutputLock
 from facekit.stages import Reject, Sample
-from facekit.worker import Outcome, Worker, init_process, process_batch
+from facekit.tsv import escape
+from facekit.worker import STAGE_ERROR, Worker
+
+log = logging.getLogger("facekit")
 
 IDENTITY_TOO_SMALL = "identity_too_small"
+#: a run stops when this many first images all fail in a stage with the same error
+SYSTEMATIC_ERRORS = 5
 
 
 @dataclass
@@ -113,40 +122,87 @@ class IdentityGate:
         return [], [Reject(s.path, IDENTITY_TOO_SMALL, detail, ident) for s in buf]
 
 
-def _ordered_pool_map(spec: PipelineSpec, items: Iterable, batch: int = 8) -> Iterator[Outcome]:
-    """Map items through worker processes, in order, with a bounded number in flight."""
-    ctx = mp.get_context("spawn")
-    with cf.ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=init_process, initargs=(spec,)) as ex:
-        it = iter(items)
-        pending: collections.deque = collections.deque()
-        limit = 2 * spec.workers
-        while True:
-            while len(pending) < limit:
-                chunk = list(islice(it, batch))
-                if not chunk:
-                    break
-                pending.append(ex.submit(process_batch, chunk))
-            if not pending:
-                return
-            yield from pending.popleft().result()
+class StageErrorGuard:
+    """Stops a run whose stages fail systematically: when each of the first ``n`` images
+    read ends in a ``stage_error`` reject with the same detail (a wrong model, a broken
+    plugin), every later image would too."""
+
+    def __init__(self, n: int = SYSTEMATIC_ERRORS):
+        self.n = n
+        self.seen = 0
+        self.detail: str | None = None
+        self.first_path = ""
+
+    def check(self, read: int, kept: int, rejects: list[Reject]) -> None:
+        if self.seen >= self.n or not read:
+            return
+        errors = [r for r in rejects if r.reason == STAGE_ERROR]
+        if kept or not errors or (self.detail is not None and errors[0].detail != self.detail):
+            self.seen = self.n  # one image without that error: not systematic
+            return
+        if self.detail is None:
+            self.detail, self.first_path = errors[0].detail, errors[0].path
+        self.seen += 1
+        if self.seen == self.n:
+            raise FacekitError(
+                f"the first {self.n} images all failed in a stage with the same error, stopping: "
+                f"{self.detail} (first: {self.first_path})"
+            )
+
+
+def _output_finals(spec: PipelineSpec) -> list[Path]:
+    finals = [spec.output / "rejects.tsv", spec.output / "summary.json", spec.output / STATE_DIR / JOURNAL]
+    for sc in spec.sinks:
+        finals += [v for k in type(sc.params).model_fields if isinstance(v := getattr(sc.params, k), Path)]
+    return finals
+
+
+def _nothing_kept(summary: Summary, reasons: Counter, examples: list[str]) -> FacekitError:
+    counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "none"
+    more = "".join(f"\n  {e}" for e in examples)
+    return FacekitError(
+        f"no face was kept ({summary.images_read} images read; rejects: {counts}); nothing was written, "
+        f"previous outputs are unchanged{more}"
+    )
 
 
 def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
     """Run a validated pipeline end to end.
 
-    Outputs are published only when the whole run succeeded (each sink atomically, then
-    ``rejects.tsv`` and ``summary.json`` in ``spec.output``); on error the previous outputs
-    are left as they were. Returns the :class:`Summary`.
+    Outputs (every sink's, ``rejects.tsv``, ``summary.json``) are published together only
+    when the whole run succeeded; on error the previous outputs are left as they were.
+
+    Returns:
+        the :class:`Summary`.
+    Raises:
+        FacekitError: a stage cannot start, the stages fail systematically, a worker dies,
+            no face is kept, the output is locked by another run, a sink fails (the message
+            names the sink and its path).
     """
+    t0 = time.perf_counter()
+    spec.output.mkdir(parents=True, exist_ok=True)
+    with OutputLock(spec.output):
+        if recover(spec.output):
+            log.warning("%s: completed the publication of a run that was interrupted", spec.output)
+        clean_stale(_output_finals(spec))
+        summary = _run_locked(spec, progress)
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+def _run_locked(spec: PipelineSpec, progress: bool | None) -> Summary:
     t0 = time.perf_counter()
     source = spec.source.build()
     sinks = [s.build() for s in spec.sinks]
     sp = source.params
     gate = IdentityGate(sp.start_id, sp.min_images)
+    guard = StageErrorGuard()
     summary = Summary(output=str(spec.output))
     reasons: Counter = Counter()
-    spec.output.mkdir(parents=True, exist_ok=True)
-    rejects = AtomicFile(spec.output / "rejects.tsv", "w", encoding="utf-8", newline="\n")
+    examples: list[str] = []
+    pub = Publication(spec.output)
+    rejects_path = pub.file(spec.output / "rejects.tsv")
+    rejects = open(rejects_path, "w", encoding="utf-8", newline="\n", errors="surrogateescape")
     rejects.write("path\tidentity\treason\tdetail\n")
     opened = []
 
@@ -155,30 +211,36 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
         if fatal:
             raise FacekitError(fatal)
         reasons[r.reason] += 1
-        detail = r.detail.replace("\t", " ").replace("\n", " ")
-        rejects.write(f"{r.path}\t{r.identity}\t{r.reason}\t{detail}\n")
+        if len(examples) < 5:
+            examples.append(f"{r.path}: {r.reason}: {r.detail}")
+        rejects.write(f"{escape(r.path)}\t{escape(r.identity)}\t{escape(r.reason)}\t{escape(r.detail)}\n")
 
     def emit(released) -> None:
         kept, dropped = released
         for r in dropped:
             reject(r)
         if kept:
-            for sink in sinks:
-                sink.write_many(kept)
+            for sc, sink in zip(spec.sinks, sinks):
+                _sink_call(sc, sink.write_many, kept)
             summary.faces_kept += len(kept)
 
     try:
-        for sink in sinks:
-            sink.open()
+        for sc, sink in zip(spec.sinks, sinks):
+            _sink_call(sc, sink.open, pub)
             opened.append(sink)
         if spec.workers > 0:
-            outcomes = _ordered_pool_map(spec, source)
+            from facekit.pool import ordered_pool_map
+
+            outcomes = ordered_pool_map(spec, source)
         else:
-            worker = Worker(spec)
-            outcomes = map(worker, source)
-        bar = tqdm(outcomes, desc="facekit", unit="img", disable=(not progress) if progress is not None else None)
+            outcomes = map(Worker(spec), source)
+        total = source.count() if progress is not False else None
+        bar = tqdm(
+            outcomes, desc="facekit", unit="img", total=total, disable=(not progress) if progress is not None else None
+        )
         for oc in outcomes if bar.disable else bar:
             summary.images_read += oc.read
+            guard.check(oc.read, len(oc.samples), oc.rejects)
             if oc.read and not oc.samples:  # an image of this identity that kept no face
                 emit(gate.see(oc.identity))
             for s in oc.samples:
@@ -190,20 +252,37 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
             if not bar.disable:
                 bar.set_postfix(kept=summary.faces_kept, rejected=sum(reasons.values()), refresh=False)
         emit(gate.flush())
+        if summary.faces_kept == 0:
+            raise _nothing_kept(summary, reasons, examples)
         summary.identities_written = gate.admitted
         summary.identities_dropped = gate.dropped
         summary.rejects = dict(sorted(reasons.items()))
         for sc, sink in zip(spec.sinks, sinks):
-            summary.sinks[sc.where] = sink.close()
-        rejects.commit()
+            summary.sinks[sc.where] = _sink_call(sc, sink.close)
+        rejects.close()
+        summary.seconds = round(time.perf_counter() - t0, 3)
+        with open(pub.file(spec.output / "summary.json"), "w", encoding="utf-8") as f:
+            f.write(json.dumps(summary.as_dict(), indent=2) + "\n")
+        pub.commit()
     except BaseException:
         for sink in opened:
             try:
                 sink.abort()
             except Exception:
                 pass
-        rejects.abort()
+        rejects.close()
+        pub.abort()
         raise
-    summary.seconds = round(time.perf_counter() - t0, 3)
-    atomic_write_text(spec.output / "summary.json", json.dumps(summary.as_dict(), indent=2) + "\n")
     return summary
+
+
+def _sink_call(sc, fn, *args):
+    """Call a sink method; an OS error (disk full, permissions) names the sink and its path."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        where = getattr(sc.params, "path", None)
+        target = e.filename or where
+        raise FacekitError(
+            f"{sc.where}: writing {target}: {e.strerror or e}" + (" (disk full?)" if e.errno == 28 else "")
+        ) from None

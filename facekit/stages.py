@@ -251,12 +251,15 @@ class Augmenter(Stage):
 
 
 class Sink(Stage):
-    """Consumes kept samples in order: ``open()``, ``write_many()``/``write()``, ``close()``.
+    """Consumes kept samples in order: ``open(publication)``, ``write_many()``/``write()``,
+    ``close()``.
 
     Samples arrive with ``label`` set, identities contiguous and labels non-decreasing;
-    ``sample.data`` holds the encoded bytes to store. ``close()`` publishes the outputs
-    atomically and returns a dict of stats; ``abort()`` discards them, leaving any previous
-    output untouched.
+    ``sample.data`` holds the encoded bytes to store. A sink writes only into the staging
+    places it asks ``publication`` for (:meth:`facekit.publish.Publication.dir` /
+    ``.file``); the engine publishes every output of the run together when all sinks closed
+    successfully. ``close()`` finishes the staged files and returns a dict of stats;
+    ``abort()`` releases what the sink holds (open files); the engine removes the staging.
     """
 
     kind = "sink"
@@ -264,8 +267,9 @@ class Sink(Stage):
     #: file): such a sink refuses a pipeline that passes whole photos (detector, no aligner)
     uniform_size: ClassVar[bool] = False
 
-    def open(self) -> None:
-        pass
+    def open(self, publication) -> None:
+        """Start writing: ask ``publication`` (a :class:`facekit.publish.Publication`) for
+        the staging folder or file of each output path."""
 
     def write(self, sample: Sample) -> None:
         raise NotImplementedError

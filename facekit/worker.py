@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Optional
 
 from facekit.config import PipelineSpec
 from facekit.errors import SampleRejected
@@ -61,10 +60,13 @@ class Worker:
         except SampleRejected as r:
             out.rejects.append(Reject(item.path, r.reason, r.detail, item.identity))
         except Exception as e:  # a bug or model failure on one sample never stops the run
+            detail = f"{type(e).__name__}: {_one_line(e)}"
             if not self._warned:
-                log.warning("stage error on %s: %s: %s", item.path, type(e).__name__, e, exc_info=True)
+                # one line for the user; the traceback only when debugging (-v / FACEKIT_DEBUG)
+                log.warning("stage error on %s: %s", item.path, detail)
+                log.debug("stage error on %s", item.path, exc_info=True)
                 self._warned = True
-            out.rejects.append(Reject(item.path, STAGE_ERROR, f"{type(e).__name__}: {e}", item.identity))
+            out.rejects.append(Reject(item.path, STAGE_ERROR, detail, item.identity))
         return out
 
     def _process(self, sample: Sample) -> list[Sample]:
@@ -108,16 +110,7 @@ class Worker:
         return samples
 
 
-# ---- process-pool entry points (module level so they pickle by reference)
-_worker: Optional[Worker] = None
-
-
-def init_process(spec: PipelineSpec) -> None:
-    """Process-pool initializer: build this process's :class:`Worker` from ``spec``."""
-    global _worker
-    _worker = Worker(spec)
-
-
-def process_batch(items: list) -> list[Outcome]:
-    """Process a batch of source items in a pool process, in order."""
-    return [_worker(it) for it in items]
+def _one_line(e: Exception) -> str:
+    """An exception's message on one line (OpenCV's messages span several), at most 300 chars."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= 300 else text[:297] + "..."

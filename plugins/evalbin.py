@@ -78,7 +78,8 @@ class EvalbinSink(facekit.Sink):
     name = "evalbin"
     Params = EvalbinSinkParams
 
-    def open(self):
+    def open(self, publication):
+        self.staged = publication.file(self.params.path)
         self.bins: list[bytes] = []
         self.issame: list[bool] = []
         self.pairs = PairCollector(f"sink evalbin ({self.params.path})")
@@ -91,7 +92,7 @@ class EvalbinSink(facekit.Sink):
 
     def close(self):
         stats = self.pairs.finish()
-        save_bin(self.params.path, self.bins, self.issame, self.params.protocol)
+        save_bin(self.staged, self.bins, self.issame, self.params.protocol)
         return {"path": str(self.params.path), "protocol": self.params.protocol, **stats}
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from pydantic import Field
 
 import facekit
-from facekit.atomic import MARKER, AtomicDir
+from facekit.atomic import MARKER
 from facekit.lst import landmark_line, lst_line
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
@@ -98,9 +98,9 @@ class FoldersSink(facekit.Sink):
     name = "folders"
     Params = FoldersSinkParams
 
-    def open(self):
+    def open(self, publication):
         p = self.params
-        self.dir = AtomicDir(p.path)
+        self.dir = publication.dir(p.path)
         root = self.dir.staging
         self.lmk = open(root / p.landmarks_file, "w", encoding="utf-8", newline="\n")
         self.lst = open(root / p.lst_file, "w", encoding="utf-8", newline="\n")
@@ -135,15 +135,12 @@ class FoldersSink(facekit.Sink):
     def close(self):
         self.lmk.close()
         self.lst.close()
-        self.dir.commit()
         return {"path": str(self.params.path), "images": self.count, "identities": len(self.labels)}
 
     def abort(self):
         for f in (getattr(self, "lmk", None), getattr(self, "lst", None)):
             if f is not None:
                 f.close()
-        if hasattr(self, "dir"):
-            self.dir.abort()
 
 
 @facekit.hookimpl

@@ -37,7 +37,6 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.atomic import AtomicDir
 from facekit.facerec import FaceRec, label_of, shard_stem
 from facekit.lst import image_size, lst_line
 from facekit.recordio import (
@@ -266,10 +265,11 @@ class MxrecSink(facekit.Sink):
 
     name = "mxrec"
     Params = MxrecParams
+    uniform_size = True
 
-    def open(self):
+    def open(self, publication):
         p = self.params
-        self.dir = AtomicDir(p.path)
+        self.dir = publication.dir(p.path)
         root = self.dir.staging
         self.insightface = p.layout == "insightface"
         self.staged = p.shards > 1 or p.shuffle
@@ -410,7 +410,6 @@ class MxrecSink(facekit.Sink):
                 s_, e_ = ("-", "-") if start is None else (start, end)
                 lines.append(f"{label}\t{stem}.rec\t{s_}\t{e_}\t{end_id - first_id}\t{first_id}\t{end_id}\n")
         (root / f"{p.prefix}.identities.tsv").write_text("".join(lines))
-        self.dir.commit()
         n_files = len(files)
         return {
             "path": str(p.path),
@@ -430,7 +429,6 @@ class MxrecSink(facekit.Sink):
             if hasattr(self, "tmp"):
                 self.tmp.close()
             self.lst.close()
-            self.dir.abort()
 
 
 @facekit.hookimpl

@@ -12,7 +12,6 @@ from typing import Literal, Optional
 from pydantic import Field
 
 import facekit
-from facekit.atomic import AtomicDir
 from facekit.pairs import (
     DROP_PAIR,
     META_KEY,
@@ -93,9 +92,9 @@ class PairsSink(facekit.Sink):
     name = "pairs"
     Params = PairsSinkParams
 
-    def open(self):
+    def open(self, publication):
         p = self.params
-        self.dir = AtomicDir(p.path)
+        self.dir = publication.dir(p.path)
         (self.dir.staging / p.images_dir).mkdir()
         self.list = open(self.dir.staging / p.list_file, "w", encoding="utf-8", newline="\n")
         self.pairs = PairCollector(f"sink pairs ({p.path})")
@@ -116,13 +115,11 @@ class PairsSink(facekit.Sink):
     def close(self):
         stats = self.pairs.finish()
         self.list.close()
-        self.dir.commit()
         return {"path": str(self.params.path), **stats}
 
     def abort(self):
         if hasattr(self, "list"):
             self.list.close()
-            self.dir.abort()
 
 
 @facekit.hookimpl

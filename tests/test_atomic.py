@@ -1,7 +1,9 @@
-"""A failed run leaves the previous outputs as they were; no half file looks whole."""
+"""A failed run leaves the previous outputs as they were; no half file looks whole; the
+outputs of a run are published as one unit (issue 8 items 16, 17)."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -9,9 +11,10 @@ import sys
 import pytest
 
 from conftest import link_aligned_112, write_config
-from facekit.atomic import AtomicDir
 from facekit.config import load_config
 from facekit.engine import run
+from facekit.errors import FacekitError
+from facekit.publish import Publication, recover
 
 
 @pytest.fixture
@@ -28,11 +31,29 @@ def aligned_cfg(tmp_path, data_dir):
     )
 
 
-def _snapshot(folder):
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+def _snapshot(folder, keep_state=False):
+    """Every file under ``folder`` -> bytes; ``summary.json`` without its timing."""
+    out = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if not p.is_file() or (not keep_state and rel.startswith(".facekit")):
+            continue
+        data = p.read_bytes()
+        if p.name == "summary.json":
+            d = json.loads(data)
+            d.pop("seconds")
+            data = json.dumps(d, sort_keys=True).encode()
+        out[rel] = data
+    return out
+
+
+def _partials(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.name.endswith((".partial", ".old")))
 
 
 def test_failing_sink_keeps_previous_output(tmp_path, aligned_cfg, monkeypatch):
+    """Disk full in a sink: previous outputs intact, no staging file left, the message names
+    the sink and its path."""
     spec = load_config(aligned_cfg)
     run(spec, progress=False)
     before = _snapshot(tmp_path / "out")
@@ -51,42 +72,173 @@ def test_failing_sink_keeps_previous_output(tmp_path, aligned_cfg, monkeypatch):
         return orig(self, s)
 
     monkeypatch.setattr(sink_cls, "write", flaky)
-    with pytest.raises(OSError):
+    with pytest.raises(FacekitError) as e:
         run(load_config(aligned_cfg), progress=False)
+    msg = str(e.value)
+    assert "sinks[1] (folders)" in msg and str(tmp_path / "out" / "faces") in msg and "No space left" in msg
     assert _snapshot(tmp_path / "out") == before
-    leftovers = [p.name for p in (tmp_path / "out").iterdir() if "partial" in p.name]
-    assert leftovers == []
+    assert _partials(tmp_path / "out") == []
 
 
-def test_killed_run_keeps_previous_output(tmp_path, aligned_cfg):
-    """SIGKILL in the middle of a run: the previous outputs are intact and complete."""
+SLOW = (
+    "import sys, time\n"
+    "from facekit.plugins import get_registry\n"
+    "from facekit.config import load_config\n"
+    "from facekit.engine import run\n"
+    "cls = get_registry().get('sink', 'mxrec')\n"
+    "orig = cls.write_many\n"
+    "def write_many(self, s):\n"
+    "    orig(self, s); self._flush(); print('wrote', flush=True); time.sleep(60)\n"
+    "cls.write_many = write_many\n"
+    "run(load_config(sys.argv[1]), progress=False)\n"
+)
+
+
+def test_killed_run_keeps_previous_output_and_next_run_cleans(tmp_path, aligned_cfg):
+    """SIGKILL in the middle of a run: the previous outputs are intact and complete; the
+    staging files it left are removed by the next run."""
     run(load_config(aligned_cfg), progress=False)
     before = _snapshot(tmp_path / "out")
     slow = tmp_path / "slow.py"
-    slow.write_text(
-        "import sys, time\n"
-        "from facekit.plugins import get_registry\n"
-        "from facekit.config import load_config\n"
-        "from facekit.engine import run\n"
-        "cls = get_registry().get('sink', 'mxrec')\n"
-        "orig = cls.write_many\n"
-        "def write_many(self, s):\n"
-        "    orig(self, s); self._flush(); print('wrote', flush=True); time.sleep(30)\n"
-        "cls.write_many = write_many\n"
-        "run(load_config(sys.argv[1]), progress=False)\n"
-    )
+    slow.write_text(SLOW)
     p = subprocess.Popen([sys.executable, str(slow), str(aligned_cfg)], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == "wrote"
     p.send_signal(signal.SIGKILL)
     p.wait()
-    after = {k: v for k, v in _snapshot(tmp_path / "out").items() if ".partial" not in k}
-    assert after == before
+    left = _partials(tmp_path / "out")
+    assert left, "the killed run should have left staging files for this test to mean anything"
+    assert {k: v for k, v in _snapshot(tmp_path / "out").items() if ".partial" not in k} == before
+    run(load_config(aligned_cfg), progress=False)
+    assert _partials(tmp_path / "out") == []
+    assert _snapshot(tmp_path / "out") == before
+
+
+def test_sigterm_removes_staging(tmp_path, aligned_cfg):
+    """SIGTERM unwinds the run like Ctrl-C: no staging file is left behind."""
+    run(load_config(aligned_cfg), progress=False)
+    before = _snapshot(tmp_path / "out")
+    slow = tmp_path / "slow.py"
+    slow.write_text(
+        SLOW.replace(
+            "run(load_config",
+            "import signal\nsignal.signal(signal.SIGTERM, lambda n, f: (_ for _ in ()).throw(SystemExit(143)))\nrun(load_config",
+        )
+    )
+    p = subprocess.Popen([sys.executable, str(slow), str(aligned_cfg)], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "wrote"
+    assert _partials(tmp_path / "out")
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 143
+    assert _partials(tmp_path / "out") == []
+    assert _snapshot(tmp_path / "out") == before
+
+
+def test_cli_sigterm_removes_staging(tmp_path, data_dir):
+    """The facekit CLI turns SIGTERM into an orderly abort (exit 143, nothing left)."""
+    root = tmp_path / "root"
+    link_aligned_112(data_dir, root)
+    # a run slow enough to be caught mid-way: re-encode through the reencode augmenter
+    # many times over by listing the same images in many identities
+    for k in range(60):
+        (root / f"copy{k:03d}").symlink_to(root / "adaface_man", target_is_directory=True)
+    cfg = write_config(
+        tmp_path,
+        """
+        output: out
+        source: {plugin: folders, root: root}
+        augmenters: [{plugin: reencode}]
+        sinks: [{plugin: mxrec, path: rec}]
+        """,
+    )
+    p = subprocess.Popen([sys.executable, "-m", "facekit.cli", "run", "-q", str(cfg)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import time
+
+    deadline = time.time() + 60
+    while time.time() < deadline and not _partials(tmp_path / "out"):
+        time.sleep(0.02)
+    assert _partials(tmp_path / "out"), "run finished before it could be interrupted"
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "Traceback" not in err
+    assert _partials(tmp_path / "out") == []
+    assert not (tmp_path / "out" / "rec").exists()
 
 
 def test_refuses_to_replace_foreign_folder(tmp_path):
     d = tmp_path / "precious"
     d.mkdir()
     (d / "thesis.tex").write_text("do not lose me")
-    with pytest.raises(FileExistsError, match="not written by facekit"):
-        AtomicDir(d)
+    with pytest.raises(FacekitError, match="not written by facekit"):
+        Publication(tmp_path).dir(d)
     assert (d / "thesis.tex").read_text() == "do not lose me"
+
+
+# Kill points of a publication: the journal's rename, then per output (4 of them, each
+# already present) "old aside" and "staging into place", then the removal of the old ones.
+KILL = (
+    "import os, signal, sys\n"
+    "import facekit.publish as pub\n"
+    "from facekit.config import load_config\n"
+    "from facekit.engine import run\n"
+    "k = int(sys.argv[2]); n = [0]\n"
+    "real_replace, real_remove = os.replace, pub._remove\n"
+    "def replace(a, b):\n"
+    "    n[0] += 1\n"
+    "    if n[0] == k: os.kill(os.getpid(), signal.SIGKILL)\n"
+    "    return real_replace(a, b)\n"
+    "def remove(p):\n"
+    "    n[0] += 1\n"
+    "    if n[0] == k: os.kill(os.getpid(), signal.SIGKILL)\n"
+    "    return real_remove(p)\n"
+    "pub.os.replace = replace\n"
+    "pub._remove = remove\n"
+    "run(load_config(sys.argv[1]), progress=False)\n"
+    "print('finished', n[0])\n"
+)
+
+
+def test_publish_is_atomic_for_the_run_at_every_kill_point(tmp_path, data_dir):
+    """kill -9 at each step of the publication: after the next run's recovery the output is
+    entirely the old run's or entirely the new run's, never a mix."""
+    root = tmp_path / "root"
+    link_aligned_112(data_dir, root)
+    cfg_a = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: root, start_id: 5}
+        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
+        """, "a.yaml")
+    cfg_b = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: root}
+        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
+        """, "b.yaml")
+    out = tmp_path / "out"
+    run(load_config(cfg_b), progress=False)
+    new = _snapshot(out)
+    run(load_config(cfg_a), progress=False)
+    old = _snapshot(out)
+    assert old != new
+    script = tmp_path / "kill.py"
+    script.write_text(KILL)
+    steps = None
+    k = 1
+    outcomes = []
+    while steps is None or k <= steps:
+        r = subprocess.run([sys.executable, str(script), str(cfg_b), str(k)], capture_output=True, text=True)
+        if r.returncode == 0:  # k past the last step: learn how many there are
+            steps = int(r.stdout.split()[-1])
+            run(load_config(cfg_a), progress=False)
+            k += 1
+            continue
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        recover(out)  # what the next run does first (then it removes the stale staging)
+        snap = {k: v for k, v in _snapshot(out).items() if ".partial" not in k}
+        assert snap in (old, new), f"kill point {k}: output mixes two runs"
+        outcomes.append("new" if snap == new else "old")
+        run(load_config(cfg_a), progress=False)  # back to the old output for the next kill point
+        assert _partials(out) == []
+        k += 1
+    assert steps >= 10, steps  # journal + 4 x (aside, into place) + removals
+    assert outcomes[0] == "old" and outcomes[-1] == "new", outcomes

@@ -342,8 +342,8 @@ def test_sink_batches_do_not_change_the_files(tmp_path, mx_files, monkeypatch, b
     small, big = tmp_path / "small", tmp_path / "big"
     assert (small / "one" / "train.rec").read_bytes() == (src / "train.rec").read_bytes()
     assert (small / "one" / "train.idx").read_bytes() == (src / "train.idx").read_bytes()
-    names = sorted(p.relative_to(big).as_posix() for p in big.glob("*/*") if p.is_file())
-    assert names == sorted(p.relative_to(small).as_posix() for p in small.glob("*/*") if p.is_file())
+    names = sorted(p.relative_to(big).as_posix() for p in big.glob("[!.]*/*") if p.is_file())
+    assert names == sorted(p.relative_to(small).as_posix() for p in small.glob("[!.]*/*") if p.is_file())
     assert len(names) >= 5 + 2 * 2 + 3 * 2
     for name in names:
         assert (small / name).read_bytes() == (big / name).read_bytes(), name

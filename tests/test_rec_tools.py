@@ -245,7 +245,7 @@ def test_example_configs_validate(tmp_path, data_dir):
     cfgdir = tmp_path / "configs"
     cfgdir.mkdir()
     make_face_rec(tmp_path / "faces_emore", [p.read_bytes() for p in sorted((data_dir / "aligned_112").glob("*.jpg"))], [0] * 4 + [1] * 4)
-    (tmp_path / "rec2folders-out").mkdir()
+    (tmp_path / "rec2folders-out" / ".facekit").mkdir(parents=True)  # a facekit output folder
     os.symlink(data_dir / "images" / "identities", tmp_path / "rec2folders-out" / "folders")
     for name in ("rec2folders.yaml", "folders2rec.yaml", "rec2plain.yaml"):
         text = (repo / "configs" / name).read_text()

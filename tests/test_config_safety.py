@@ -1,0 +1,179 @@
+"""Pipelines that would destroy data or hang are refused by `validate` (issue 8 items 6,
+7, 12, 15): overlapping sinks, outputs in system folders or inside the input, sink paths
+escaping the output, whole photos into a fixed-size rec, alias bombs, deep nesting, binary
+files."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import facekit_cli, write_config
+from facekit.config import load_config
+from facekit.errors import ConfigError
+
+
+@pytest.fixture
+def root(tmp_path):
+    r = tmp_path / "faces"
+    (r / "a").mkdir(parents=True)
+    return r
+
+
+def _err(tmp_path, text) -> str:
+    cfg = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    return str(e.value)
+
+
+def test_two_sinks_on_one_path(tmp_path, root):
+    msg = _err(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks:
+          - {plugin: mxrec, path: data}
+          - {plugin: folders, path: data}
+        """)
+    assert "pipeline.yaml:6: sinks[1] (folders): path" in msg and "overlaps sinks[0] (mxrec)" in msg
+
+
+def test_nested_sink_paths(tmp_path, root):
+    msg = _err(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks:
+          - {plugin: mxrec, path: data}
+          - {plugin: folders, path: data/aligned}
+        """)
+    assert "sinks[1] (folders)" in msg and "overlaps" in msg
+
+
+def test_sink_path_escaping_output(tmp_path, root):
+    msg = _err(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks: [{plugin: mxrec, path: ../../elsewhere}]
+        """)
+    assert "pipeline.yaml:4: sinks[0] (mxrec): path" in msg and "must be inside output" in msg
+
+
+def test_sink_on_run_file(tmp_path, root):
+    msg = _err(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks: [{plugin: evalbin, path: summary.json}]
+        """)
+    assert "a name the run itself writes" in msg
+
+
+@pytest.mark.parametrize("output", ["/", "/etc", "/usr/share/facekit-out", "'~'"])
+def test_system_output_folders(tmp_path, root, output):
+    msg = _err(tmp_path, f"""
+        output: {output}
+        source: {{plugin: folders, root: faces}}
+        sinks: [{{plugin: mxrec, path: rec}}]
+        """)
+    assert "pipeline.yaml:2: output" in msg and ("system" in msg or "home" in msg)
+
+
+def test_foreign_non_empty_output_refused(tmp_path, root):
+    """`output: /etc` overwrote an existing summary.json: a folder facekit did not write is
+    never used as an output."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "summary.json").write_text("my own notes")
+    msg = _err(tmp_path, """
+        output: mine
+        source: {plugin: folders, root: faces}
+        sinks: [{plugin: mxrec, path: rec}]
+        """)
+    assert "is not a facekit output folder" in msg
+    assert (tmp_path / "mine" / "summary.json").read_text() == "my own notes"
+
+
+@pytest.mark.parametrize("output", ["faces", "faces/out"])
+def test_output_in_source_root(tmp_path, root, output):
+    msg = _err(tmp_path, f"""
+        output: {output}
+        source: {{plugin: folders, root: faces}}
+        sinks: [{{plugin: mxrec, path: rec}}]
+        """)
+    assert "inside source (folders)'s input folder" in msg
+
+
+def test_sink_replacing_an_input(tmp_path):
+    """A source folder inside the output is fine, but no sink may write over it."""
+    (tmp_path / "out" / "photos" / "a").mkdir(parents=True)
+    (tmp_path / "out" / ".facekit").mkdir()
+    msg = _err(tmp_path, """
+        output: out
+        source: {plugin: folders, root: out/photos}
+        sinks: [{plugin: folders, path: photos}]
+        """)
+    assert "sinks[0] (folders): path" in msg and "overlaps source (folders)'s input" in msg
+
+
+def test_detector_without_aligner_into_mxrec(tmp_path, root, scrfd_model):
+    """Item 7: whole photos of every size into a rec with one property size."""
+    msg = _err(tmp_path, f"""
+        output: out
+        source: {{plugin: folders, root: faces}}
+        detector: {{plugin: retinaface, model: {scrfd_model}}}
+        sinks: [{{plugin: folders, path: faces}}, {{plugin: mxrec, path: rec}}]
+        """)
+    assert "sinks[1] (mxrec) stores images of one size" in msg and "add an aligner" in msg
+
+
+def test_validate_exits_2_and_writes_nothing(tmp_path, root):
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks: [{plugin: mxrec, path: x}, {plugin: folders, path: x}]
+        """)
+    r = facekit_cli("validate", cfg)
+    assert r.returncode == 2 and "overlaps" in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_alias_bomb_is_refused_quickly(tmp_path, root):
+    """Item 12: a 433-byte billion-laughs config: refused at once, bounded memory."""
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    for i in range(1, 9):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        bomb += f"{cur}: &{cur} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"
+    bomb += "output: out\nsource: {plugin: folders, root: faces}\nsinks: [{plugin: mxrec, path: rec}]\n"
+    assert len(bomb) < 600
+    cfg = tmp_path / "bomb.yaml"
+    cfg.write_text(bomb)
+    r = subprocess.run([sys.executable, "-m", "facekit.cli", "validate", str(cfg)], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "alias bomb" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_reasonable_aliases_still_work(tmp_path, root):
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks: [&rec {plugin: mxrec, path: rec, layout: plain}, {<<: *rec, path: rec2}]
+        """)
+    spec = load_config(cfg)
+    assert [s.params.layout for s in spec.sinks] == ["plain", "plain"]
+
+
+def test_deep_nesting_is_one_line(tmp_path, root):
+    cfg = tmp_path / "deep.yaml"
+    cfg.write_text("output: out\nsource: {plugin: folders, root: faces}\nsinks: " + "[" * 50000 + "]" * 50000 + "\n")
+    r = facekit_cli("validate", cfg)
+    assert r.returncode == 2 and "nested too deeply" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_validate_on_binary_file(tmp_path):
+    """Item 15: `facekit validate` on a binary file: one line."""
+    cfg = tmp_path / "model.yaml"
+    cfg.write_bytes(os.urandom(4096) + b"\xff\xfe\x00")
+    r = facekit_cli("validate", cfg)
+    assert r.returncode == 2 and "not a YAML text file" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
