@@ -85,6 +85,29 @@ def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.n
     return cv2.warpAffine(image, M, (size, size), borderValue=0.0)
 
 
+def _box_window(shape, box, margin: int) -> tuple[int, int, int, int]:
+    h, w = shape[:2]
+    x1 = int(max(np.floor(box[0]) - margin / 2, 0))
+    y1 = int(max(np.floor(box[1]) - margin / 2, 0))
+    x2 = int(min(np.ceil(box[2]) + margin / 2, w))
+    y2 = int(min(np.ceil(box[3]) + margin / 2, h))
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"box {list(box)} is empty inside a {w}x{h} image")
+    return x1, y1, x2, y2
+
+
+def box_crop_transform(shape, box: np.ndarray, size: int = 112, margin: int = 44) -> np.ndarray:
+    """The ``(2, 3)`` float64 affine map from source pixels to :func:`box_crop`'s output
+    pixels (OpenCV's resize convention: pixel centres at ``i + 0.5``).
+
+    Raises:
+        ValueError: the box is empty inside the image.
+    """
+    x1, y1, x2, y2 = _box_window(shape, box, margin)
+    sx, sy = size / (x2 - x1), size / (y2 - y1)
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5 - sx * x1], [0.0, sy, 0.5 * sy - 0.5 - sy * y1]], np.float64)
+
+
 def box_crop(image: np.ndarray, box: np.ndarray, size: int = 112, margin: int = 44) -> np.ndarray:
     """Crop a detector box with a margin and resize, for detectors without landmarks.
 
@@ -98,12 +121,6 @@ def box_crop(image: np.ndarray, box: np.ndarray, size: int = 112, margin: int = 
     Returns:
         ``(size, size, C)`` uint8.
     """
-    h, w = image.shape[:2]
-    x1 = int(max(np.floor(box[0]) - margin / 2, 0))
-    y1 = int(max(np.floor(box[1]) - margin / 2, 0))
-    x2 = int(min(np.ceil(box[2]) + margin / 2, w))
-    y2 = int(min(np.ceil(box[3]) + margin / 2, h))
-    if x2 <= x1 or y2 <= y1:
-        raise ValueError(f"box {list(box)} is empty inside a {w}x{h} image")
+    x1, y1, x2, y2 = _box_window(image.shape, box, margin)
     crop = image[y1:y2, x1:x2]
     return cv2.resize(crop, (size, size), interpolation=cv2.INTER_LINEAR)

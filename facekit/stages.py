@@ -94,8 +94,12 @@ class Sample:
     image: decoded pixels ``(H, W, 3)`` uint8 **BGR**, or None until a stage needs them.
     face_id: index of the face within its image (0 for the first/only face).
     box: ``(4,)`` float32 x1, y1, x2, y2 and landmarks ``(5, 2)`` float32, both in the
-    *source* image's pixel coordinates. label: class id, set by the engine when the
-    identity is admitted (-1 before). meta: free-form dict for plugins.
+    *source* image's pixel coordinates. aligned_landmarks: ``(5, 2)`` float32, the same
+    landmarks in the aligned crop's pixel coordinates, and transform: ``(2, 3)`` float64,
+    the affine map from source to crop pixels (``crop_xy = transform @ [x, y, 1]``), both set
+    by the worker after alignment when the aligner can say (None otherwise, e.g. samples of
+    an already aligned dataset). label: class id, set by the engine when the identity is
+    admitted (-1 before). meta: free-form dict for plugins.
     """
 
     key: int
@@ -107,6 +111,8 @@ class Sample:
     box: Optional[np.ndarray] = None
     score: Optional[float] = None
     landmarks: Optional[np.ndarray] = None
+    aligned_landmarks: Optional[np.ndarray] = None
+    transform: Optional[np.ndarray] = None
     label: int = -1
     meta: dict = field(default_factory=dict)
 
@@ -237,6 +243,20 @@ class Aligner(Stage):
         """Crop the face. image: ``(H, W, 3)`` uint8 BGR; box ``(4,)``; landmarks ``(5, 2)``
         or None. Returns ``(S, S, 3)`` uint8 BGR."""
         raise NotImplementedError
+
+    def transform(self, image_shape: tuple, box: np.ndarray, landmarks: Optional[np.ndarray]) -> Optional[np.ndarray]:
+        """The ``(2, 3)`` float64 affine map from source-image pixels to crop pixels that
+        :meth:`align` applies for this face, or None when the aligner cannot say (default)."""
+        return None
+
+    def align_face(self, image: np.ndarray, box: np.ndarray, landmarks: Optional[np.ndarray]):
+        """``(crop, transform)``: :meth:`align` and :meth:`transform` together (what the
+        worker calls; an aligner computing both at once overrides this).
+
+        Raises:
+            ValueError: the face cannot be aligned (degenerate landmarks, empty box).
+        """
+        return self.align(image, box, landmarks), self.transform(image.shape, box, landmarks)
 
 
 class Augmenter(Stage):

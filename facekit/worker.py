@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from facekit.config import PipelineSpec
 from facekit.errors import SampleRejected
 from facekit.images import decode_image, encode_jpeg, read_file
@@ -92,10 +94,12 @@ class Worker:
                 )
                 if self.aligner is not None:
                     try:
-                        crop = self.aligner.align(image, faces.boxes[i], lmk)
+                        crop, M = self.aligner.align_face(image, faces.boxes[i], lmk)
                     except ValueError as e:
                         raise SampleRejected(ALIGN_FAILED, str(e)) from None
-                    s = s.replace(image=crop, data=None)
+                    s = s.replace(image=crop, data=None, transform=M)
+                    if M is not None and lmk is not None:
+                        s.aligned_landmarks = (lmk @ M[:, :2].T + M[:, 2]).astype(np.float32)
                 else:
                     s = s.replace(image=image, data=data)
                 samples.append(s)

@@ -6,7 +6,9 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.align import box_crop, norm_crop, template_for
+import cv2
+
+from facekit.align import box_crop, box_crop_transform, estimate_norm, template_for
 
 
 class ArcfaceParams(facekit.Params):
@@ -27,7 +29,16 @@ class ArcfaceAligner(facekit.Aligner):
     needs_landmarks = True
 
     def align(self, image, box, landmarks):
-        return norm_crop(image, landmarks, self.params.size)
+        return self.align_face(image, box, landmarks)[0]
+
+    def transform(self, image_shape, box, landmarks):
+        return estimate_norm(landmarks, self.params.size)
+
+    def align_face(self, image, box, landmarks):
+        """Equals ``insightface.utils.face_align.norm_crop`` (one transform estimate)."""
+        s = self.params.size
+        M = estimate_norm(landmarks, s)
+        return cv2.warpAffine(image, M, (s, s), borderValue=0.0), M
 
 
 class BoxcropParams(facekit.Params):
@@ -44,6 +55,9 @@ class BoxcropAligner(facekit.Aligner):
 
     def align(self, image, box, landmarks):
         return box_crop(image, box, self.params.size, self.params.margin)
+
+    def transform(self, image_shape, box, landmarks):
+        return box_crop_transform(image_shape, box, self.params.size, self.params.margin)
 
 
 @facekit.hookimpl

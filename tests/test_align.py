@@ -73,3 +73,50 @@ def test_box_crop_margin():
     assert crop.shape == (112, 112, 3) and crop.min() == 255
     crop = box_crop(img, np.array([100, 50, 200, 150], np.float32), size=144, margin=44)
     assert crop[0, 0].max() == 0 and crop[72, 72].min() == 255
+
+
+def test_aligners_report_their_transform_and_aligned_landmarks(real_faces):
+    """Issue 9 item 5 (used by masks): the arcface aligner's crop still equals norm_crop, its
+    transform is estimate_norm's, and the worker's aligned landmarks sit on the template; the
+    boxcrop transform is the map its resize applies."""
+    from facekit.plugins import get_registry
+
+    reg = get_registry()
+    arc = reg.get("aligner", "arcface")(reg.get("aligner", "arcface").Params(size=112))
+    box = reg.get("aligner", "boxcrop")(reg.get("aligner", "boxcrop").Params(size=112, margin=44))
+    dists = []
+    for img, lmk in real_faces:
+        crop, M = arc.align_face(img, None, lmk)
+        assert np.array_equal(crop, norm_crop(img, lmk, 112))
+        assert np.array_equal(M, estimate_norm(lmk, 112))
+        aligned = lmk @ M[:, :2].T + M[:, 2]
+        dists.append(np.linalg.norm(aligned - template_for(112), axis=1).mean())
+        b = np.array([lmk[:, 0].min() - 20, lmk[:, 1].min() - 30, lmk[:, 0].max() + 20, lmk[:, 1].max() + 25])
+        want = box_crop(img, b, 112, 44)
+        Mb = box.transform(img.shape, b, lmk)
+        got = cv2.warpAffine(img, Mb, (112, 112), flags=cv2.INTER_LINEAR)
+        assert np.abs(got.astype(int) - want.astype(int))[4:-4, 4:-4].mean() < 2.0
+    assert max(dists) < 10.0, dists  # crop coordinates: within a few pixels of the template
+
+
+def test_worker_sets_aligned_landmarks(data_dir, scrfd_model, tmp_path):
+    from conftest import write_config
+    from facekit.config import load_config
+    from facekit.stages import Sample
+    from facekit.worker import Worker
+
+    (tmp_path / "root").mkdir()
+    cfg = write_config(tmp_path, f"""
+        output: out
+        source: {{plugin: folders, root: root}}
+        detector: {{plugin: retinaface, model: {scrfd_model}}}
+        aligner: {{plugin: arcface}}
+        sinks: [{{plugin: folders, path: faces}}]
+        """)
+    w = Worker(load_config(cfg))
+    path = str(data_dir / "images/identities/Anthony_Hopkins/Anthony_Hopkins_0001.jpg")
+    (s,) = w(Sample(0, path, "a")).samples
+    assert s.transform.shape == (2, 3) and s.aligned_landmarks.shape == (5, 2)
+    want = s.landmarks @ s.transform[:, :2].T + s.transform[:, 2]
+    assert np.allclose(s.aligned_landmarks, want, atol=1e-4)
+    assert np.linalg.norm(s.aligned_landmarks - template_for(112), axis=1).max() < 8
