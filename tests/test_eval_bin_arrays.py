@@ -199,3 +199,14 @@ def test_eval_and_evalbin_source_accept_imencode_arrays(encoded, rec_model, tmp_
     )
     run(load_config(cfg), progress=False)
     assert load_bin(tmp_path / "out" / "again.bin") == ([a.tobytes() for a in arrays], issame)
+
+
+def test_evalbin_source_count_is_the_number_of_images(encoded, tmp_path):
+    from facekit.config import parse_config
+
+    arrays, issame = encoded
+    path = tmp_path / "c.bin"
+    path.write_bytes(pickle.dumps((arrays, issame), protocol=4))
+    spec = parse_config(f"output: out\nsource: {{plugin: evalbin, path: {path}}}\nsinks: [{{plugin: pairs, path: f}}]\n")
+    src = spec.source.build()
+    assert src.count() == len(list(src)) == 2 * len(issame) == 48
