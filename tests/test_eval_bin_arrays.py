@@ -1,7 +1,7 @@
 """Verification bins made the way real ones are: ``cv2.imencode`` of real photos, whose result
-(in the OpenCV releases most bins were written with) is a numpy uint8 array of shape (N, 1), put in the list as it is and pickled (protocols 0-5,
-Python 3 + numpy 2, Python 3 + numpy 1 in the isolated mxnet env, Python 2 as older scripts
-wrote them). ``load_bin``, ``facekit eval`` and the ``evalbin`` source read them; the bytes
+(in the OpenCV releases most bins were written with) is a numpy uint8 array of shape (N, 1),
+put in the list as it is and pickled (protocols 0-5; Python 3 + numpy 2, Python 3 + numpy 1
+in the isolated mxnet env, Python 2 as older scripts wrote them). ``load_bin``, ``facekit eval`` and the ``evalbin`` source read them; the bytes
 are those insightface's ``load_bin`` decodes (``mx.image.imdecode``, checked under the real
 mxnet)."""
 
@@ -207,6 +207,7 @@ def test_evalbin_source_count_is_the_number_of_images(encoded, tmp_path):
     arrays, issame = encoded
     path = tmp_path / "c.bin"
     path.write_bytes(pickle.dumps((arrays, issame), protocol=4))
-    spec = parse_config(f"output: out\nsource: {{plugin: evalbin, path: {path}}}\nsinks: [{{plugin: pairs, path: f}}]\n")
+    text = f"output: out\nsource: {{plugin: evalbin, path: {path}}}\nsinks: [{{plugin: pairs, path: f}}]\n"
+    spec = parse_config(text)
     src = spec.source.build()
     assert src.count() == len(list(src)) == 2 * len(issame) == 48

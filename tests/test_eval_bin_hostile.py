@@ -113,7 +113,10 @@ def test_claimed_lengths_and_memo_indices_allocate_nothing():
         (_BINS + _nested(100_000) + b"\x86", r"issame_list\[0\]: expected a bool .*found list of 1 items"),
         (b"]" + _nested(100_000) + b"a" + b"](\x88\x88e\x86", r"image record 0 .*found list of 1 items"),
         (_nested(100_000), r"expected a pickled pair .*found list of 1 items"),
-        (_BINS + b"](\x8b" + struct.pack("<i", 3000) + b"\x01" * 3000 + b"\x88e\x86", r"issame_list\[0\]: .*int of 23993 bits"),
+        (
+            _BINS + b"](\x8b" + struct.pack("<i", 3000) + b"\x01" * 3000 + b"\x88e\x86",
+            r"issame_list\[0\]: .*int of 23993 bits",
+        ),
     ],
     ids=["issame-element", "issame-list", "image-record", "top-level", "huge-int"],
 )
@@ -137,7 +140,9 @@ def _valid_bins() -> list[bytes]:
     return [pickle.dumps(obj, protocol=p) for p in range(pickle.HIGHEST_PROTOCOL + 1)]
 
 
-MUTATION = st.tuples(st.integers(0, 10**6), st.sampled_from(["set", "insert", "delete", "length"]), st.binary(min_size=1, max_size=9))
+MUTATION = st.tuples(
+    st.integers(0, 10**6), st.sampled_from(["set", "insert", "delete", "length"]), st.binary(min_size=1, max_size=9)
+)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
