@@ -1,9 +1,9 @@
 """Verification bins made the way real ones are: ``cv2.imencode`` of real photos, whose result
 (in the OpenCV releases most bins were written with) is a numpy uint8 array of shape (N, 1),
 put in the list as it is and pickled (protocols 0-5; Python 3 + numpy 2, Python 3 + numpy 1
-in the isolated mxnet env, Python 2 as older scripts wrote them). ``load_bin``, ``facekit eval`` and the ``evalbin`` source read them; the bytes
-are those insightface's ``load_bin`` decodes (``mx.image.imdecode``, checked under the real
-mxnet)."""
+in the isolated mxnet env, Python 2 as older scripts wrote them). ``load_bin``, ``facekit
+eval`` and the ``evalbin`` source read them; the bytes are those insightface's ``load_bin``
+decodes (``mx.image.imdecode``, checked under the real mxnet)."""
 
 from __future__ import annotations
 
