@@ -56,17 +56,43 @@ def evaluate_bin(embedder, path, batch_size: int = 64, flip: bool = True, folds:
     return {"bin": str(path), **res.as_dict(), "seconds": round(time.perf_counter() - t0, 3)}
 
 
+def _tar_cell(r: dict) -> str:
+    if r.get("tar") is None:
+        return f"undefined: {r.get('tar_undefined') or 'not measured'}"
+    return f"{100 * r['tar']:.2f} ± {100 * r['tar_std']:.2f}"
+
+
 def format_table(rows: list[dict]) -> str:
-    """The results as a text table: accuracy and TAR in percent."""
-    head = f"{'bin':<24} {'pairs':>6} {'accuracy %':>16} {'TAR@FAR=1e-3 %':>17} {'XNorm':>8} {'seconds':>8}"
-    lines = [head, "-" * len(head)]
-    for r in rows:
-        acc = f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}"
-        tar = f"{100 * r['tar']:.2f} ± {100 * r['tar_std']:.2f}"
-        lines.append(
-            f"{Path(r['bin']).name:<24} {r['pairs']:>6} {acc:>16} {tar:>17} {r['xnorm']:>8.3f} {r['seconds']:>8.1f}"
-        )
-    return "\n".join(lines)
+    """The results as a text table: accuracy and TAR in percent. A TAR@FAR that cannot be
+    measured (a set without negatives or positives) reads ``undefined: <reason>``."""
+    head = ["bin", "pairs", "accuracy %", "TAR@FAR=1e-3 %", "XNorm", "seconds"]
+    body = [
+        [
+            Path(r["bin"]).name,
+            str(r["pairs"]),
+            f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}",
+            _tar_cell(r),
+            f"{r['xnorm']:.3f}" if r.get("xnorm") is not None else "-",
+            f"{r['seconds']:.1f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(c[i]) for c in [head, *body]) for i in range(len(head))]
+    widths[0] = max(widths[0], 24)
+
+    def line(cells):
+        return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    out = [line(head), "-" * len(line(head))]
+    return "\n".join(out + [line(c) for c in body])
+
+
+def _bin_error(path, e: BaseException) -> str:
+    """One line naming the bin: the error's own message when it names it already."""
+    msg = " ".join(str(e).split()) or type(e).__name__
+    if not isinstance(e, (FacekitError, ValueError, OSError)):
+        msg = f"{type(e).__name__}: {msg}"
+    return msg if str(path) in msg or str(Path(path)) in msg else f"{path}: {msg}"
 
 
 @click.command("eval")
@@ -91,22 +117,32 @@ def format_table(rows: list[dict]) -> str:
 def eval_command(bins, model, json_path, batch_size, input_size, mean, std, color, no_flip, folds, threads, quiet):
     """Score an ONNX recognition model on verification .bin files (insightface protocol).
 
-    Prints 10-fold accuracy (mean ± std), TAR at FAR=1e-3 and XNorm per bin.
+    Prints 10-fold accuracy (mean ± std), TAR at FAR=1e-3 and XNorm per bin. TAR@FAR is
+    reported as undefined (JSON null, with the reason) for a bin without negative or
+    positive pairs. A bin that fails does not stop the others: the results of those that
+    succeeded are printed (and written), then one error line per failed bin, and the exit
+    status is 1.
     """
     from facekit.atomic import atomic_write_text
     from facekit.recognition import OnnxEmbedder
 
     try:
         emb = OnnxEmbedder(model, input_size, mean, std, color, threads=threads)
-        rows = [evaluate_bin(emb, b, batch_size, not no_flip, folds, progress=False if quiet else None) for b in bins]
     except (FacekitError, ValueError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    rows, errors = [], []
+    for b in bins:
+        try:
+            rows.append(evaluate_bin(emb, b, batch_size, not no_flip, folds, progress=False if quiet else None))
+        except Exception as e:  # noqa: BLE001 - one bad bin must not hide the others' results
+            errors.append({"bin": str(b), "error": _bin_error(b, e)})
     click.echo(
         f"model {model}  input {emb.pre.size[0]}x{emb.pre.size[1]} {emb.pre.color} "
         f"(x - {emb.pre.mean:g}) / {emb.pre.std:g}  flip {'off' if no_flip else 'on'}"
     )
-    click.echo(format_table(rows))
+    if rows:
+        click.echo(format_table(rows))
     if json_path:
         out = {
             "model": os.fspath(model),
@@ -121,6 +157,11 @@ def eval_command(bins, model, json_path, batch_size, input_size, mean, std, colo
             "flip": not no_flip,
             "folds": folds,
             "results": rows,
+            "errors": errors,
         }
         atomic_write_text(json_path, json.dumps(out, indent=2) + "\n")
         click.echo(f"results written to {json_path}")
+    for err in errors:
+        click.echo(f"error: {err['error']}", err=True)
+    if errors:
+        sys.exit(1)

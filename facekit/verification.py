@@ -16,7 +16,10 @@ Matches insightface ``recognition/arcface_torch/eval/verification.py`` (``test``
   (insightface: ``scipy.interpolate.interp1d(far, thr, kind='slinear')``, in the form the
   scipy versions it was written against evaluated repeated FAR values; 0 when no threshold
   reaches the target); TAR and FAR of the fold measured with it; reported: mean TAR, its
-  std, mean FAR.
+  std, mean FAR. TAR@FAR is undefined when a training fold has no negative pair or a test
+  fold lacks positives or negatives (insightface divides by zero there and reports nan, or
+  0 for a set without negatives): ``tar``/``tar_std``/``far`` are then None and
+  ``tar_undefined`` gives the reason; accuracy is reported as usual.
 
 Counts at a threshold are taken from sorted distances (``searchsorted``), which gives the
 same integers as insightface's per-threshold comparisons, in a fraction of the time.
@@ -39,14 +42,15 @@ class VerificationResult:
     """Scores of one verification set. ``accuracy``/``accuracy_std``: mean/std of the fold
     accuracies (fractions in [0, 1]); ``fold_accuracies``, ``fold_thresholds`` (best squared-L2
     threshold per fold); ``tar``/``tar_std``/``far``: TAR at FAR=``far_target`` (mean, std)
-    and the FAR reached (mean); ``xnorm``: mean raw embedding norm (None when unknown);
-    ``pairs``, ``positives``, ``folds``."""
+    and the FAR reached (mean), None when undefined, with the reason in ``tar_undefined``
+    (e.g. a set of positive pairs only); ``xnorm``: mean raw embedding norm (None when
+    unknown); ``pairs``, ``positives``, ``folds``."""
 
     accuracy: float
     accuracy_std: float
-    tar: float
-    tar_std: float
-    far: float
+    tar: float | None
+    tar_std: float | None
+    far: float | None
     far_target: float
     pairs: int
     positives: int
@@ -54,6 +58,7 @@ class VerificationResult:
     xnorm: float | None = None
     fold_accuracies: list = field(default_factory=list)
     fold_thresholds: list = field(default_factory=list)
+    tar_undefined: str | None = None
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -144,9 +149,11 @@ def evaluate_distances(
     Args:
         dist: ``(P,)`` squared L2 distances of the pairs. issame: ``P`` bools (True: same person).
         folds: number of contiguous folds (10). far_target: FAR for TAR@FAR (1e-3).
+    Returns:
+        :class:`VerificationResult`; TAR@FAR fields None (reason in ``tar_undefined``) when
+        a training fold has no negatives or a test fold no positives or no negatives.
     Raises:
-        ValueError: lengths differ, fewer pairs than folds, or a training/test fold without
-            negative or positive pairs where TAR/FAR needs them (insightface divides by zero).
+        ValueError: lengths differ or fewer pairs than folds.
     """
     dist = np.asarray(dist, np.float64)
     same = np.asarray(issame, bool)
@@ -155,6 +162,7 @@ def evaluate_distances(
     acc_thr = np.arange(0, 4, ACC_THRESHOLDS_STEP)
     val_thr = np.arange(0, 4, VAL_THRESHOLDS_STEP)
     accs, best, tars, fars = [], [], [], []
+    undefined = _tar_undefined_reason(same)
     for k, (train, test) in enumerate(fold_indices(len(dist), folds)):
         tr_pos, tr_neg = np.sort(dist[train][same[train]]), np.sort(dist[train][~same[train]])
         te_pos, te_neg = np.sort(dist[test][same[test]]), np.sort(dist[test][~same[test]])
@@ -164,28 +172,42 @@ def evaluate_distances(
         best.append(float(t))
         accs.append(float(_below(te_pos, t) + (len(te_neg) - _below(te_neg, t))) / len(test))
         # TAR @ FAR
-        if len(tr_neg) == 0 or len(te_neg) == 0 or len(te_pos) == 0:
-            raise ValueError(
-                f"fold {k + 1} of {folds}: TAR@FAR needs positive and negative pairs in every fold "
-                "(order pairs LFW style: each block of P/folds pairs holds both)"
+        if undefined is None and (len(tr_neg) == 0 or len(te_neg) == 0 or len(te_pos) == 0):
+            lacks = "training negatives" if len(tr_neg) == 0 else "negatives" if len(te_neg) == 0 else "positives"
+            undefined = (
+                f"fold {k + 1} of {folds} has no {lacks} (order pairs LFW style: each block of "
+                "P/folds pairs holds both kinds)"
             )
+        if undefined is not None:
+            continue
         far_train = _below(tr_neg, val_thr) / float(len(tr_neg))
         thr = _interp_threshold(far_train, val_thr, far_target) if far_train.max() >= far_target else 0.0
         tars.append(float(_below(te_pos, thr)) / float(len(te_pos)))
         fars.append(float(_below(te_neg, thr)) / float(len(te_neg)))
+    defined = undefined is None
     return VerificationResult(
         accuracy=float(np.mean(accs)),
         accuracy_std=float(np.std(accs)),
-        tar=float(np.mean(tars)),
-        tar_std=float(np.std(tars)),
-        far=float(np.mean(fars)),
+        tar=float(np.mean(tars)) if defined else None,
+        tar_std=float(np.std(tars)) if defined else None,
+        far=float(np.mean(fars)) if defined else None,
         far_target=far_target,
         pairs=len(dist),
         positives=int(same.sum()),
         folds=folds,
         fold_accuracies=accs,
         fold_thresholds=best,
+        tar_undefined=undefined,
     )
+
+
+def _tar_undefined_reason(same: np.ndarray) -> str | None:
+    """Why TAR@FAR cannot be measured on the whole set (None when it may be)."""
+    if len(same) and same.all():
+        return "no negative pairs: FAR is undefined"
+    if not same.any():
+        return "no positive pairs: TAR is undefined"
+    return None
 
 
 def evaluate(

@@ -44,6 +44,10 @@ class EvalbinSource(facekit.Source):
         self.bins, self.issame = load_bin(params.path)  # EvalBinError before any work starts
         self.where = {pair_identity(i): f"{params.path}[pair {i}]" for i in range(len(self.issame))}
 
+    def count(self):
+        """The bin's images: two per pair (the bin is loaded at construction)."""
+        return len(self.bins)
+
     def __iter__(self):
         drop = self.params.on_missing_face == DROP_PAIR
         total = len(self.issame)

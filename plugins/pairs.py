@@ -51,6 +51,10 @@ class PairsSource(facekit.Source):
         check_images(self.pairs, self.root, p.pairs)
         self.where = {pair_identity(i): f"{p.pairs}:{pr.line}" for i, pr in enumerate(self.pairs)}
 
+    def count(self):
+        """Two images per pair of the list (read and checked at construction)."""
+        return 2 * len(self.pairs)
+
     def __iter__(self):
         drop = self.params.on_missing_face == DROP_PAIR
         total = len(self.pairs)

@@ -118,9 +118,45 @@ def test_far_target_never_reached_uses_threshold_zero():
     assert res.accuracy == 1.0
 
 
+def _reference_accuracy(dist: np.ndarray, issame: np.ndarray, folds: int) -> tuple[list, list]:
+    """Fold accuracies and thresholds, brute force (the first half of ``reference``)."""
+    accs, best = [], []
+    for train, test in KFold(n_splits=folds, shuffle=False).split(dist):
+        train_acc = [accuracy_score(issame[train], dist[train] < t) for t in np.arange(0, 4, 0.01)]
+        t = np.arange(0, 4, 0.01)[train_acc.index(max(train_acc))]
+        best.append(t)
+        accs.append(accuracy_score(issame[test], dist[test] < t))
+    return accs, best
+
+
+@pytest.mark.parametrize("kind", ["positives", "negatives"])
+def test_one_class_set_has_accuracy_and_undefined_tar(kind):
+    rng = np.random.default_rng(7)
+    dist = rng.uniform(0.2, 1.8, 200)
+    issame = np.full(200, kind == "positives")
+    res = evaluate_distances(dist, issame)
+    accs, best = _reference_accuracy(dist, issame, 10)
+    assert res.fold_accuracies == pytest.approx(accs, abs=0) and res.fold_thresholds == pytest.approx(best, abs=0)
+    assert res.accuracy == pytest.approx(np.mean(accs), abs=1e-15) and 0.9 < res.accuracy <= 1
+    assert res.tar is None and res.tar_std is None and res.far is None
+    missing = "negative" if kind == "positives" else "positive"
+    assert res.tar_undefined.startswith(f"no {missing} pairs")
+    d = res.as_dict()
+    assert d["tar"] is None and d["tar_undefined"] == res.tar_undefined
+
+
+def test_a_fold_without_negatives_makes_tar_undefined_naming_it():
+    # both kinds overall, but the third contiguous fold holds positives only
+    issame = np.array([True, False] * 10 + [True] * 10 + [True, False] * 20)
+    dist = np.where(issame, 0.4, 1.6)
+    res = evaluate_distances(dist, issame, folds=7)
+    assert res.accuracy == 1.0 and res.tar is None
+    assert res.tar_undefined.startswith("fold 3 of 7 has no negatives")
+
+
 def test_bad_inputs_are_explained():
-    with pytest.raises(ValueError, match="positive and negative"):
-        evaluate_distances(np.zeros(20), np.ones(20, bool))
+    with pytest.raises(ValueError, match="cannot split 5 pairs into 10 folds"):
+        evaluate_distances(np.zeros(5), np.ones(5, bool))
     with pytest.raises(ValueError, match="pair order"):
         evaluate(np.zeros((5, 4)), [True, False])
     with pytest.raises(ValueError, match="embeddings for"):

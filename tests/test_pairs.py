@@ -111,6 +111,7 @@ def test_source_order_identities_and_flags(tmp_path, data_dir):
     write_pairs(p, pairs)
     src = _pipeline(tmp_path, p, root).source.build()
     samples = list(src)
+    assert src.count() == len(samples) == 10  # the progress total
     assert [s.key for s in samples] == list(range(10))
     assert [s.identity for s in samples] == [f"pair{i // 2:05d}" for i in range(10)]
     assert [s.path for s in samples] == [str(root / x) for q in pairs for x in (q.a, q.b)]
