@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import _model, facekit_cli, write_config
+from conftest import _missing, _model, facekit_cli, write_config
 from facekit.errors import SampleRejected
 from facekit.plugins import get_registry
 
@@ -78,7 +78,10 @@ def _landmarks_agree(faces, reference, tolerance):
 @pytest.mark.parametrize("model", ["scrfd_500m_bnkps.onnx", "scrfd_2.5g_bnkps_dynamic.onnx"])
 def test_scrfd_identical_to_insightface_on_every_photo(data_dir, model):
     """facekit's SCRFD decoding = insightface SCRFD.detect at one input size, to the bit."""
-    scrfd_ref = pytest.importorskip("insightface.model_zoo.scrfd")
+    try:
+        from insightface.model_zoo import scrfd as scrfd_ref
+    except ImportError:
+        _missing("insightface (the reference) not installed: pip install -e '.[test]'")
     path = _model(data_dir, f"detection/{model}")
     ref = scrfd_ref.SCRFD(model_file=str(path))
     ref.prepare(-1, input_size=(640, 640), det_thresh=0.5, nms_thresh=0.4)
