@@ -123,9 +123,12 @@ class RetinafaceDetector(facekit.Detector):
 
     def __init__(self, params):
         super().__init__(params)
+        import onnx
+
         p = params
-        kind = model_kind(p.model)
-        cls = scrfd.Scrfd if kind == "scrfd" else retinaface_onnx.RetinaFaceOnnx
+        # The validator checked the model (model_kind); only the output count tells them apart.
+        n_outputs = len(onnx.load_model(str(p.model), load_external_data=False).graph.output)
+        cls = retinaface_onnx.RetinaFaceOnnx if n_outputs == 3 else scrfd.Scrfd
         self.model = cls(p.model, (p.input_size, p.input_size), p.threshold, p.nms, p.threads, p.providers)
 
     def detect(self, image):
