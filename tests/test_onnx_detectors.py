@@ -149,7 +149,7 @@ def test_retinaface_export_finds_six_faces_landmarks_match_scrfd(retinaface_expo
     assert np.all(faces.landmarks[:, 3, 0] < faces.landmarks[:, 4, 0])
     assert np.all(faces.landmarks[:, 3, 1] > faces.landmarks[:, 2, 1])  # mouth below nose
     reference = _detector("retinaface", model=scrfd_model, select="all").find_faces(group_image)
-    # measured: at most 8.6 px on faces ~100 px wide (0.085 of the box side)
+    # measured: at most 8.9 px on faces ~100 px wide (0.088 of the box side; mean 3.7 px)
     assert _landmarks_agree(faces, reference, 0.12) < 12
 
 
@@ -195,7 +195,7 @@ def test_yunet_landmarks_in_facekit_order(yunet_model, scrfd_model, group_image)
     assert np.all(faces.landmarks[:, 0, 0] < faces.landmarks[:, 1, 0])
     assert np.all(faces.landmarks[:, 3, 0] < faces.landmarks[:, 4, 0])
     reference = _detector("retinaface", model=scrfd_model, select="all").find_faces(group_image)
-    assert _landmarks_agree(faces, reference, 0.2) < 20  # measured: at most 15.7 px
+    assert _landmarks_agree(faces, reference, 0.2) < 20  # measured: at most 17.1 px (0.168 of the box side)
 
 
 def test_yunet_detector_rules(yunet_model, group_image, data_dir):
