@@ -78,7 +78,9 @@ class RetinafaceParams(facekit.DetectorParams):
         None, description="SCRFD/RetinaFace .onnx (default: the first one in ~/.insightface/models)"
     )
     input_size: int = Field(
-        640, ge=32, description="square detector input side (pixels; the image is letterboxed at the top-left)"
+        640,
+        ge=32,
+        description="square detector input side (pixels; the image is letterboxed at the top-left; a model with a fixed input size uses its own)",
     )
     threshold: float = Field(0.5, gt=0, lt=1, description="score threshold")
     nms: float = Field(0.4, gt=0, lt=1, description="NMS IoU threshold")
