@@ -1,9 +1,13 @@
-"""Detector ``retinaface``: SCRFD / RetinaFace ONNX models in InsightFace's output
-convention, run through ``insightface.model_zoo`` on onnxruntime (CPU).
+"""Detector ``retinaface``: SCRFD models in InsightFace's output convention (6/9/10/15
+outputs; keypoint models, 9 or 15) and RetinaFace exports with ``loc``/``conf``/landmark
+outputs (e.g. RetinaFace-MobileNet0.25), run on onnxruntime and decoded by facekit
+(:mod:`facekit.scrfd`, :mod:`facekit.retinaface_onnx`; SCRFD results are identical to
+insightface's ``SCRFD.detect`` with one input size). insightface is not needed.
 
 No model is downloaded: give ``model: PATH``, or put one in InsightFace's model folder
 (``$INSIGHTFACE_HOME/models`` or ``~/.insightface/models``, e.g.
-``buffalo_l/det_10g.onnx``).
+``buffalo_l/det_10g.onnx``). The model's inputs/outputs are checked when the config is
+validated.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 import facekit
+from facekit import onnxdet, retinaface_onnx, scrfd
 
 MODEL_PATTERNS = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx", "scrfd_*.onnx", "retinaface*.onnx", "*det*.onnx")
+NEEDS = (
+    "the retinaface detector needs SCRFD outputs (6/9/10/15 score/box/keypoint maps) "
+    "or a RetinaFace loc/conf/landmark export"
+)
 
 
 def insightface_model_root() -> Path:
@@ -36,13 +45,61 @@ def find_default_model() -> Optional[Path]:
     return None
 
 
+def model_kind(path: Path) -> str:
+    """``"scrfd"`` or ``"retinaface"``: which decoding fits the model at ``path``.
+
+    Raises:
+        ValueError: the model does not load, or its inputs/outputs fit neither (one line
+            naming the file, what it has and what is needed).
+    """
+    sig = onnxdet.probe(path)
+    if len(sig.outputs) == 3:
+        try:
+            retinaface_onnx.check_signature(sig)
+            return "retinaface"
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; {NEEDS}") from None
+    if len(sig.outputs) in scrfd.LAYOUTS:
+        try:
+            _, _, kps = scrfd.check_signature(sig)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}; {NEEDS}") from None
+        if not kps:
+            raise ValueError(
+                f"{path} is a SCRFD model without keypoint outputs ({len(sig.outputs)} outputs); "
+                "the retinaface detector gives five landmarks: use a keypoint model (9 or 15 outputs, e.g. *_bnkps / *_kps)"
+            )
+        return "scrfd"
+    raise ValueError(f"{path} has {sig.describe()}; {NEEDS}")
+
+
 class RetinafaceParams(facekit.DetectorParams):
     model: Optional[facekit.InputPath] = Field(
         None, description="SCRFD/RetinaFace .onnx (default: the first one in ~/.insightface/models)"
     )
-    input_size: int = Field(640, ge=32, description="square detector input side (pixels), as insightface 0.7.3")
+    input_size: int = Field(
+        640,
+        ge=32,
+        description="square detector input side (pixels; the image is letterboxed at the top-left; a model with a fixed input size uses its own)",
+    )
     threshold: float = Field(0.5, gt=0, lt=1, description="score threshold")
     nms: float = Field(0.4, gt=0, lt=1, description="NMS IoU threshold")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's default); inter-op 1")
+    providers: list[str] = Field(
+        ["CPUExecutionProvider"], description="onnxruntime execution providers, in order of preference"
+    )
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, v):
+        return onnxdet.check_providers(v)
+
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, v):
+        if v is not None:
+            model_kind(v)
+        return v
 
     @model_validator(mode="after")
     def _model(self):
@@ -54,6 +111,7 @@ class RetinafaceParams(facekit.DetectorParams):
                     f"{insightface_model_root()}: set 'model: PATH' to a SCRFD/RetinaFace .onnx, or put "
                     f"det_10g.onnx (from InsightFace's buffalo_l pack) in {insightface_model_root() / 'buffalo_l'}"
                 )
+            model_kind(found)
             self.model = found
         return self
 
@@ -67,24 +125,19 @@ class RetinafaceDetector(facekit.Detector):
 
     def __init__(self, params):
         super().__init__(params)
-        from insightface.model_zoo import get_model
+        import onnx
 
-        s = params.input_size
-        self.model = get_model(str(params.model), providers=["CPUExecutionProvider"])
-        if self.model is None or not hasattr(self.model, "detect"):
-            raise facekit.ConfigError(f"retinaface: {params.model} is not a detection model insightface recognises")
-        self.model.prepare(ctx_id=-1, input_size=(s, s), det_thresh=params.threshold, nms_thresh=params.nms)
+        p = params
+        # The validator checked the model (model_kind); only the output count tells them apart.
+        n_outputs = len(onnx.load_model(str(p.model), load_external_data=False).graph.output)
+        cls = retinaface_onnx.RetinaFaceOnnx if n_outputs == 3 else scrfd.Scrfd
+        self.model = cls(p.model, (p.input_size, p.input_size), p.threshold, p.nms, p.threads, p.providers)
 
     def detect(self, image):
-        s = self.params.input_size
-        bboxes, kpss = self.model.detect(image, input_size=(s, s))
-        if bboxes is None or len(bboxes) == 0:
+        dets, kps = self.model.detect(image)
+        if len(dets) == 0:
             return facekit.Detections.empty()
-        bboxes = np.asarray(bboxes, np.float32)
-        lmk = None if kpss is None else np.asarray(kpss, np.float32).reshape(-1, 5, 2)
-        if lmk is None:
-            raise facekit.FacekitError(f"retinaface: model {self.params.model} gives no keypoints")
-        return facekit.Detections(bboxes[:, :4].copy(), bboxes[:, 4].copy(), lmk)
+        return facekit.Detections(dets[:, :4].copy(), dets[:, 4].copy(), np.asarray(kps, np.float32).reshape(-1, 5, 2))
 
 
 @facekit.hookimpl
