@@ -219,11 +219,12 @@ def test_yunet_detector_rules(yunet_model, group_image, data_dir):
 
 
 def _validate(tmp_path, detector_yaml):
+    (tmp_path / "photos").mkdir(exist_ok=True)
     cfg = write_config(
         tmp_path,
         f"""
         output: out
-        source: {{plugin: folders, root: {tmp_path}}}
+        source: {{plugin: folders, root: {tmp_path / "photos"}}}
         detector:
           {textwrap.indent(detector_yaml.strip(), "          ").strip()}
         sinks: [{{plugin: folders, path: faces}}]
