@@ -136,3 +136,40 @@ def test_no_combined_index_where_it_does_not_apply(shard_sets, tmp_path, data_di
     s = run(load_config(cfg), progress=False)
     assert not list((tmp_path / "out").glob("*/*.dali.idx"))
     assert s.sinks["sinks[0] (mxrec)"]["dali_index"] is None and s.sinks["sinks[1] (mxrec)"]["dali_index"] is None
+
+
+def test_dali_turns_insightface_header_and_identity_records_into_samples(tmp_path, data_dir, run_dali):
+    """Why DALI needs layout: plain (README): on an insightface file readers.mxnet makes a
+    sample of every record (images + header + one per identity) and the image-less ones
+    fail to decode."""
+    root = link_identities(data_dir, tmp_path / "root", ["John_Salley", "Rob_Lowe"])
+    cfg = write_config(
+        tmp_path, f"output: out\nsource: {{plugin: folders, root: {root}, min_images: 1}}\nsinks: [{{plugin: mxrec, path: face}}]\n"
+    )
+    s = run(load_config(cfg), progress=False)
+    d = tmp_path / "out" / "face"
+    got = run_dali(
+        """
+        import os, sys
+        from nvidia.dali import fn, pipeline_def
+        d = sys.argv[1]
+
+        @pipeline_def(batch_size=64, num_threads=1, device_id=None)
+        def pipe():
+            jpegs, labels = fn.readers.mxnet(path=[d + '/train.rec'], index_path=[d + '/train.idx'], name='r')
+            return fn.decoders.image(jpegs, device='cpu'), labels
+
+        p = pipe()
+        p.build()
+        print(p.epoch_size('r'))
+        try:
+            p.run()
+            print('decoded')
+        except RuntimeError:
+            print('decode failed')
+        sys.stdout.flush()
+        os._exit(0)  # a pipeline left broken by the failure may crash DALI's teardown
+        """,
+        d,
+    ).split()
+    assert got[0] == str(s.faces_kept + 1 + 2) and got[1:] == ["decode", "failed"]
