@@ -59,7 +59,7 @@ def rec_model(data_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def mxnet_python() -> str:
-    """Path of a python that imports the real mxnet 1.9.1 (isolated env, numpy 1.23.5)."""
+    """Path of a python that imports the real mxnet 1.9.1 (isolated env, .ci/mxnet-env.sh)."""
     py = os.environ.get("FACEKIT_MXNET_PYTHON", str(REPO / ".ci-venv-mxnet" / "bin" / "python"))
     if not Path(py).exists():
         _missing(f"isolated mxnet env not found at {py}: create it with 'bash .ci/mxnet-env.sh'")
