@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from conftest import link_identities, write_config
 from facekit.config import load_config
 from facekit.engine import run
 from facekit.facerec import FaceRec
@@ -259,32 +259,36 @@ def test_rec_folders_rec_round_trip_is_byte_identical(tmp_path, mx_files):
 
 # arcface_torch MXFaceDataset.__init__/__getitem__ (recognition/arcface_torch/dataset.py)
 # minus torch/torchvision, run under mxnet for each folder in argv: label and sha256 of the
-# mx.image.imdecode pixels of every item, in dataset order.
+# mx.image.imdecode pixels of every item, in dataset order (one list per folder).
 MX_FACE_DATASET = """
 import hashlib, json, numbers, os, sys, numpy as np, mxnet as mx
 out = []
 for root_dir in sys.argv[1:]:
+    out.append([])
     imgrec = mx.recordio.MXIndexedRecordIO(os.path.join(root_dir, 'train.idx'), os.path.join(root_dir, 'train.rec'), 'r')
     header, _ = mx.recordio.unpack(imgrec.read_idx(0))
     imgidx = np.array(range(1, int(header.label[0]))) if header.flag > 0 else np.array(list(imgrec.keys))
     for idx in imgidx:
         h, img = mx.recordio.unpack(imgrec.read_idx(idx))
         label = h.label if isinstance(h.label, numbers.Number) else h.label[0]
-        out.append([int(label), hashlib.sha256(mx.image.imdecode(img).asnumpy().tobytes()).hexdigest()])
+        out[-1].append([int(label), hashlib.sha256(mx.image.imdecode(img).asnumpy().tobytes()).hexdigest()])
 print(json.dumps(out))
 """
 
 
-def test_arcface_torch_reads_a_shard_set_one_dataset_per_shard(tmp_path, tree, run_mxnet):
+def test_arcface_torch_reads_a_shard_set_one_dataset_per_shard(tmp_path, data_dir, run_mxnet):
     """The README's recipe for arcface_torch: MXFaceDataset opens root_dir/train.rec only,
     so each insightface shard gets a folder of its own (symlinks); the shards' datasets
     concatenated give exactly the unsharded file's items (labels, decoded pixels), and
-    facekit.torch.FaceRecDataset reads the set itself with the same labels."""
+    facekit.torch.FaceRecDataset reads the set itself with the same labels. (The 150x150
+    chips of six identities: 48 images.)"""
+    names = ["John_Salley", "John_Savage", "John_Schneider", "John_Shimkus", "Anthony_Hopkins", "Rob_Lowe"]
+    root = link_identities(data_dir, tmp_path / "root", names)
     _run(
         tmp_path,
         f"""
         output: out
-        source: {{plugin: folders, root: {tree}, min_images: 1}}
+        source: {{plugin: folders, root: {root}, min_images: 1}}
         sinks: [{{plugin: mxrec, path: one}}, {{plugin: mxrec, path: sh, shards: 3}}]
         """,
     )
@@ -297,9 +301,9 @@ def test_arcface_torch_reads_a_shard_set_one_dataset_per_shard(tmp_path, tree, r
             os.symlink(rec.with_suffix(ext), d / f"train{ext}")
         parts.append(d)
     assert len(parts) == 3
-    per_shard = json.loads(run_mxnet(MX_FACE_DATASET, *parts))
-    whole = json.loads(run_mxnet(MX_FACE_DATASET, out / "one"))
-    assert len(whole) == 94 and per_shard == whole
+    *per_shard, whole = json.loads(run_mxnet(MX_FACE_DATASET, *parts, out / "one"))
+    per_shard = [item for part in per_shard for item in part]
+    assert len(whole) == 48 and len({lab for lab, _ in whole}) == 6 and per_shard == whole
     pytest.importorskip("torch")
     from facekit.torch import FaceRecDataset
 
