@@ -22,6 +22,14 @@ boundaries nearest to equal image counts; each shard is a complete file of the l
 ``property``/``.lst``/side file covers the set. Sharded or shuffled output is first
 written to a staging file, then copied into place (``os.copy_file_range``).
 
+A plain shard set also gets ``<prefix>.dali.idx``, one index over all shards for NVIDIA
+DALI's ``readers.mxnet``, which takes a list of ``.rec`` files but exactly one index file
+and reads that index as byte offsets into the concatenation of the files in the order
+given (``recordio_loader.h``; keys ignored, offsets sorted). Its lines are
+``f"{i}\\t{offset}\\n"``: ``i`` = 0, 1, ... over the set, ``offset`` = the record's offset in
+its shard plus the sizes of the shards before it; so it is also the ``.idx`` of
+``cat <prefix>-*-of-*.rec`` (see :func:`write_combined_index`).
+
 Written with facekit's own RecordIO writer (no mxnet), into a staging folder that replaces
 ``path`` only when the run succeeds.
 """
@@ -45,6 +53,8 @@ from facekit.recordio import (
     RecordIOError,
     encode_record,
     encode_records,
+    format_idx,
+    load_idx,
     pack,
     pack_header,
 )
@@ -260,6 +270,29 @@ def plan_shards(counts: list[int], n: int) -> list[int]:
     return cuts
 
 
+def write_combined_index(rec_files: list, out) -> int:
+    """Write one ``.idx`` covering several ``.rec`` files (each with its ``.idx`` beside it)
+    as if they were concatenated in the given order: line ``i`` is
+    ``f"{i}\\t{offset}\\n"`` with ``offset`` = the record's offset in its file plus the byte
+    sizes of the files before it; records keep their order within each file. This is the
+    single ``index_path`` NVIDIA DALI's ``readers.mxnet`` takes for ``path=rec_files``
+    (DALI maps offsets onto the files through their cumulative sizes). Memory: one file's
+    index at a time. Returns the number of records.
+
+    Raises:
+        RecordIOError: an unreadable or malformed ``.idx`` (names the file and line).
+    """
+    base = n = 0
+    with open(out, "wb") as f:
+        for rec in rec_files:
+            rec = os.fspath(rec)
+            _, offs = load_idx(rec[: -len(".rec")] + ".idx")
+            f.write(format_idx(range(n, n + len(offs)), (offs + base).tolist()))
+            n += len(offs)
+            base += os.path.getsize(rec)
+    return n
+
+
 class MxrecSink(facekit.Sink):
     """Pack kept faces into indexed MXNet RecordIO (one file or shards) with property and .lst."""
 
@@ -410,6 +443,10 @@ class MxrecSink(facekit.Sink):
                 s_, e_ = ("-", "-") if start is None else (start, end)
                 lines.append(f"{label}\t{stem}.rec\t{s_}\t{e_}\t{end_id - first_id}\t{first_id}\t{end_id}\n")
         (root / f"{p.prefix}.identities.tsv").write_text("".join(lines))
+        dali = None
+        if not self.insightface and len(files) > 1:
+            dali = f"{p.prefix}.dali.idx"
+            write_combined_index([root / f"{stem}.rec" for stem, _, _ in files], root / dali)
         n_files = len(files)
         return {
             "path": str(p.path),
@@ -420,6 +457,7 @@ class MxrecSink(facekit.Sink):
             "files": [f"{stem}.rec" for stem, _, _ in files],
             "images_per_file": [n for _, n, _ in files],
             "shuffled": p.shuffle,
+            "dali_index": dali,
         }
 
     def abort(self):

@@ -3,6 +3,8 @@
 - ``FACEKIT_TEST_DATA`` overrides the data folder (default: ``<repo>/../shared/data``).
 - ``FACEKIT_MXNET_PYTHON`` overrides the python of the isolated mxnet 1.9.1 environment
   (default: ``<repo>/.ci-venv-mxnet/bin/python``, which ``.ci/run`` creates).
+- ``FACEKIT_DALI_PYTHON`` likewise for the isolated NVIDIA DALI environment
+  (default: ``<repo>/.ci-venv-dali/bin/python``, made by ``.ci/dali-env.sh``).
 
 Where a component is absent (a user's clone without ../shared, no mxnet env), tests that
 need it skip with the reason; under CI (``CI=true``) its absence is a failure instead.
@@ -57,29 +59,50 @@ def rec_model(data_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def mxnet_python() -> str:
-    """Path of a python that imports the real mxnet 1.9.1 (isolated env, numpy 1.23.5)."""
+    """Path of a python that imports the real mxnet 1.9.1 (isolated env, .ci/mxnet-env.sh)."""
     py = os.environ.get("FACEKIT_MXNET_PYTHON", str(REPO / ".ci-venv-mxnet" / "bin" / "python"))
     if not Path(py).exists():
         _missing(f"isolated mxnet env not found at {py}: create it with 'bash .ci/mxnet-env.sh'")
     return py
 
 
-@pytest.fixture(scope="session")
-def run_mxnet(mxnet_python):
-    """Run a Python snippet under the real mxnet; returns its stdout. Fails on non-zero exit."""
+def _snippet_runner(python: str, what: str):
+    """``run(code, *args, timeout=600) -> stdout``: a Python snippet under ``python``;
+    a non-zero exit fails the test with the snippet's output."""
 
     def run(code: str, *args: str, timeout: int = 600) -> str:
         r = subprocess.run(
-            [mxnet_python, "-c", textwrap.dedent(code), *map(str, args)],
+            [python, "-c", textwrap.dedent(code), *map(str, args)],
             capture_output=True,
             text=True,
             timeout=timeout,
         )
         if r.returncode != 0:
-            raise AssertionError(f"mxnet snippet failed (rc={r.returncode}):\n{r.stdout}\n{r.stderr}")
+            raise AssertionError(f"{what} snippet failed (rc={r.returncode}):\n{r.stdout}\n{r.stderr}")
         return r.stdout
 
     return run
+
+
+@pytest.fixture(scope="session")
+def run_mxnet(mxnet_python):
+    """Run a Python snippet under the real mxnet; returns its stdout. Fails on non-zero exit."""
+    return _snippet_runner(mxnet_python, "mxnet")
+
+
+@pytest.fixture(scope="session")
+def dali_python() -> str:
+    """Path of a python that imports the real NVIDIA DALI (isolated env, CPU-only use)."""
+    py = os.environ.get("FACEKIT_DALI_PYTHON", str(REPO / ".ci-venv-dali" / "bin" / "python"))
+    if not Path(py).exists():
+        _missing(f"isolated DALI env not found at {py}: create it with 'bash .ci/dali-env.sh'")
+    return py
+
+
+@pytest.fixture(scope="session")
+def run_dali(dali_python):
+    """Run a Python snippet under the real DALI; returns its stdout. Fails on non-zero exit."""
+    return _snippet_runner(dali_python, "DALI")
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import write_config
+from conftest import link_identities, write_config
 from facekit.config import load_config
 from facekit.engine import run
 from facekit.facerec import FaceRec
@@ -255,6 +255,137 @@ def test_rec_folders_rec_round_trip_is_byte_identical(tmp_path, mx_files):
         imgs = sorted((tmp_path / f"{sub}_a" / "folders").glob("*/*.*"))
         rec = FaceRec(src)
         assert sorted(sha(p.read_bytes()) for p in imgs) == sorted(sha(img) for _, _, img in rec)
+
+
+# arcface_torch MXFaceDataset.__init__/__getitem__ (recognition/arcface_torch/dataset.py)
+# minus torch/torchvision, run under mxnet for each folder in argv: label and sha256 of the
+# mx.image.imdecode pixels of every item, in dataset order (one list per folder).
+MX_FACE_DATASET = """
+import hashlib, json, numbers, os, sys, numpy as np, mxnet as mx
+out = []
+for root_dir in sys.argv[1:]:
+    out.append([])
+    imgrec = mx.recordio.MXIndexedRecordIO(os.path.join(root_dir, 'train.idx'), os.path.join(root_dir, 'train.rec'), 'r')
+    header, _ = mx.recordio.unpack(imgrec.read_idx(0))
+    imgidx = np.array(range(1, int(header.label[0]))) if header.flag > 0 else np.array(list(imgrec.keys))
+    for idx in imgidx:
+        h, img = mx.recordio.unpack(imgrec.read_idx(idx))
+        label = h.label if isinstance(h.label, numbers.Number) else h.label[0]
+        out[-1].append([int(label), hashlib.sha256(mx.image.imdecode(img).asnumpy().tobytes()).hexdigest()])
+print(json.dumps(out))
+"""
+
+
+def test_arcface_torch_reads_a_shard_set_one_dataset_per_shard(tmp_path, data_dir, run_mxnet):
+    """The README's recipe for arcface_torch: MXFaceDataset opens root_dir/train.rec only,
+    so each insightface shard gets a folder of its own (symlinks); the shards' datasets
+    concatenated give exactly the unsharded file's items (labels, decoded pixels), and
+    facekit.torch.FaceRecDataset reads the set itself with the same labels. (The 150x150
+    chips of six identities: 48 images.)"""
+    names = ["John_Salley", "John_Savage", "John_Schneider", "John_Shimkus", "Anthony_Hopkins", "Rob_Lowe"]
+    root = link_identities(data_dir, tmp_path / "root", names)
+    _run(
+        tmp_path,
+        f"""
+        output: out
+        source: {{plugin: folders, root: {root}, min_images: 1}}
+        sinks: [{{plugin: mxrec, path: one}}, {{plugin: mxrec, path: sh, shards: 3}}]
+        """,
+    )
+    out = tmp_path / "out"
+    parts = []
+    for i, rec in enumerate(sorted((out / "sh").glob("train-*-of-*.rec"))):
+        d = tmp_path / "parts" / str(i)
+        d.mkdir(parents=True)
+        for ext in (".rec", ".idx"):
+            os.symlink(rec.with_suffix(ext), d / f"train{ext}")
+        parts.append(d)
+    assert len(parts) == 3
+    *per_shard, whole = json.loads(run_mxnet(MX_FACE_DATASET, *parts, out / "one"))
+    per_shard = [item for part in per_shard for item in part]
+    assert len(whole) == 48 and len({lab for lab, _ in whole}) == 6 and per_shard == whole
+    pytest.importorskip("torch")
+    from facekit.torch import FaceRecDataset
+
+    ds = FaceRecDataset(out / "sh")
+    assert [int(ds[i][1]) for i in range(len(ds))] == [lab for lab, _ in whole]
+
+
+def _rec_folders_rec(tmp_path, src, name, layout, stem):
+    """configs/rec2folders.yaml then configs/folders2rec.yaml (label_digits 7, min_images 1,
+    order: label for a shuffled source): returns the rebuilt folder."""
+    _run(
+        tmp_path,
+        f"""
+        output: {name}_a
+        source: {{plugin: mxrec, path: {src}, order: label}}
+        sinks: [{{plugin: folders, path: folders, label_digits: 7}}]
+        """,
+    )
+    _run(
+        tmp_path,
+        f"""
+        output: {name}_b
+        source: {{plugin: folders, root: {name}_a/folders, min_images: 1}}
+        sinks: [{{plugin: mxrec, path: rec, layout: {layout}, prefix: {stem}}}]
+        """,
+    )
+    return tmp_path / f"{name}_b" / "rec"
+
+
+def test_rec_folders_rec_of_a_shuffled_im2rec_file_comes_back_in_key_order(tmp_path, mx_files, mxnet_python, data_dir):
+    """The README's limit of the byte-for-byte round trip: im2rec's default (shuffled) list
+    writes records in shuffled order; through folders they come back in label, then key
+    order with key = id = position, which is exactly what im2rec --no-shuffle writes for
+    the same images: same bytes as that file, not as the shuffled one."""
+    src = mx_files / "im2rec_aligned" / "aligned.rec"
+    out = _rec_folders_rec(tmp_path, src, "shuf", "plain", "aligned")
+    ns = tmp_path / "noshuffle" / "aligned"
+    ns.parent.mkdir()
+    im2rec = [mxnet_python, "-m", "mxnet.tools.im2rec"]
+    subprocess.run(im2rec + [ns, data_dir / "aligned_112", "--list", "--no-shuffle"], check=True, capture_output=True)
+    subprocess.run(im2rec + [ns, data_dir / "aligned_112", "--pass-through"], check=True, capture_output=True)
+    rebuilt = (out / "aligned.rec").read_bytes()
+    assert rebuilt != src.read_bytes()  # shuffled order not kept
+    assert rebuilt == ns.with_suffix(".rec").read_bytes()
+    assert (out / "aligned.idx").read_bytes() == ns.with_suffix(".idx").read_bytes()
+    orig = IndexedRecordIOReader(src.with_suffix(".idx"), src)
+    assert orig.keys != sorted(orig.keys)
+    want = [(h.label, img) for h, img in (unpack(orig.read_idx(k)) for k in sorted(orig.keys))]
+    back = IndexedRecordIOReader(out / "aligned.idx", out / "aligned.rec")
+    got = [unpack(back.read_idx(k)) for k in back.keys]
+    assert back.keys == [h.id for h, _ in got] == list(range(8))
+    assert [(h.label, img) for h, img in got] == want
+
+
+def test_rec_folders_rec_rewrites_header_and_identity_record_ids(tmp_path, mx_files, run_mxnet):
+    """The README's other limit: a file whose header and identity records carry ids other
+    than 0 (written by mxnet) comes back with id 0 there: the canonical file, byte for byte,
+    with every image record unchanged."""
+    d = tmp_path / "ids"
+    d.mkdir()
+    run_mxnet(
+        """
+        import sys, mxnet as mx
+        from mxnet.recordio import IRHeader, pack, unpack
+        src, d = sys.argv[1], sys.argv[2]
+        r = mx.recordio.MXIndexedRecordIO(src + '/train.idx', src + '/train.rec', 'r')
+        w = mx.recordio.MXIndexedRecordIO(d + '/train.idx', d + '/train.rec', 'w')
+        for k in r.keys:
+            s = r.read_idx(k)
+            h, img = unpack(s)
+            if h.flag > 0:  # header and identity records: id = key, id2 = 7
+                s = pack(IRHeader(0, h.label, k, 7), img)
+            w.write_idx(k, s)
+        w.close()
+        """,
+        mx_files / "face",
+        d,
+    )
+    out = _rec_folders_rec(tmp_path, d, "ids", "insightface", "train")
+    assert (d / "train.rec").read_bytes() != (mx_files / "face" / "train.rec").read_bytes()
+    assert (out / "train.rec").read_bytes() == (mx_files / "face" / "train.rec").read_bytes()
+    assert (out / "train.idx").read_bytes() == (d / "train.idx").read_bytes()
 
 
 def test_relayout_plain_shuffled_and_back_is_lossless(tmp_path, mx_files):
