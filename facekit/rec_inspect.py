@@ -76,14 +76,14 @@ def inspect(path: str | os.PathLike, prefix: str = "train", layout: str = "auto"
         labels = np.empty(len(rec), np.int64)
         kinds: Counter = Counter()
         non_integral = 0
-        invalid: list[str] = []  # not finite, or beyond any class id: left out of the counts
+        invalid: list[str] = []  # not finite, negative or >= 2**31: left out of the counts
         i = 0
         for p in rec.parts:
             for k in range(len(p)):
                 h, _ = p.read_header(k)
                 kinds["scalar" if h.flag == 0 else f"array[{h.flag}]"] += 1
                 lab = label_of(h)
-                if not (math.isfinite(lab) and -MAX_CLASS <= lab < MAX_CLASS):
+                if not (math.isfinite(lab) and 0 <= lab < MAX_CLASS):
                     invalid.append(f"{p.rec_path}: key {int(p.image_keys[k])}, offset {int(p.image_offsets[k])}: label {lab}")
                     continue
                 if not lab.is_integer():

@@ -132,7 +132,7 @@ class MxrecSource(facekit.Source):
                 f = int(part.first_of[k])
                 yield facekit.Reject(
                     path, "duplicate_record",
-                    f"idx offset {int(part.image_offsets[k])} is also key {int(part.image_keys[f])}'s: record read once",
+                    f"idx offset {int(part.image_offsets[k])} is also listed as key {int(part.image_keys[f])}: the record is read once",
                 )
                 continue
             try:
@@ -144,7 +144,8 @@ class MxrecSource(facekit.Source):
             try:
                 lab = class_id(lab)
             except ValueError as e:
-                yield facekit.Reject(path, "bad_label", str(e))
+                where = f"{part.rec_path}: key {key}, record at offset {int(part.image_offsets[k])}"
+                yield facekit.Reject(path, "bad_label", f"{where}: {e}")
                 continue
             if not img:
                 yield facekit.Reject(path, "empty_record", "record has no image bytes", str(lab))
