@@ -19,6 +19,12 @@ header; facekit also requires the empty image.)
 Shards are named ``<prefix>-00000-of-00008.rec`` (+ ``.idx``); a folder holding a complete
 set is read as one dataset, shard after shard. A ``.rec`` without its ``.idx`` is indexed
 in memory by a sequential scan (:func:`facekit.recordio.build_index`).
+
+Everything read from the files is data, not trusted: the header's counts are bounded by
+the records the idx holds, labels become class ids only through :func:`class_id` (finite
+integers in ``0 .. 2**31 - 1``), image sizes are read from the image header
+(:func:`image_hw`) before any decode, and an idx listing one record under several keys is
+noted (``FaceRecPart.first_of``) so that consumers read it once.
 """
 
 from __future__ import annotations

@@ -4,10 +4,13 @@ Per ``.rec`` file: framing of every record (magic, lengths, part flags, truncati
 a bad record the walk resynchronises on the next plausible record), the ``.idx`` (parsable,
 every offset the start of a record, every record listed, no repeated key), every payload an
 IRHeader, the layout (insightface header and identity records consistent with the image
-records; plain: no empty records), labels integral and contiguous per identity, and,
-unless ``decode=False``, every image decodable (Pillow, as :func:`facekit.images.decode_image`)
-with the size ``property`` gives. For a shard set, no label in two shards. Every problem
-names the file, the key (when the idx lists the record) and the byte offset.
+records; plain: no empty records), labels class ids (:func:`facekit.facerec.class_id`: finite integers in
+0..2**31-1) and contiguous per identity, and, unless ``decode=False``, every image decodable
+(Pillow, as :func:`facekit.images.decode_image`) with the size ``property`` gives. For a
+shard set, no label in two shards. Counts read from the files (the header's keys) are
+bounded by what the idx holds; an offset listed under several keys, an empty idx beside
+a non-empty ``.rec`` and a dataset with no images are problems. Every problem names the
+file, the key (when the idx lists the record) and the byte offset.
 """
 
 from __future__ import annotations
@@ -151,6 +154,9 @@ class _PartCheck:
             return
         try:
             self.keys, self.key_off = load_idx(self.idx)
+            size = os.path.getsize(self.rec)
+            if not len(self.keys) and size:
+                self.add("idx", None, None, f"empty idx beside a {size}-byte .rec (facekit reindex --force rebuilds it)", file=self.idx)
         except RecordIOError as e:
             self.add("idx", None, None, str(e), file=self.idx)
             self.keys = np.zeros(0, np.int64)

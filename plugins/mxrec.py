@@ -23,7 +23,14 @@ boundaries nearest to equal image counts; each shard is a complete file of the l
 written to a staging file, then copied into place (``os.copy_file_range``).
 
 Written with facekit's own RecordIO writer (no mxnet), into a staging folder that replaces
-``path`` only when the run succeeds.
+``path`` only when the run succeeds. A dataset holds one image size (``property``): the
+sink is ``uniform_size`` and stops at the first image whose size (read from its header)
+differs from the first image's.
+
+The source yields one item per image record: a sample, or a reject ``bad_record``
+(malformed record), ``bad_label`` (not a class id: a finite integer in 0..2**31-1),
+``empty_record`` or ``duplicate_record`` (an idx offset already listed under another key:
+each record is read once).
 """
 
 from __future__ import annotations

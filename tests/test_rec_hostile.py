@@ -258,6 +258,7 @@ def test_empty_idx_beside_a_full_rec(tmp_path, imgs):
         run_pipeline(tmp_path, f"output: out\nsource: {{plugin: mxrec, path: {d}}}\nsinks: [{{plugin: folders, path: f}}]\n")
     rep = verify(d, decode=False)
     assert not rep["ok"] and sum("record not listed in the idx" in p for p in rep["problems"]) == 8
+    assert f"{d / 'train.idx'}: empty idx beside a {size}-byte .rec (facekit reindex --force rebuilds it)" in rep["problems"]
     # an empty idx beside an empty rec is an empty dataset (and verify says so)
     (d / "train.rec").write_bytes(b"")
     assert len(FaceRec(d)) == 0
