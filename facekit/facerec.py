@@ -423,30 +423,32 @@ class FaceRec:
 
         Args:
             errors: ``"raise"``, or ``"collect"``: a bad image gets label -1 and id 0, and
-                a third value is returned, ``{image_index: message}`` (messages name file,
-                key and offset).
+                one more value is returned, ``{image_index: (reason, message)}``, reason
+                ``"bad_record"`` or ``"bad_label"`` (messages name file, key and offset).
         Raises:
             RecordIOError: (``errors="raise"``) a malformed record, or a label that is not
                 a class id (:func:`class_id`); names file, key and offset.
         """
         out = np.empty(len(self), np.int64)
         ids = np.empty(len(self), np.uint64)
-        bad: dict[int, str] = {}
+        bad: dict[int, tuple[str, str]] = {}
         i = 0
         for p in self.parts:
             for k in range(len(p)):
+                reason = "bad_record"
                 try:
                     h, _ = p.read_header(k)
                     try:
                         lab = class_id(label_of(h))
                     except (ValueError, RecordIOError) as e:
+                        reason = "bad_label"
                         raise RecordIOError(
                             f"{p.rec_path}: key {int(p.image_keys[k])}, record at offset {int(p.image_offsets[k])}: {e}"
                         ) from None
                 except RecordIOError as e:
                     if errors == "raise":
                         raise
-                    bad[i] = str(e)
+                    bad[i] = (reason, str(e))
                     lab, h = -1, None
                 out[i] = lab
                 ids[i] = h.id if h is not None else 0

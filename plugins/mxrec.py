@@ -119,10 +119,9 @@ class MxrecSource(facekit.Source):
         order = range(len(rec))
         if p.order == "label":
             labels, ids, bad = rec.labels(with_ids=True, errors="collect")
-            for i, msg in bad.items():  # rejected here, each with its reason; the rest sorted
+            for i, (reason, msg) in bad.items():  # rejected here, each with its reason; the rest sorted
                 j, k = rec.locate(i)
                 part = rec.parts[j]
-                reason = "bad_label" if "is not a class id" in msg else "bad_record"
                 yield facekit.Reject(f"{part.rec_path}:{int(part.image_keys[k])}", reason, msg)
             order = np.lexsort((ids, labels)).tolist()  # by label, then id (the unshuffled position)
             if bad:
@@ -369,7 +368,10 @@ class MxrecSink(facekit.Sink):
             self.pending_bytes += len(data)
             if ranges and ranges[-1][0] == label:
                 ranges[-1][2] = rid + 1
-                runs[-1][1] += 1
+                if runs:
+                    runs[-1][1] += 1
+                else:  # the identity began before the last flush: a new run of it
+                    runs.append([label, 1])
             else:
                 ranges.append([label, rid, rid + 1])
                 runs.append([label, 1])

@@ -417,3 +417,25 @@ def test_mxrec_source_count(tmp_path, imgs):
     assert source(tmp_path / "sh").count() == 8
     (tmp_path / "sh" / "train-00001-of-00002.idx").unlink()
     assert source(tmp_path / "sh").count() is None
+
+
+def test_mxrec_sink_identity_split_across_calls_and_batches(tmp_path, imgs, monkeypatch):
+    """write_many may get an identity in pieces, a batch flush between them (it raised
+    IndexError when a flush fell inside an identity): the files equal one whole call's."""
+    from facekit.stages import Sample
+    from facekit_plugins.mxrec import MxrecParams, MxrecSink
+
+    samples = [Sample(key=i, path=f"x/{i}.jpg", identity=str(i // 5), data=imgs[i % 8], label=i // 5) for i in range(15)]
+
+    def write(name, chunk, batch):
+        monkeypatch.setattr(MxrecSink, "BATCH", batch)
+        sink = MxrecSink(MxrecParams(path=tmp_path / name))
+        sink.open()
+        for j in range(0, len(samples), chunk):
+            sink.write_many(samples[j : j + chunk])
+        return sink.close()
+
+    assert write("whole", 15, 256)["identities"] == 3
+    assert write("split", 3, 4)["identities"] == 3
+    for f in ("train.rec", "train.idx", "property", "train.lst", "train.identities.tsv"):
+        assert (tmp_path / "split" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
