@@ -88,6 +88,8 @@ def bounded(code: str, *args, extra_mb: int = 768) -> dict:
     its imports plus ``extra_mb``: an allocation sized by a hostile count or header fails
     there (MemoryError) instead of taking the machine's memory. ``code`` (which may call
     ``attempt(fn)``: ``{"ok": repr}`` or ``{"error": type, "message": str}``) prints JSON."""
+    if not sys.platform.startswith("linux"):
+        pytest.skip("address-space caps are checked on Linux (RLIMIT_AS, /proc/self/status)")
     prelude = textwrap.dedent(
         f"""
         import json, resource, sys
