@@ -19,13 +19,23 @@ header; facekit also requires the empty image.)
 Shards are named ``<prefix>-00000-of-00008.rec`` (+ ``.idx``); a folder holding a complete
 set is read as one dataset, shard after shard. A ``.rec`` without its ``.idx`` is indexed
 in memory by a sequential scan (:func:`facekit.recordio.build_index`).
+
+Everything read from the files is data, not trusted: the header's counts are bounded by
+the records the idx holds, labels become class ids only through :func:`class_id` (finite
+integers in ``0 .. 2**31 - 1``), image sizes are read from the image header
+(:func:`image_hw`) before any decode, and an idx listing one record under several keys is
+noted (``FaceRecPart.first_of``) so that consumers read it once.
 """
 
 from __future__ import annotations
 
 import bisect
+import io
+import math
 import os
 import re
+import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -46,6 +56,23 @@ def shard_stem(prefix: str, i: int, n: int) -> str:
 
 class RecordIORecordSetError(RecordIOError):
     """A shard set is incomplete or inconsistent."""
+
+
+#: class ids are finite integers in ``0 .. MAX_CLASS - 1`` (int32, what the trainers'
+#: label tensors and the float32 labels of the format hold without loss in practice)
+MAX_CLASS = 1 << 31
+
+
+def class_id(label: float) -> int:
+    """The class id a label denotes: ``label`` must be a finite integer in
+    ``0 .. MAX_CLASS - 1`` (a float from :func:`label_of`).
+
+    Raises:
+        ValueError: anything else (NaN, inf, 1e30, -1, 2.5); the message says why.
+    """
+    if not (math.isfinite(label) and label.is_integer() and 0 <= label < MAX_CLASS):
+        raise ValueError(f"label {label} is not a class id (an integer in 0..{MAX_CLASS - 1})")
+    return int(label)
 
 
 def label_of(header: IRHeader) -> float:
@@ -74,6 +101,58 @@ def read_property(path: str | os.PathLike) -> tuple[int, int, int]:
     except ValueError:
         raise RecordIOError(f"{path}: property must be one line 'num_classes,height,width', got {text[:80]!r}") from None
     return n, h, w
+
+
+#: most pixels an image record may claim before it is decoded (Pillow's own default,
+#: which :func:`facekit.images.decode_image` enforces too)
+MAX_PIXELS = 89_478_485
+
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_HW = struct.Struct(">HH")
+
+
+def image_hw(data: bytes) -> tuple[int, int]:
+    """``(height, width)`` in pixels of encoded image bytes, from the header only: the
+    JPEG SOF segment and the PNG IHDR chunk are parsed directly (a few microseconds, no
+    pixel decode); other formats through Pillow's lazy ``Image.open``. The stored size,
+    without EXIF orientation (as ``facekit.lst.image_size``).
+
+    Raises:
+        ValueError: no image format recognised, or a header without a size.
+    """
+    n = len(data)
+    if n >= 4 and data[0] == 0xFF and data[1] == 0xD8:
+        i = 2
+        while i + 9 <= n:
+            if data[i] != 0xFF:
+                break
+            m = data[i + 1]
+            if m == 0xFF:  # fill byte
+                i += 1
+            elif m in _SOF:
+                h, w = _HW.unpack_from(data, i + 5)
+                if h and w:
+                    return h, w
+                break  # height 0 (set later by a DNL marker): let Pillow decide
+            elif 0xD0 <= m <= 0xD9 or m == 0x01:  # markers without a length
+                i += 2
+            else:
+                i += 2 + ((data[i + 2] << 8) | data[i + 3])
+    elif n >= 24 and data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR":
+        w, h = struct.unpack_from(">II", data, 16)
+        return h, w
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # over twice Pillow's limit: no size given
+        raise ValueError(f"image too large: {e}") from None
+    except Exception as e:  # Pillow raises many kinds on junk
+        raise ValueError(f"no image size readable from the header: {type(e).__name__}: {e}") from None
+    return h, w
 
 
 @dataclass
@@ -142,6 +221,13 @@ class FaceRecPart:
         header0: ``(first_identity_key, end_key)`` from the header record, or None.
         image_keys, image_offsets: int64 arrays, image records in dataset order.
         identity_keys: int64 array of identity-record keys (insightface), else empty.
+        first_of: None when every image has its own record; else an int64 array giving,
+            for each image, the index of the first image whose idx offset is the same
+            (``first_of[i] != i``: image ``i`` repeats a record already listed).
+        duplicate_offsets: how many images repeat another image's record.
+    Raises:
+        RecordIOError: unreadable files or idx, a header record whose counts exceed the
+            records the idx (or scan) holds, a missing image or identity key.
     The open file is per process: after ``fork`` or unpickling the part reopens its file
     on first read, so a part (and :class:`FaceRec`) can go to DataLoader workers.
     """
@@ -167,6 +253,12 @@ class FaceRecPart:
                     "(flag > 0, empty image, label [first_identity_key, end_key])"
                 )
             first, end = self.header0
+            if max(first, end) > self.records:  # counts from the file, not trusted
+                src = self.idx_path or "the scan of the .rec"
+                raise RecordIOError(
+                    f"{self.rec_path}: key 0, record at offset {r.offset_of(0)}: header label [{first}, {end}] "
+                    f"needs keys 0..{max(first, end) - 1}, but {src} lists {self.records} records"
+                )
             self.image_keys = np.arange(1, first, dtype=np.int64)
             self.identity_keys = np.arange(first, max(first, end), dtype=np.int64)
             self.image_offsets = self._offsets(r, self.image_keys)
@@ -179,6 +271,16 @@ class FaceRecPart:
                 self.image_offsets = np.array([r.idx[k] for k in r.keys], dtype=np.int64)
             else:
                 self.image_offsets = r.offset_array
+        self.first_of = None
+        self.duplicate_offsets = 0
+        offs = self.image_offsets
+        if len(offs) > 1 and not (offs[1:] > offs[:-1]).all():  # not strictly increasing: look
+            _, first_idx, inv = np.unique(offs, return_index=True, return_inverse=True)
+            first_of = first_idx[inv.reshape(-1)].astype(np.int64)
+            n_dup = int((first_of != np.arange(len(offs))).sum())
+            if n_dup:
+                self.first_of = first_of
+                self.duplicate_offsets = n_dup
 
     @staticmethod
     def _detect_header(r: IndexedRecordIOReader) -> Optional[tuple[int, int]]:
@@ -315,25 +417,44 @@ class FaceRec:
         j, k = self.locate(i)
         return self.parts[j].read_header(k)
 
-    def labels(self, with_ids: bool = False):
+    def labels(self, with_ids: bool = False, errors: str = "raise"):
         """Class of every image (int64 array, dataset order), reading only headers; with
         ``with_ids`` also the IRHeader ``id`` of every image (uint64 array).
 
+        Args:
+            errors: ``"raise"``, or ``"collect"``: a bad image gets label -1 and id 0, and
+                one more value is returned, ``{image_index: (reason, message)}``, reason
+                ``"bad_record"`` or ``"bad_label"`` (messages name file, key and offset).
         Raises:
-            RecordIOError: a malformed record or a non-integral label (names file and key).
+            RecordIOError: (``errors="raise"``) a malformed record, or a label that is not
+                a class id (:func:`class_id`); names file, key and offset.
         """
         out = np.empty(len(self), np.int64)
         ids = np.empty(len(self), np.uint64)
+        bad: dict[int, tuple[str, str]] = {}
         i = 0
         for p in self.parts:
             for k in range(len(p)):
-                h, _ = p.read_header(k)
-                lab = label_of(h)
-                if not lab.is_integer():
-                    raise RecordIOError(f"{p.rec_path}: key {int(p.image_keys[k])}: label {lab} is not a class id")
-                out[i] = int(lab)
-                ids[i] = h.id
+                reason = "bad_record"
+                try:
+                    h, _ = p.read_header(k)
+                    try:
+                        lab = class_id(label_of(h))
+                    except (ValueError, RecordIOError) as e:
+                        reason = "bad_label"
+                        raise RecordIOError(
+                            f"{p.rec_path}: key {int(p.image_keys[k])}, record at offset {int(p.image_offsets[k])}: {e}"
+                        ) from None
+                except RecordIOError as e:
+                    if errors == "raise":
+                        raise
+                    bad[i] = (reason, str(e))
+                    lab, h = -1, None
+                out[i] = lab
+                ids[i] = h.id if h is not None else 0
                 i += 1
+        if errors == "collect":
+            return (out, ids, bad) if with_ids else (out, bad)
         return (out, ids) if with_ids else out
 
     def __iter__(self) -> Iterator[tuple[int, IRHeader, bytes]]:

@@ -8,12 +8,13 @@ image encodings, sizes and colour modes.
 from __future__ import annotations
 
 import io
+import math
 import os
 from collections import Counter
 
 import numpy as np
 
-from facekit.facerec import FaceRec, label_of
+from facekit.facerec import MAX_CLASS, FaceRec, label_of
 
 BUCKETS = [(1, 1), (2, 5), (6, 10), (11, 20), (21, 50), (51, 100), (101, 1000), (1001, None)]
 
@@ -69,21 +70,27 @@ def inspect(path: str | os.PathLike, prefix: str = "train", layout: str = "auto"
                     "images": len(p),
                     "identity_records": len(p.identity_keys),
                     "duplicate_keys": p.duplicate_keys,
+                    "duplicate_offsets": p.duplicate_offsets,
                 }
             )
         labels = np.empty(len(rec), np.int64)
         kinds: Counter = Counter()
         non_integral = 0
+        invalid: list[str] = []  # not finite, negative or >= 2**31: left out of the counts
         i = 0
         for p in rec.parts:
             for k in range(len(p)):
                 h, _ = p.read_header(k)
                 kinds["scalar" if h.flag == 0 else f"array[{h.flag}]"] += 1
                 lab = label_of(h)
+                if not (math.isfinite(lab) and 0 <= lab < MAX_CLASS):
+                    invalid.append(f"{p.rec_path}: key {int(p.image_keys[k])}, offset {int(p.image_offsets[k])}: label {lab}")
+                    continue
                 if not lab.is_integer():
                     non_integral += 1
                 labels[i] = int(lab)
                 i += 1
+        labels = labels[:i]
         if len(labels):
             change = np.flatnonzero(np.diff(labels)) + 1
             starts = np.concatenate([[0], change])
@@ -105,6 +112,8 @@ def inspect(path: str | os.PathLike, prefix: str = "train", layout: str = "auto"
                 "max": int(uniq.max()) if len(uniq) else None,
                 "contiguous": bool(len(run_labels) == len(uniq)),
                 "non_integral": non_integral,
+                "invalid": len(invalid),
+                "invalid_examples": invalid[:20],
             },
             "images_per_identity": distribution(counts),
             "property": None,
@@ -137,7 +146,7 @@ def _sample(rec: FaceRec, n: int, seed: int) -> dict:
                 enc[im.format or "?"] += 1
                 sizes[f"{im.size[0]}x{im.size[1]}"] += 1
                 modes[im.mode] += 1
-        except (UnidentifiedImageError, OSError, ValueError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             enc["unrecognised"] += 1
             j, key = rec.key(int(i))
             bad.append(f"{rec.parts[j].rec_path}: key {key}: {type(e).__name__}: {e}")
@@ -158,6 +167,8 @@ def format_report(info: dict) -> str:
     for f in info["files"]:
         hdr = f" header {f['header']}" if f["header"] else ""
         idx = "" if f["idx"] else " (no .idx: indexed by scanning)"
+        if f["duplicate_offsets"]:
+            idx += f" ({f['duplicate_offsets']} idx keys repeat another key's record)"
         lines.append(f"  file              {f['rec']} ({f['bytes']:,} bytes, {f['records']} records{hdr}){idx}")
     lab = info["labels"]
     ipi = info["images_per_identity"]
@@ -166,7 +177,8 @@ def format_report(info: dict) -> str:
         f"  images            {info['images']}",
         f"  identities        {info['identities']} (identity records: {info['identity_records']})",
         f"  labels            {lab['min']}..{lab['max']}, kinds {lab['kinds']}, "
-        f"{'contiguous per identity' if lab['contiguous'] else 'NOT contiguous per identity (shuffled?)'}",
+        f"{'contiguous per identity' if lab['contiguous'] else 'NOT contiguous per identity (shuffled?)'}"
+        + (f", {lab['invalid']} NOT class ids (left out)" if lab["invalid"] else ""),
         f"  images/identity   min {ipi['min']}, max {ipi['max']}, mean {ipi['mean']}, median {ipi['median']}",
         "                    " + ", ".join(f"{k}: {v}" for k, v in ipi["histogram"].items()),
     ]
@@ -184,5 +196,6 @@ def format_report(info: dict) -> str:
         f"    sizes (WxH)     {s['sizes']}",
         f"    modes           {s['modes']}",
     ]
+    lines += [f"  invalid label     {u}" for u in lab["invalid_examples"]]
     lines += [f"    unrecognised    {u}" for u in s["unrecognised"]]
     return "\n".join(lines)

@@ -4,10 +4,13 @@ Per ``.rec`` file: framing of every record (magic, lengths, part flags, truncati
 a bad record the walk resynchronises on the next plausible record), the ``.idx`` (parsable,
 every offset the start of a record, every record listed, no repeated key), every payload an
 IRHeader, the layout (insightface header and identity records consistent with the image
-records; plain: no empty records), labels integral and contiguous per identity, and,
-unless ``decode=False``, every image decodable (Pillow, as :func:`facekit.images.decode_image`)
-with the size ``property`` gives. For a shard set, no label in two shards. Every problem
-names the file, the key (when the idx lists the record) and the byte offset.
+records; plain: no empty records), labels class ids (:func:`facekit.facerec.class_id`: finite integers in
+0..2**31-1) and contiguous per identity, and, unless ``decode=False``, every image decodable
+(Pillow, as :func:`facekit.images.decode_image`) with the size ``property`` gives. For a
+shard set, no label in two shards. Counts read from the files (the header's keys) are
+bounded by what the idx holds; an offset listed under several keys, an empty idx beside
+a non-empty ``.rec`` and a dataset with no images are problems. Every problem names the
+file, the key (when the idx lists the record) and the byte offset.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Optional
 import numpy as np
 
 from facekit.errors import RecordIOError, SampleRejected
-from facekit.facerec import PartFiles, find_parts, read_property
+from facekit.facerec import PartFiles, class_id, find_parts, read_property
 from facekit.recordio import RecordIOReader, load_idx, unpack
 
 CAP = 1000  # problems listed per check and file before they are only counted
@@ -151,6 +154,9 @@ class _PartCheck:
             return
         try:
             self.keys, self.key_off = load_idx(self.idx)
+            size = os.path.getsize(self.rec)
+            if not len(self.keys) and size:
+                self.add("idx", None, None, f"empty idx beside a {size}-byte .rec (facekit reindex --force rebuilds it)", file=self.idx)
         except RecordIOError as e:
             self.add("idx", None, None, str(e), file=self.idx)
             self.keys = np.zeros(0, np.int64)
@@ -185,6 +191,17 @@ class _PartCheck:
         uniq, counts = np.unique(self.keys, return_counts=True)
         for k in uniq[counts > 1]:
             self.add("idx", int(k), None, f"key listed {int(counts[uniq == k][0])} times in the idx", file=self.idx)
+        # one record listed under several keys (readers would return it once per key)
+        pairs = np.unique(np.stack([self.key_off, self.keys], axis=1), axis=0) if len(self.keys) else np.zeros((0, 2), np.int64)
+        offs, first, n_keys = np.unique(pairs[:, 0], return_index=True, return_counts=True)
+        for j in np.flatnonzero(n_keys > 1):
+            ks = pairs[first[j] : first[j] + n_keys[j], 1].tolist()
+            shown = ", ".join(map(str, ks[:5])) + (", ..." if len(ks) > 5 else "")
+            self.add(
+                "duplicates", ks[0], int(offs[j]),
+                f"idx lists this offset under {len(ks)} keys ({shown}): one record read {len(ks)} times",
+                file=self.idx,
+            )
         # key -> record number (last row wins, as mxnet)
         self._kmap = {}
         for k, o in zip(self.keys.tolist(), self.key_ord.tolist()):
@@ -211,6 +228,14 @@ class _PartCheck:
             if end < first:
                 self.add("layout", 0, int(self.offs[r0]), f"header label [{first}, {end}]: end before first identity key")
                 end = first
+            # the header's counts are data, not trusted: bound them by the keys the idx holds
+            limit = max(self._kmap) + 1 if self._kmap else 1
+            if end > limit:
+                self.add(
+                    "layout", 0, int(self.offs[r0]),
+                    f"header label [{first}, {end}] needs keys up to {end - 1}, but the idx's keys end at {limit - 1}",
+                )
+                first, end = min(first, limit), min(end, limit)
             image_keys = list(range(1, first))
             accounted = set(range(0, end))
             extra = [k for k in self._kmap if k not in accounted]
@@ -228,24 +253,28 @@ class _PartCheck:
             self._images(image_keys)
 
     def _images(self, image_keys: list[int]) -> None:
+        self.image_count = len(image_keys)
         labels = []
         lab_keys = []
+        done: set[int] = set()
         for k in image_keys:
             r = self._rec(k)
             if r == -2:
                 self.add("images", k, None, "image key missing from the idx")
                 continue
-            if r < 0:
-                continue  # already reported (bad record / bad offset)
+            if r < 0 or r in done:
+                continue  # already reported (bad record / bad offset / offset listed twice)
+            done.add(r)
             off = int(self.offs[r])
             if self.imglen[r] == 0:
                 self.add("images", k, off, "image record has no image bytes")
                 continue
-            lab = float(self.lab0[r])
-            if not lab.is_integer() or lab < 0:
-                self.add("labels", k, off, f"label {lab} is not a class id")
+            try:
+                lab = class_id(float(self.lab0[r]))
+            except ValueError as e:
+                self.add("labels", k, off, str(e))
                 continue
-            labels.append(int(lab))
+            labels.append(lab)
             lab_keys.append((k, off))
             self.image_items.append((k, off))
         self.labels = np.array(labels, np.int64)
@@ -338,6 +367,9 @@ def verify(
             if lab in owner and owner[lab] != c.rec:
                 problems.add("shards", c.rec, None, None, f"label {lab} also in {owner[lab]} (identity split across shards)")
             owner.setdefault(lab, c.rec)
+    if not any(getattr(c, "image_count", 0) for c in checks):
+        where = checks[0].rec if len(checks) == 1 else str(path)
+        problems.add("images", where, None, None, "no images (an empty dataset)")
     max_label = max((int(c.labels.max()) for c in checks if len(c.labels)), default=-1)
     sizes: dict[tuple, int] = {}
     if decode:

@@ -500,6 +500,7 @@ class RecordIOReader:
             raise self._err(offset, "offset is not on a 4-byte record boundary", key)
         if offset + 8 > self.size:
             raise self._err(offset, f"truncated: header at {offset} runs past end of file ({self.size} bytes)", key)
+        n = max(0, min(n, self.size - offset - 8))  # never ask for more than the file holds
         buf = os.pread(self._fd, 8 + n, offset)
         cflag, length = self._head(buf[:8], offset, offset, True, key)
         if cflag == 0:
@@ -520,7 +521,12 @@ class RecordIOReader:
         if len(prefix) >= _IR_SIZE:
             flag = struct.unpack_from("<I", prefix)[0]
             if flag > 10 and len(prefix) == _IR_SIZE + 40:
-                prefix, total = self.read_prefix(offset, _IR_SIZE + 4 * flag, key)
+                need = _IR_SIZE + 4 * flag
+                if 0 <= total < need:  # a corrupt flag: fail before reading anything more
+                    raise self._err(
+                        offset, f"IRHeader flag={flag} needs {4 * flag} label bytes, payload has {total - _IR_SIZE}", key
+                    )
+                prefix, total = self.read_prefix(offset, need, key)
         try:
             header, rest = unpack(prefix)
         except RecordIOError as e:
@@ -622,8 +628,9 @@ class IndexedRecordIOReader(RecordIOReader):
     (:func:`build_index`).
 
     Raises:
-        RecordIOError: an unparsable idx, or an idx offset past the end of the ``.rec``
-            (names both files, the key and the offset).
+        RecordIOError: an unparsable idx, an idx offset past the end of the ``.rec`` (names
+            both files, the key and the offset), or an empty idx beside a non-empty ``.rec``
+            (it would read as an empty dataset).
     """
 
     def __init__(self, idx_path: str | os.PathLike | None, rec_path: str | os.PathLike):
@@ -636,6 +643,11 @@ class IndexedRecordIOReader(RecordIOReader):
         else:
             self.idx_path = os.fspath(idx_path)
             self.key_array, self.offset_array = load_idx(self.idx_path)
+            if not len(self.key_array) and self.size:
+                raise RecordIOError(
+                    f"{self.idx_path}: empty idx beside {self.path} ({self.size} bytes of records): rebuild it "
+                    "with 'facekit reindex --force' (or delete it to have the .rec scanned)"
+                )
         bad = np.flatnonzero(self.offset_array >= max(self.size, 1))
         if len(bad):
             i = int(bad[0])

@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from facekit.errors import RecordIOError
-from facekit.facerec import FaceRec, label_of
+from facekit.facerec import MAX_PIXELS, FaceRec, class_id, image_hw, label_of
 
 
 class FaceRecDataset(Dataset):
@@ -70,13 +70,32 @@ class FaceRecDataset(Dataset):
         return self.rec.property[0] if self.rec.property else None
 
     def decode(self, index: int) -> tuple[np.ndarray, int]:
-        """``(rgb, label)`` of image ``index``: ``(H, W, 3)`` uint8 RGB and the class id."""
+        """``(rgb, label)`` of image ``index``: ``(H, W, 3)`` uint8 RGB and the class id.
+
+        Raises:
+            RecordIOError: a malformed record, a label that is not a class id
+                (:func:`facekit.facerec.class_id`), an image whose header claims more than
+                :data:`facekit.facerec.MAX_PIXELS` pixels (checked before decoding, so a
+                hostile header allocates nothing), or undecodable bytes; names file, key
+                and offset.
+        """
         header, img = self.rec.read(int(index))
-        rgb = cv2.imdecode(np.frombuffer(img, np.uint8), cv2.IMREAD_COLOR)
+        label = None
+        try:
+            label = class_id(label_of(header))
+            h, w = image_hw(img)
+            err = None if h * w <= MAX_PIXELS else f"image header claims {w}x{h} pixels (WxH), over the limit of {MAX_PIXELS}"
+        except ValueError as e:
+            err = str(e) if label is None else f"image bytes not decodable: {e}"
+        rgb = None if err else cv2.imdecode(np.frombuffer(img, np.uint8), cv2.IMREAD_COLOR)
         if rgb is None:
-            j, key = self.rec.key(int(index))
-            raise RecordIOError(f"{self.rec.parts[j].rec_path}: key {key}: image bytes not decodable")
-        return rgb[:, :, ::-1], int(label_of(header))
+            j, k = self.rec.locate(int(index))
+            part = self.rec.parts[j]
+            raise RecordIOError(
+                f"{part.rec_path}: key {int(part.image_keys[k])}, record at offset {int(part.image_offsets[k])}: "
+                f"{err or 'image bytes not decodable'}"
+            )
+        return rgb[:, :, ::-1], label
 
     def __getitem__(self, index):
         rgb, label = self.decode(index)

@@ -31,7 +31,14 @@ its shard plus the sizes of the shards before it; so it is also the ``.idx`` of
 ``cat <prefix>-*-of-*.rec`` (see :func:`write_combined_index`).
 
 Written with facekit's own RecordIO writer (no mxnet), into a staging folder that replaces
-``path`` only when the run succeeds.
+``path`` only when the run succeeds. A dataset holds one image size (``property``): the
+sink is ``uniform_size`` and stops at the first image whose size (read from its header)
+differs from the first image's.
+
+The source yields one item per image record: a sample, or a reject ``bad_record``
+(malformed record), ``bad_label`` (not a class id: a finite integer in 0..2**31-1),
+``empty_record`` or ``duplicate_record`` (an idx offset already listed under another key:
+each record is read once).
 """
 
 from __future__ import annotations
@@ -45,8 +52,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.facerec import FaceRec, label_of, shard_stem
-from facekit.lst import image_size, lst_line
+from facekit.facerec import FaceRec, class_id, find_parts, image_hw, label_of, shard_stem
+from facekit.lst import lst_line
 from facekit.recordio import (
     IndexedRecordIOWriter,
     IRHeader,
@@ -88,6 +95,20 @@ class MxrecSource(facekit.Source):
     name = "mxrec"
     Params = MxrecSourceParams
 
+    def count(self):
+        """Number of image records (one sample or reject each), from the idx; None when a
+        file has no idx (counting would mean scanning it) or the dataset cannot be opened
+        (``__iter__`` reports why)."""
+        p = self.params
+        try:
+            files, _ = find_parts(p.path, p.prefix)
+            if any(f.idx is None for f in files):
+                return None
+            with FaceRec(p.path, p.layout, p.prefix) as rec:
+                return len(rec)
+        except (RecordIOError, OSError, ValueError):
+            return None
+
     def __iter__(self):
         p = self.params
         try:
@@ -106,8 +127,14 @@ class MxrecSource(facekit.Source):
         width = max(8, len(str(top)))
         order = range(len(rec))
         if p.order == "label":
-            labels, ids = rec.labels(with_ids=True)
+            labels, ids, bad = rec.labels(with_ids=True, errors="collect")
+            for i, (reason, msg) in bad.items():  # rejected here, each with its reason; the rest sorted
+                j, k = rec.locate(i)
+                part = rec.parts[j]
+                yield facekit.Reject(f"{part.rec_path}:{int(part.image_keys[k])}", reason, msg)
             order = np.lexsort((ids, labels)).tolist()  # by label, then id (the unshuffled position)
+            if bad:
+                order = [i for i in order if i not in bad]
         keep = p.labels == "keep"
         seen: set[int] = set()
         current = None
@@ -116,16 +143,25 @@ class MxrecSource(facekit.Source):
             part = rec.parts[j]
             key = int(part.image_keys[k])
             path = f"{part.rec_path}:{key}"
+            if part.first_of is not None and part.first_of[k] != k:
+                f = int(part.first_of[k])
+                yield facekit.Reject(
+                    path, "duplicate_record",
+                    f"idx offset {int(part.image_offsets[k])} is also listed as key {int(part.image_keys[f])}: the record is read once",
+                )
+                continue
             try:
                 header, img = part.read(k)
                 lab = label_of(header)
             except RecordIOError as e:
                 yield facekit.Reject(path, "bad_record", str(e))
                 continue
-            if not lab.is_integer() or lab < 0:
-                yield facekit.Reject(path, "bad_label", f"label {lab} is not a class id")
+            try:
+                lab = class_id(lab)
+            except ValueError as e:
+                where = f"{part.rec_path}: key {key}, record at offset {int(part.image_offsets[k])}"
+                yield facekit.Reject(path, "bad_label", f"{where}: {e}")
                 continue
-            lab = int(lab)
             if not img:
                 yield facekit.Reject(path, "empty_record", "record has no image bytes", str(lab))
                 continue
@@ -298,6 +334,8 @@ class MxrecSink(facekit.Sink):
 
     name = "mxrec"
     Params = MxrecParams
+    #: one image size per dataset (``property`` holds one height and width): validation
+    #: refuses a detector without an aligner, and ``write_many`` checks every image
     uniform_size = True
 
     def open(self, publication):
@@ -336,8 +374,20 @@ class MxrecSink(facekit.Sink):
         framed and written in batches (:func:`facekit.recordio.encode_records`)."""
         if not samples:
             return
-        if self.size is None:
-            self.size = image_size(samples[0].data)
+        size = self.size
+        for s in samples:  # header only (image_hw): the pass-through packing rate holds
+            try:
+                hw = image_hw(s.data)
+            except ValueError as e:
+                raise facekit.FacekitError(f"mxrec: {s.path}: {e}") from None
+            if hw != size:
+                if size is not None:
+                    raise facekit.FacekitError(
+                        f"mxrec: {s.path}: image is {hw[1]}x{hw[0]} (WxH) but the dataset's images are "
+                        f"{size[1]}x{size[0]} (from {self.size_from}); a RecordIO dataset holds one size: "
+                        "align the faces (an aligner) or resize them"
+                    )
+                self.size, self.size_from, size = hw, s.path, hw
         rid = self.first_id + self.n
         pending = self.pending
         ranges = self.ranges
@@ -350,7 +400,10 @@ class MxrecSink(facekit.Sink):
             self.pending_bytes += len(data)
             if ranges and ranges[-1][0] == label:
                 ranges[-1][2] = rid + 1
-                runs[-1][1] += 1
+                if runs:
+                    runs[-1][1] += 1
+                else:  # the identity began before the last flush: a new run of it
+                    runs.append([label, 1])
             else:
                 ranges.append([label, rid, rid + 1])
                 runs.append([label, 1])

@@ -62,12 +62,18 @@ def sha(b: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory, data_dir) -> Path:
-    """ROOT/<identity>/<image>: symlinks to the 94 real photos of 21 identities."""
+    """ROOT/<identity>/<image>.jpg: the 94 real photos of 21 identities, resized to 112x112
+    JPEG (the mxrec sink writes datasets of one image size)."""
+    import cv2
+
+    from facekit.images import decode_image, encode_jpeg
+
     root = tmp_path_factory.mktemp("tree") / "root"
     for d in sorted((data_dir / "images" / "identities").iterdir()):
         (root / d.name).mkdir(parents=True)
         for f in sorted(d.iterdir()):
-            os.symlink(f, root / d.name / f.name)
+            img = cv2.resize(decode_image(f.read_bytes()), (112, 112), interpolation=cv2.INTER_AREA)
+            (root / d.name / (f.stem + ".jpg")).write_bytes(encode_jpeg(img))
     return root
 
 

@@ -196,19 +196,34 @@ def test_reindex(good):
     assert (good / "x.idx").read_bytes() == b"".join(want.splitlines(keepends=True)[:6])
 
 
+def _resized_identities(src: Path, dst: Path, size: int = 112) -> Path:
+    """The identity folders of ``src`` with every photo resized to ``size`` x ``size`` JPEG
+    (an mxrec dataset holds one image size)."""
+    import cv2
+
+    from facekit.images import decode_image, encode_jpeg
+
+    for f in sorted(src.glob("*/*")):
+        (dst / f.parent.name).mkdir(parents=True, exist_ok=True)
+        img = cv2.resize(decode_image(f.read_bytes()), (size, size), interpolation=cv2.INTER_AREA)
+        (dst / f.parent.name / (f.stem + ".jpg")).write_bytes(encode_jpeg(img))
+    return dst
+
+
 def test_shards_read_as_one_dataset(tmp_path, data_dir):
-    """The sink's shards of the 94 real photos: verify OK as a set, inspect sums the parts,
-    and the set reads as the same image stream as the single file."""
+    """The sink's shards of the 94 real photos (resized to one size): verify OK as a set,
+    inspect sums the parts, and the set reads as the same image stream as the single file."""
     from conftest import write_config
     from facekit.config import load_config
     from facekit.engine import run
     from facekit.facerec import FaceRec
 
+    root = _resized_identities(data_dir / "images" / "identities", tmp_path / "faces")
     cfg = write_config(
         tmp_path,
         f"""
         output: out
-        source: {{plugin: folders, root: {data_dir / 'images' / 'identities'}, min_images: 1}}
+        source: {{plugin: folders, root: {root}, min_images: 1}}
         sinks: [{{plugin: mxrec, path: one}}, {{plugin: mxrec, path: sh, shards: 4}}]
         """,
     )

@@ -39,21 +39,31 @@ print(json.dumps({"keys": imgidx.tolist(), "labels": labels}))
 """
 
 
-@pytest.fixture(scope="module")
-def face_dir(tmp_path_factory, data_dir):
-    """insightface layout: aligned_112 faces + the 150x150 John_* chips, labels 0..K-1."""
-    d = tmp_path_factory.mktemp("torch") / "face"
+def _face_rec(d, data_dir, size=None):
+    """insightface layout: aligned_112 faces + the 150x150 John_* chips, labels 0..K-1;
+    with ``size``, every image re-encoded at ``size`` x ``size`` (one size, as the mxrec
+    sink requires)."""
     d.mkdir()
     groups = [sorted((data_dir / "aligned_112").glob("adaface_man_*.jpg")), sorted((data_dir / "aligned_112").glob("adaface_woman_*.jpg"))]
     ident = data_dir / "images" / "identities"
     groups += [sorted((ident / n).iterdir()) for n in ("John_Salley", "John_Savage", "Rob_Lowe")]
     files = [(lab, p) for lab, g in enumerate(groups) for p in g]
     n = len(files)
+
+    def data(p):
+        if size is None:
+            return p.read_bytes()
+        import cv2
+
+        from facekit.images import decode_image, encode_jpeg
+
+        return encode_jpeg(cv2.resize(decode_image(p.read_bytes()), (size, size), interpolation=cv2.INTER_AREA))
+
     with IndexedRecordIOWriter(d / "train.idx", d / "train.rec") as w:
         w.write_idx(0, pack(IRHeader(0, [n + 1.0, n + 1.0 + len(groups)], 0, 0), b""))
         key = 1
         for lab, p in files:
-            w.write_idx(key, pack(IRHeader(0, float(lab), key, 0), p.read_bytes()))
+            w.write_idx(key, pack(IRHeader(0, float(lab), key, 0), data(p)))
             key += 1
         start = 1
         for g in groups:
@@ -61,6 +71,18 @@ def face_dir(tmp_path_factory, data_dir):
             start += len(g)
             key += 1
     return d
+
+
+@pytest.fixture(scope="module")
+def face_dir(tmp_path_factory, data_dir):
+    """Mixed sizes (112x112 and 150x150), as files from elsewhere may hold."""
+    return _face_rec(tmp_path_factory.mktemp("torch") / "face", data_dir)
+
+
+@pytest.fixture(scope="module")
+def face112_dir(tmp_path_factory, data_dir):
+    """The same images, all 112x112 (what the mxrec sink can re-pack into shards)."""
+    return _face_rec(tmp_path_factory.mktemp("torch") / "face112", data_dir, size=112)
 
 
 @pytest.fixture(scope="module")
@@ -139,14 +161,14 @@ def _sharded(tmp_path, face_dir):
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
-def test_dataloader_workers_on_shards(tmp_path, face_dir, context):
-    sh = _sharded(tmp_path, face_dir)
+def test_dataloader_workers_on_shards(tmp_path, face112_dir, context):
+    sh = _sharded(tmp_path, face112_dir)
     assert len(list(sh.glob("*.rec"))) == 3
     ds = FaceRecDataset(sh)
-    single = FaceRecDataset(face_dir)
+    single = FaceRecDataset(face112_dir)
     assert len(ds) == len(single) == 32
     ds[0]  # open a handle in the parent before the workers start
-    # batch_size=None: one sample at a time (the file mixes 112x112 and 150x150 images)
+    # batch_size=None: one sample at a time
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=context)
     got = list(dl)
     assert len(got) == len(single)
