@@ -144,3 +144,18 @@ def link_aligned_112(data_dir: Path, root: Path) -> Path:
         (root / ident).mkdir(parents=True, exist_ok=True)
         os.symlink(p, root / ident / p.name)
     return root
+
+
+def resized_identities(data_dir: Path, root: Path, size: int = 112) -> Path:
+    """``root/<identity>/<image>.jpg``: the 94 real identity photos resized to ``size`` x
+    ``size`` JPEGs (datasets of one image size, as the mxrec sink requires)."""
+    import cv2
+
+    from facekit.images import decode_image, encode_jpeg
+
+    for d in sorted((data_dir / "images" / "identities").iterdir()):
+        (root / d.name).mkdir(parents=True)
+        for f in sorted(d.iterdir()):
+            img = cv2.resize(decode_image(f.read_bytes()), (size, size), interpolation=cv2.INTER_AREA)
+            (root / d.name / (f.stem + ".jpg")).write_bytes(encode_jpeg(img))
+    return root

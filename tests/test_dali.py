@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import link_identities, write_config
+from conftest import link_identities, resized_identities, write_config
 from facekit.config import load_config
 from facekit.engine import run
 from facekit.facerec import FaceRec
@@ -54,10 +54,11 @@ def _sha(b: bytes) -> str:
 
 @pytest.fixture(scope="module")
 def shard_sets(tmp_path_factory, data_dir):
-    """The 94 real photos of 21 identities (original bytes) as plain shard sets: 3 shards,
-    3 shards shuffled, and 30 shards (more than the identities allow: empty shards)."""
+    """The 94 real photos of 21 identities (as 112x112 JPEGs: a rec holds one image size) as
+    plain shard sets: 3 shards, 3 shards shuffled, and 30 shards (more than the identities
+    allow: empty shards)."""
     tmp = tmp_path_factory.mktemp("dali")
-    root = link_identities(data_dir, tmp / "root")
+    root = resized_identities(data_dir, tmp / "root")
     cfg = write_config(
         tmp,
         f"""
@@ -122,7 +123,7 @@ def test_combined_index_is_the_idx_of_the_concatenated_shards(shard_sets, tmp_pa
 def test_no_combined_index_where_it_does_not_apply(shard_sets, tmp_path, data_dir):
     """Only plain shard sets get one: a single file has its own idx; an insightface set
     has header and identity records DALI would turn into samples."""
-    root = link_identities(data_dir, tmp_path / "root", ["John_Salley", "Rob_Lowe"])
+    root = link_identities(data_dir, tmp_path / "root", ["John_Salley", "John_Savage"])
     cfg = write_config(
         tmp_path,
         f"""
@@ -142,7 +143,7 @@ def test_dali_turns_insightface_header_and_identity_records_into_samples(tmp_pat
     """Why DALI needs layout: plain (README): on an insightface file readers.mxnet makes a
     sample of every record: the images, plus the header and one record per identity,
     which have no image bytes (nothing a decoder can decode; decoding them fails)."""
-    root = link_identities(data_dir, tmp_path / "root", ["John_Salley", "Rob_Lowe"])
+    root = link_identities(data_dir, tmp_path / "root", ["John_Salley", "John_Savage"])
     cfg = write_config(
         tmp_path, f"output: out\nsource: {{plugin: folders, root: {root}, min_images: 1}}\nsinks: [{{plugin: mxrec, path: face}}]\n"
     )
