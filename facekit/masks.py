@@ -155,6 +155,9 @@ def _anchor_base() -> np.ndarray:
 # --------------------------------------------------------------------------- textures
 
 
+_PAD = 2
+
+
 @dataclass(frozen=True)
 class Texture:
     """A mask design in the canonical frame: ``bgr`` ``(TH, TW, 3)`` uint8, ``alpha``
@@ -163,6 +166,14 @@ class Texture:
     name: str
     bgr: np.ndarray
     alpha: np.ndarray
+
+    @functools.cached_property
+    def bgra(self) -> np.ndarray:
+        """BGR + alpha, padded by ``_PAD`` pixels (BGR replicated, alpha 0): one warp
+        gives both, with no dark fringe from the border."""
+        bgr = cv2.copyMakeBorder(self.bgr, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_REPLICATE)
+        alpha = cv2.copyMakeBorder(self.alpha, _PAD, _PAD, _PAD, _PAD, cv2.BORDER_CONSTANT, value=0)
+        return np.dstack([bgr, alpha])
 
 
 def _curve(p0, p1, p2, n=24) -> np.ndarray:
@@ -353,27 +364,73 @@ class MaskRenderer:
         dst = face_anchors(landmarks)
         scale = float(np.linalg.norm(dst[2] - dst[0]))
         dst = dst + rng.normal(0.0, self.jitter * scale / 2, dst.shape).astype(np.float32)
-        H, _ = cv2.findHomography(CANON_ANCHORS, dst, 0)
-        if H is None or not np.all(np.isfinite(H)):
+        H = homography(CANON_ANCHORS, dst)
+        # only the mask's bounding box (plus a margin) is warped and shaded
+        frame = np.array([[0, 0], [TW, 0], [0, TH], [TW, TH], [TW / 2, 0], [TW / 2, TH], [0, TH / 2], [TW, TH / 2]], np.float64)
+        q = frame @ H[:, :2].T + H[:, 2]
+        z = frame @ H[2, :2] + H[2, 2]
+        if np.any(z <= 1e-9):
             raise ValueError("degenerate landmarks: no placement for the mask")
-        alpha = cv2.warpPerspective(tex.alpha, H, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-        cover = alpha >= 128
-        tex_bgr = cv2.warpPerspective(tex.bgr, H, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        q = q[:, :2] / z[:, None]
+        x0, y0 = (int(max(0, min(v, lim))) for v, lim in zip(np.floor(q.min(0)) - 2, (w, h)))
+        x1, y1 = (int(max(0, min(v, lim))) for v, lim in zip(np.ceil(q.max(0)) + 3, (w, h)))
         out = image.copy()
+        mask = np.full((h, w), 255, np.uint8)
+        if x1 <= x0 or y1 <= y0:
+            return MaskResult(out, mask, 0, tex.name)
+        # canonical (padded texture) -> ROI pixels
+        T = np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1]], np.float64) @ H @ np.array([[1, 0, -_PAD], [0, 1, -_PAD], [0, 0, 1]], np.float64)
+        warped = cv2.warpPerspective(tex.bgra, T, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        cover = warped[:, :, 3] >= 128
         n = int(np.count_nonzero(cover))
         if n:
-            grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-            lum = cv2.blur(grey, (15, 15)).astype(np.float32)
-            under = lum[cover]
+            # brightness around the covered pixels (box blur on the ROI grown by the kernel)
+            gx0, gy0, gx1, gy1 = max(0, x0 - 7), max(0, y0 - 7), min(w, x1 + 7), min(h, y1 + 7)
+            grey = cv2.cvtColor(image[gy0:gy1, gx0:gx1], cv2.COLOR_BGR2GRAY)
+            lum = cv2.blur(grey, (15, 15))[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+            under = lum[cover].astype(np.float32)
             mean = float(under.mean())
             # global: the texture's brightness follows the face's (darker photo, darker
             # mask); local: the face's own shading, softened
             g = np.clip(0.45 + 0.55 * mean / 150.0, 0.35, 1.15)
-            local = np.clip(under / max(mean, 1.0), 0.7, 1.25) ** 0.5
-            shaded = tex_bgr[cover].astype(np.float32) * (g * local)[:, None]
-            out[cover] = np.clip(shaded + 0.5, 0, 255).astype(np.uint8)
-        mask = np.where(cover, 0, 255).astype(np.uint8)
+            local = np.sqrt(np.clip(under * (1.0 / max(mean, 1.0)), 0.7, 1.25))
+            shaded = warped[:, :, :3][cover].astype(np.float32) * (g * local)[:, None]
+            out[y0:y1, x0:x1][cover] = np.clip(shaded + 0.5, 0, 255).astype(np.uint8)
+            mask[y0:y1, x0:x1][cover] = 0
         return MaskResult(out, mask, n, tex.name)
+
+
+def homography(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares homography ``(3, 3)`` float64 mapping ``src`` ``(N, 2)`` onto ``dst``
+    (N >= 4; normalised DLT with ``h33 = 1``, as ``cv2.findHomography(src, dst, 0)``
+    without its refinement step).
+
+    Raises:
+        ValueError: degenerate points (no finite solution).
+    """
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+
+    def norm(p):
+        c = p.mean(0)
+        s = np.sqrt(2) / max(np.sqrt(((p - c) ** 2).sum(1)).mean(), 1e-12)
+        return np.array([[s, 0, -s * c[0]], [0, s, -s * c[1]], [0, 0, 1]])
+
+    Ts, Td = norm(src), norm(dst)
+    a = src @ Ts[:2, :2].T + Ts[:2, 2]
+    b = dst @ Td[:2, :2].T + Td[:2, 2]
+    n = len(a)
+    A = np.zeros((2 * n, 8))
+    A[:n, 0:2], A[:n, 2] = a, 1
+    A[n:, 3:5], A[n:, 5] = a, 1
+    A[:n, 6:8] = -b[:, :1] * a
+    A[n:, 6:8] = -b[:, 1:] * a
+    h, *_ = np.linalg.lstsq(A, np.concatenate([b[:, 0], b[:, 1]]), rcond=None)
+    Hn = np.append(h, 1.0).reshape(3, 3)
+    H = np.linalg.inv(Td) @ Hn @ Ts
+    if not np.all(np.isfinite(H)) or abs(H[2, 2]) < 1e-12:
+        raise ValueError("degenerate landmarks: no placement for the mask")
+    return H / H[2, 2]
 
 
 def seeded_rng(seed: int, *parts) -> np.random.Generator:
