@@ -265,3 +265,22 @@ def test_facemask_config_errors_name_the_line(tmp_path):
     assert r.returncode == 2
     assert "pipeline.yaml:4: augmenters[0]" in r.stderr and "styles" in r.stderr
     assert "pipeline.yaml:5: sinks[0]" in r.stderr and "train" in r.stderr
+
+
+def test_mask_sheet_command_draws_every_panel(tmp_path, data_dir):
+    link_aligned_112(data_dir, tmp_path / "aligned")
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: aligned}
+        augmenters: [{plugin: facemask}]
+        sinks: [{plugin: masked_rec, path: rec}]
+        """)
+    run(load_config(cfg), progress=False)
+    r = facekit_cli("mask-sheet", tmp_path / "out" / "rec", "-o", tmp_path / "s.png", "-n", "8", "--cols", "4")
+    assert r.returncode == 0, r.stderr
+    sheet = cv2.imread(str(tmp_path / "s.png"))
+    assert sheet.shape == (2 * (128 + 6) + 6, 4 * (340 + 6) + 6, 3)
+    mask_panel = sheet[6 : 6 + 112, 6 + 228 : 6 + 340]
+    assert 0.2 < (mask_panel.mean(2) < 128).mean() < 0.45
+    r = facekit_cli("mask-sheet", tmp_path / "aligned")
+    assert r.returncode == 1 and "not a masked dataset folder" in r.stderr and "Traceback" not in r.stderr
