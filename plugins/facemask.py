@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import cv2
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import facekit
 from facekit.align import template_for
@@ -34,6 +34,12 @@ class FacemaskParams(facekit.Params):
         "attach", description="attach: clean face + sample.occlusion (masked_rec); replace: the masked face becomes the image"
     )
     quality: int = Field(95, ge=1, le=100, description="JPEG quality of the attached masked face (MSML: 95)")
+
+    @model_validator(mode="after")
+    def _something_to_draw(self):
+        if not self.styles and self.textures is None:
+            raise ValueError("styles is empty and no textures folder is given: nothing to draw")
+        return self
 
 
 class FacemaskAugmenter(facekit.Augmenter):

@@ -284,3 +284,31 @@ def test_mask_sheet_command_draws_every_panel(tmp_path, data_dir):
     assert 0.2 < (mask_panel.mean(2) < 128).mean() < 0.45
     r = facekit_cli("mask-sheet", tmp_path / "aligned")
     assert r.returncode == 1 and "not a masked dataset folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_facemask_rejects_crops_without_landmarks_of_odd_size(tmp_path, data_dir):
+    """A face crop that is not an ArcFace-aligned size and has no landmarks is a reject
+    line (no_landmarks), the others are masked."""
+    link_aligned_112(data_dir, tmp_path / "aligned")
+    cv2.imwrite(str(tmp_path / "aligned" / "adaface_man_man" / "odd.jpg"), np.full((150, 100, 3), 128, np.uint8))
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: aligned}
+        augmenters: [{plugin: facemask, output: replace}]
+        sinks: [{plugin: folders, path: faces}]
+        """)
+    summary = run(load_config(cfg), progress=False)
+    assert summary.faces_kept == 8 and summary.rejects == {"no_landmarks": 1}
+    assert "odd.jpg\tadaface_man_man\tno_landmarks\t100x150 crop without aligned landmarks" in (tmp_path / "out" / "rejects.tsv").read_text()
+
+
+def test_facemask_empty_styles_without_textures_is_a_config_error(tmp_path):
+    (tmp_path / "a").mkdir()
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: a}
+        augmenters: [{plugin: facemask, styles: []}]
+        sinks: [{plugin: masked_rec, path: m}]
+        """)
+    r = facekit_cli("validate", cfg)
+    assert r.returncode == 2 and "nothing to draw" in r.stderr
