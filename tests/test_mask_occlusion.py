@@ -204,3 +204,20 @@ def test_default_occluders_kinds(tmp_path):
     objs = _objects(tmp_path)
     kinds = [type(o).__name__ for o in default_occluders(objs)]
     assert kinds == ["NoOcclusion", "RandomRectangle", "RandomEllipse", "RandomPolygon", "RandomObject", "RandomObject", "RandomObject"]
+
+
+def test_dataset_pickles_without_open_files(masked_folder):
+    """Spawned DataLoader workers get the dataset by pickle: open mask readers stay behind
+    and each process reopens its own."""
+    import pickle
+
+    pytest.importorskip("torch")
+    from facekit.torch import OccludedFaceDataset
+
+    ds = OccludedFaceDataset(masked_folder, p_mask=1.0, flip=False, illumination=False, seed=0)
+    x, m, y = ds[1]
+    assert ds._readers is not None
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._readers is None
+    x2, m2, y2 = clone[1]
+    assert np.array_equal(x.numpy(), x2.numpy()) and np.array_equal(m.numpy(), m2.numpy()) and int(y) == int(y2)
