@@ -111,8 +111,10 @@ def plugins(as_json):
 
 from facekit import cli_rec  # noqa: E402  (inspect, verify, reindex)
 from facekit.cli_eval import eval_command  # noqa: E402
+from facekit.cli_masks import mask_sheet_command  # noqa: E402
 
 main.add_command(eval_command)
+main.add_command(mask_sheet_command)
 for _cmd in cli_rec.main.commands.values():
     main.add_command(_cmd)
 

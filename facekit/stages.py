@@ -85,6 +85,23 @@ class Detections:
 
 
 @dataclass
+class Occlusion:
+    """An occluded copy of a sample's face made by an augmenter (e.g. ``facemask``), for
+    sinks that store it beside the clean face (``masked_rec``).
+
+    data: the occluded face, encoded (JPEG), same size as the clean crop. mask: the
+    occlusion mask, encoded single-channel PNG, 255 = clean pixel, 0 = occluded (MSML's
+    convention). covered: the number of occluded pixels. kind: what occludes it (e.g.
+    ``surgical/blue``).
+    """
+
+    data: bytes
+    mask: bytes
+    covered: int
+    kind: str = ""
+
+
+@dataclass
 class Sample:
     """One image (or, after detection, one face of an image) on its way to the sinks.
 
@@ -99,7 +116,8 @@ class Sample:
     the affine map from source to crop pixels (``crop_xy = transform @ [x, y, 1]``), both set
     by the worker after alignment when the aligner can say (None otherwise, e.g. samples of
     an already aligned dataset). label: class id, set by the engine when the identity is
-    admitted (-1 before). meta: free-form dict for plugins.
+    admitted (-1 before). occlusion: an :class:`Occlusion` (occluded copy + mask) that an
+    augmenter attached, or None. meta: free-form dict for plugins.
     """
 
     key: int
@@ -114,6 +132,7 @@ class Sample:
     aligned_landmarks: Optional[np.ndarray] = None
     transform: Optional[np.ndarray] = None
     label: int = -1
+    occlusion: Optional[Occlusion] = None
     meta: dict = field(default_factory=dict)
 
     def replace(self, **changes) -> "Sample":
@@ -318,6 +337,7 @@ __all__ = [
     "DetectorParams",
     "InputPath",
     "KINDS",
+    "Occlusion",
     "OptionalInputPath",
     "OutputPath",
     "Params",

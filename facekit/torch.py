@@ -111,3 +111,132 @@ class FaceRecDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"FaceRecDataset({self.rec.path!r}, {len(self)} images, layout {self.rec.layout}, pid {os.getpid()})"
+
+
+# --------------------------------------------------------------------------- occlusions
+
+from facekit.occlusion import (  # noqa: E402  (re-exported: the online occlusion transforms)
+    NoOcclusion,
+    Occluder,
+    RandomEllipse,
+    RandomFaceMask,
+    RandomObject,
+    RandomPolygon,
+    RandomRectangle,
+    default_occluders,
+    gaussian_light,
+)
+
+
+class OccludedFaceDataset(Dataset):
+    """MSML's ``FaceByRandOccMask`` without mxnet: ``train.rec`` + ``mask_out.rec`` +
+    ``mask.rec`` (the ``masked_rec`` sink's folder) with online occlusions.
+
+    For item ``i`` (image key ``k`` of ``train.rec``): with probability ``p_mask`` the
+    offline masked face and mask at key ``k`` of ``mask_out.rec``/``mask.rec`` (mask
+    binarised: ``<= 128`` occluded), else one of ``occluders`` drawn uniformly (default
+    :func:`facekit.occlusion.default_occluders`: none, rectangle, ellipse, polygon, plus
+    ``objects`` folders); then resize to ``size``, horizontal flip of image and mask
+    together (p = 0.5), and optionally MSML's random Gaussian illumination.
+
+    Args:
+        path: folder with ``train.rec/.idx``, ``mask_out.rec/.idx``, ``mask.rec/.idx``.
+        p_mask: probability of the offline mask (MSML: 0.2). 0 needs no mask recs.
+        occluders: the online kinds (callables ``(rgb, mask, rng) -> (rgb, mask)``).
+        objects: ``{"glasses"|"scarf"|"any": folder}`` of cut-out PNGs for the default kinds.
+        size: output ``(h, w)`` (default: the stored size).
+        flip, illumination: as above. normalize: ``(x - 0.5) / 0.5``, else ``[0, 1]``.
+        seed: None: randomness from torch's RNG (seeded per DataLoader worker); an int:
+            item ``i`` is reproducible (``default_rng([seed, i, epoch])``, ``set_epoch``).
+    Item: ``(image, mask, label)``: image float32 ``(3, h, w)`` **RGB**; mask int32
+    ``(h, w)``, 1 = clean, 0 = occluded (MSML's ``Msk2Tenser``); label 0-d ``torch.long``.
+
+    Raises:
+        RecordIOError: unreadable files; on ``__getitem__`` a missing or malformed record
+            (names file and key).
+    """
+
+    def __init__(self, path, p_mask: float = 0.2, occluders=None, objects=None, size=None, flip: bool = True,
+                 illumination: bool = True, normalize: bool = False, seed: int | None = None):
+        self.rec = FaceRec(path, "insightface")
+        if len(self.rec.parts) != 1:
+            raise RecordIOError(f"{path}: OccludedFaceDataset reads one train.rec, not {len(self.rec.parts)} shards")
+        root = os.path.dirname(self.rec.parts[0].rec_path)
+        self.p_mask = float(p_mask)
+        self.mask_files = [(os.path.join(root, f"{n}.idx"), os.path.join(root, f"{n}.rec")) for n in ("mask_out", "mask")]
+        if self.p_mask > 0:
+            for idx, rec in self.mask_files:
+                if not (os.path.isfile(idx) and os.path.isfile(rec)):
+                    raise RecordIOError(f"{rec}: missing (p_mask > 0 needs mask_out.rec and mask.rec beside train.rec)")
+        self.occluders = list(occluders) if occluders is not None else default_occluders(objects)
+        self.size = tuple(size) if size is not None else None
+        self.flip = flip
+        self.illumination = illumination
+        self.normalize = normalize
+        self.seed = seed
+        self.epoch = 0
+        self._readers = None
+        self._pid = None
+
+    def set_epoch(self, epoch: int) -> None:
+        """With a fixed ``seed``: draw other occlusions in each epoch."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.rec)
+
+    def _read_mask(self, key: int) -> tuple[np.ndarray, np.ndarray]:
+        from facekit.recordio import IndexedRecordIOReader, unpack
+
+        if self._readers is None or self._pid != os.getpid():
+            self._readers = [IndexedRecordIOReader(i, r) for i, r in self.mask_files]
+            self._pid = os.getpid()
+        out = []
+        for (idx, rec), r, flag in zip(self.mask_files, self._readers, (cv2.IMREAD_COLOR, cv2.IMREAD_GRAYSCALE)):
+            _, img = unpack(r.read_idx(key))  # RecordIOError names the file and key
+            arr = cv2.imdecode(np.frombuffer(img, np.uint8), flag)
+            if arr is None:
+                raise RecordIOError(f"{rec}: key {key}: image bytes not decodable")
+            out.append(arr)
+        masked, mask = out
+        return np.ascontiguousarray(masked[:, :, ::-1]), np.where(mask <= 128, 0, 255).astype(np.uint8)
+
+    def __getitem__(self, index):
+        index = int(index)
+        if self.seed is None:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        else:
+            rng = np.random.default_rng([self.seed, index, self.epoch])
+        rgb, label = self.decode(index)
+        if rng.random() < self.p_mask:
+            _, key = self.rec.key(index)
+            img, msk = self._read_mask(key)
+        else:
+            occ = self.occluders[int(rng.integers(len(self.occluders)))]
+            img, msk = occ(np.ascontiguousarray(rgb), None, rng)
+        if self.size is not None and img.shape[:2] != self.size:
+            h, w = self.size
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_LINEAR)
+            msk = cv2.resize(msk, (w, h), interpolation=cv2.INTER_NEAREST)
+        if self.flip and rng.random() < 0.5:
+            img, msk = img[:, ::-1], msk[:, ::-1]
+        x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float().div_(255)
+        if self.illumination:
+            light = torch.from_numpy(gaussian_light(x.shape[1], x.shape[2], rng))
+            x = x * light
+            x = x / x.max().clamp_min(1e-6)
+        if self.normalize:
+            x = x.sub_(0.5).div_(0.5)
+        m = torch.from_numpy(np.ascontiguousarray(msk == 255).astype(np.int32))
+        return x, m, torch.tensor(label, dtype=torch.long)
+
+    decode = FaceRecDataset.decode
+
+    def __getstate__(self):  # open files stay in their process (DataLoader workers reopen)
+        d = self.__dict__.copy()
+        d["_readers"] = None
+        d["_pid"] = None
+        return d
+
+    def __repr__(self) -> str:
+        return f"OccludedFaceDataset({self.rec.path!r}, {len(self)} images, p_mask {self.p_mask}, {len(self.occluders)} online kinds)"
