@@ -188,16 +188,23 @@ def _check_bmp(data: bytes) -> None:
     if n < 26:
         raise SampleRejected(TRUNCATED, f"BMP data ends inside its header ({n} bytes)")
     size, _, offset, dib = struct.unpack_from("<IIII", data, 2)
-    if dib not in _BMP_DIB_SIZES:
-        raise SampleRejected(CORRUPT, f"BMP: info header size {dib} is none of {sorted(_BMP_DIB_SIZES)}")
+    if dib not in _BMP_DIB_SIZES:  # what Pillow says too: not a BMP it knows
+        raise SampleRejected(NOT_AN_IMAGE, f"BMP: info header size {dib} is none of {sorted(_BMP_DIB_SIZES)}")
+    if n < 14 + dib:
+        raise SampleRejected(TRUNCATED, f"BMP data ends inside its info header ({n} bytes)")
     if dib == 12:
-        w, h = struct.unpack_from("<HH", data, 18)
+        w, h, _, bpp = struct.unpack_from("<HHHH", data, 18)
+        compression = 0
     else:
-        w, h = struct.unpack_from("<ii", data, 18)
-    if w <= 0 or h == 0:
-        raise SampleRejected(CORRUPT, f"BMP header: {w}x{h}")
-    if size > n or offset >= n:
-        raise SampleRejected(TRUNCATED, f"BMP data ends early: {n} bytes, header says {size}, pixels at {offset}")
+        w, h, _, bpp, compression = struct.unpack_from("<iiHHI", data, 18)
+    if w <= 0 or h == 0 or bpp not in (1, 2, 4, 8, 16, 24, 32):
+        raise SampleRejected(CORRUPT, f"BMP header: {w}x{h}, {bpp} bits per pixel")
+    # uncompressed: rows of bpp * w bits padded to 4 bytes
+    need = offset + ((bpp * w + 31) // 32) * 4 * abs(h) if compression in (0, 3) else offset + 1
+    if size > n or need > n:
+        raise SampleRejected(
+            TRUNCATED, f"BMP data ends early: {n} bytes, header says {size}, pixels need up to byte {need}"
+        )
 
 
 def check_image_header(data: bytes) -> None:

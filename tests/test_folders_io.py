@@ -86,7 +86,9 @@ def test_check_image_header_reasons():
     assert reason(b"\xff\xd8\xff\xda\x00\x08" + b"\0" * 20 + b"\xff\xd9") == "corrupt"  # scan, no frame
     # a frame header of 0x0 pixels
     assert reason(b"\xff\xd8\xff\xc0\x00\x0b\x08\x00\x00\x00\x00\x01\x01\x11\x00\xff\xd9") == "corrupt"
-    assert reason(b"BM" + b"\0" * 12 + (7).to_bytes(4, "little") + b"\0" * 30) == "corrupt"
+    assert reason(b"BM" + b"\0" * 12 + (7).to_bytes(4, "little") + b"\0" * 30) == "not_an_image"
+    bmp_0x0 = b"BM" + b"\0" * 12 + (40).to_bytes(4, "little") + b"\0" * 8 + (1).to_bytes(2, "little") + (24).to_bytes(2, "little") + b"\0" * 30
+    assert reason(bmp_0x0) == "corrupt"
 
 
 def _bad_pack_root(tmp_path, data_dir):
@@ -102,6 +104,10 @@ def _bad_pack_root(tmp_path, data_dir):
     (bad / "b_trunc.png").write_bytes(png[: len(png) // 3])
     (bad / "b_html.png").write_bytes(b"<html><body>404 Not Found</body></html>\n")
     (bad / "b_zero.bmp").write_bytes(b"BM" + b"\0" * 60)
+    sof = good.find(b"\xff\xc0")
+    (bad / "b_0x0.jpg").write_bytes(good[: sof + 5] + b"\0\0\0\0" + good[sof + 9 :])  # a 0x0 frame
+    bmp = _encoded(data_dir)["bmp"]
+    (bad / "b_cut.bmp").write_bytes(bmp[:2] + b"\0\0\0\0" + bmp[6 : len(bmp) // 2])  # cut, file size field 0
     return root
 
 
@@ -119,8 +125,8 @@ def test_passthrough_pack_refuses_bad_files_and_mxnet_decodes_every_record(tmp_p
     )
     s = run(load_config(cfg), progress=False)
     assert s.faces_kept == 8 and s.identities_written == 2
-    assert s.rejects == {"empty_file": 1, "not_an_image": 2, "truncated": 3, "corrupt": 1}
-    assert s.images_read == 15
+    assert s.rejects == {"empty_file": 1, "not_an_image": 3, "truncated": 4, "corrupt": 1}
+    assert s.images_read == 17
     assert len(list((tmp_path / "out/faces").glob("*/*"))) == 8
     out = run_mxnet(
         """
