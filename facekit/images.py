@@ -232,11 +232,11 @@ def check_image_header(data: bytes) -> None:
         SampleRejected: ``empty_file``, ``not_an_image``, ``truncated``, ``corrupt``
             (the reasons :func:`decode_image` gives).
     """
-    if not data:
-        raise SampleRejected(EMPTY_FILE, "file has 0 bytes")
     head = data[:3]
     if head == b"\xff\xd8\xff":
         return _check_jpeg(data)
+    if not data:
+        raise SampleRejected(EMPTY_FILE, "file has 0 bytes")
     if head == b"\x89PN":
         if data[:8] == _PNG_SIGNATURE:
             return _check_png(data)

@@ -41,7 +41,9 @@ def text_field(text: str) -> str:
     line separators ``\\xNN``/``\\uNNNN``; an undecodable byte of a file name (a lone
     surrogate of Python's ``surrogateescape``) ``\\xNN`` (the byte). Anything else,
     backslashes included, is kept, so ordinary paths stay byte for byte the same."""
-    return text if _UNSAFE.search(text) is None else _UNSAFE.sub(_escape, text)
+    if text.isprintable() or _UNSAFE.search(text) is None:  # isprintable: the fast common case
+        return text
+    return _UNSAFE.sub(_escape, text)
 
 
 def _f(v: float) -> str:
