@@ -78,7 +78,7 @@ def lst_line(sample: Sample) -> str:
 
 
 def aligned_lst_line(path: str, label: int) -> str:
-    """The ``.lst`` line of an already aligned image: ``1\tpath\tlabel`` (what
+    """The ``.lst`` line of an already aligned image: ``1<TAB>path<TAB>label`` (what
     insightface's ``dir2lst`` writes for a folder of aligned crops; ``face2rec2`` packs
     such lines' files byte for byte). Newline-terminated."""
     return f"1\t{text_field(path)}\t{int(label)}\n"
@@ -86,7 +86,8 @@ def aligned_lst_line(path: str, label: int) -> str:
 
 def landmark_line(sample: Sample) -> str | None:
     """The ``dir2lmk`` landmark-file line ``path face_id x1 y1 ... x5 y5``, or None
-    when the sample has no landmarks."""
+    when the sample has no landmarks. (Fields are space-separated, as dir2lmk writes:
+    a path with a space cannot be told apart there; :func:`text_field` handles the rest.)"""
     if sample.landmarks is None:
         return None
     lmk = np.asarray(sample.landmarks, np.float64).reshape(-1)

@@ -115,7 +115,8 @@ class FoldersSource(facekit.Source):
     would break every text output), ``unsupported_file`` (other extension, sub-folder),
     ``unreadable`` (FIFO, device, socket, symbolic link loop or dangling link, folder that
     cannot be listed), ``too_large`` (a linked file above ``max_file_mb``; other files are
-    checked when read), ``not_in_identity_folder``. Nothing is opened while listing.
+    checked when read: the limit travels in ``Sample.meta['max_bytes']`` when it is not
+    the default), ``not_in_identity_folder``. Nothing is opened while listing.
     """
 
     name = "folders"
