@@ -7,8 +7,11 @@ orientation applied, as ``cv2.imread(path, cv2.IMREAD_COLOR)`` does.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import stat
+import struct
 import warnings
 
 import numpy as np
@@ -23,26 +26,229 @@ TRUNCATED = "truncated"
 CORRUPT = "corrupt"
 UNREADABLE = "unreadable"
 
-_O_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
+TOO_LARGE = "too_large"
+
+#: Default bound on the size of one input file (bytes): 64 MiB, far above any photo a face
+#: dataset holds; a source may set its own (the ``folders`` source's ``max_file_mb``).
+MAX_FILE_BYTES = 64 << 20
+
+# read-only, never blocking on open (a FIFO without writer, a device), no controlling
+# terminal, no newline translation on Windows
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_NOCTTY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+)
+_S_IFMT, _S_IFREG = 0o170000, 0o100000
 
 
-def read_file(path: str) -> bytes:
-    """Read a whole file; an OS error becomes ``SampleRejected('unreadable')``.
+def file_kind(mode: int) -> str:
+    """Name of the file type in an ``st_mode`` ("regular file", "FIFO", "folder", ...)."""
+    for test, name in (
+        (stat.S_ISREG, "regular file"),
+        (stat.S_ISDIR, "folder"),
+        (stat.S_ISFIFO, "FIFO"),
+        (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISLNK, "symbolic link"),
+    ):
+        if test(mode):
+            return name
+    return f"special file (mode {mode:o})"
 
-    Plain ``os.open``/``os.read`` until end of file (as ``cat``): half the cost of
-    ``open(path, "rb").read()`` for the few-KB face crops of a pass-through packing run.
+
+def os_error_detail(e: OSError) -> str:
+    """One-line description of an OS error met opening or reading an input file."""
+    if e.errno == errno.ELOOP:
+        return "symbolic link loop (too many levels of symbolic links)"
+    return f"{type(e).__name__}: {e.strerror or e}"
+
+
+def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """Read a whole regular file of at most ``max_bytes`` bytes; never blocks.
+
+    The file is opened non-blocking (a FIFO without a writer or a device does not block
+    the open) and its type is checked on the opened descriptor (``fstat``, after symbolic
+    links were followed), so a path swapped for a FIFO or a link to ``/dev/zero`` after a
+    source listed it is refused too. A regular file is read with one ``os.read`` of its
+    size (plus one byte to see the end), as ``cat`` reads: no more than ``max_bytes + 1``
+    bytes are ever held, even if the file grows while it is read.
+
+    Returns:
+        the file's bytes.
+    Raises:
+        SampleRejected: ``unreadable`` (an OS error: missing, permission denied, symbolic
+            link loop, ...; or not a regular file: folder, FIFO, device, socket),
+            ``too_large`` (more than ``max_bytes`` bytes).
     """
     try:
-        fd = os.open(path, os.O_RDONLY | _O_BINARY)
-        try:
-            chunks = []
-            while chunk := os.read(fd, 1 << 20 if chunks else 1 << 16):
-                chunks.append(chunk)
-        finally:
-            os.close(fd)
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
-        raise SampleRejected(UNREADABLE, f"{type(e).__name__}: {e.strerror or e}") from None
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            raise SampleRejected(UNREADABLE, f"not a regular file: {file_kind(st.st_mode)}")
+        size = st.st_size
+        if size > max_bytes:
+            raise SampleRejected(TOO_LARGE, f"{size} bytes > limit {max_bytes}")
+        data = os.read(fd, size + 1)
+        if len(data) != size:  # the file changed since fstat (or a short read): read on, bounded
+            chunks, total = [data], len(data)
+            while total <= max_bytes:
+                chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+            if total > max_bytes:
+                raise SampleRejected(TOO_LARGE, f"grew past the limit of {max_bytes} bytes while read")
+            data = b"".join(chunks)
+    except OSError as e:
+        raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
+    finally:
+        os.close(fd)
+    return data
+
+
+# ---- cheap header checks for bytes that pass through undecoded
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_IEND = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+# JPEG start-of-frame markers (every SOFn but DHT C4, JPG C8 and DAC CC)
+_JPEG_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+_BMP_DIB_SIZES = frozenset((12, 40, 52, 56, 64, 108, 124))
+# formats OpenCV (mxnet's and insightface's decoder) reads besides JPEG, PNG and BMP:
+# accepted on Pillow's header parse alone
+_OTHER_DECODABLE = frozenset(("TIFF", "WEBP", "JPEG2000", "PPM"))
+
+
+_JPEG_MARKER = struct.Struct(">BBH").unpack_from  # 0xFF, marker, segment length
+_JPEG_FRAME = struct.Struct(">HHB").unpack_from  # height, width, components
+
+
+def _check_jpeg(data: bytes) -> None:
+    # walked segment by segment (by their lengths, so an EXIF thumbnail's markers are
+    # skipped); about 0.5 us for a camera or OpenCV JPEG, as it stops at the frame header
+    n = len(data)
+    i = 2
+    frame = False
+    while i + 4 <= n:
+        ff, m, seg = _JPEG_MARKER(data, i)
+        if ff != 0xFF:
+            raise SampleRejected(CORRUPT, f"JPEG: no marker at byte {i}")
+        if 0xDB <= m < 0xFF and seg >= 2:  # DQT, DRI, APPn, COM, ...: skip by length
+            i += 2 + seg
+            continue
+        if m in _JPEG_SOF:
+            if seg < 8:
+                raise SampleRejected(CORRUPT, f"JPEG: frame header of {seg} bytes at byte {i}")
+            if i + 2 + seg > n:
+                raise SampleRejected(TRUNCATED, f"JPEG data ends inside the frame header (byte {n})")
+            h, w, components = _JPEG_FRAME(data, i + 5)
+            if not (h and w and components):
+                raise SampleRejected(CORRUPT, f"JPEG frame header: {w}x{h}, {components} components")
+            frame = True
+            if data.endswith(b"\xff\xd9"):  # the common case: frame header and end of image
+                return
+        elif m == 0xDA:  # start of scan: the entropy-coded data follows
+            if not frame:
+                raise SampleRejected(CORRUPT, "JPEG: scan before any frame header")
+            # a 0xFF byte in entropy-coded data is followed by 0x00 or a restart marker, so
+            # FF D9 after the first scan is the end-of-image marker (bytes may trail it)
+            if data.rfind(b"\xff\xd9", i + 2 + seg) < 0:
+                raise SampleRejected(TRUNCATED, f"JPEG data ends before its end-of-image marker ({n} bytes)")
+            return
+        elif m == 0xFF:  # fill byte
+            i += 1
+            continue
+        elif 0xD0 <= m <= 0xD7 or m == 0x01:  # markers without a length
+            i += 2
+            continue
+        elif m == 0xD8 or m == 0xD9:
+            raise SampleRejected(CORRUPT, f"JPEG: marker FF{m:02X} before the image data (byte {i})")
+        if seg < 2:
+            raise SampleRejected(CORRUPT, f"JPEG: segment length {seg} at byte {i}")
+        i += 2 + seg
+    raise SampleRejected(TRUNCATED, f"JPEG data ends inside its headers (byte {n})")
+
+
+def _check_png(data: bytes) -> None:
+    n = len(data)
+    if n < 33:
+        raise SampleRejected(TRUNCATED, f"PNG data ends inside its header ({n} bytes)")
+    if data[8:16] != b"\x00\x00\x00\x0dIHDR":
+        raise SampleRejected(CORRUPT, "PNG: the first chunk is not IHDR")
+    w, h = struct.unpack_from(">II", data, 16)
+    if not (w and h):
+        raise SampleRejected(CORRUPT, f"PNG header: {w}x{h}")
+    if not data.endswith(_PNG_IEND):  # else a whole IEND chunk (length 0, type, CRC), bytes may trail
+        end = data.rfind(b"\x00\x00\x00\x00IEND", 33)
+        if end < 0 or end + 12 > n:
+            raise SampleRejected(TRUNCATED, f"PNG data ends before the end of its IEND chunk ({n} bytes)")
+
+
+def _check_bmp(data: bytes) -> None:
+    n = len(data)
+    if n < 26:
+        raise SampleRejected(TRUNCATED, f"BMP data ends inside its header ({n} bytes)")
+    size, _, offset, dib = struct.unpack_from("<IIII", data, 2)
+    if dib not in _BMP_DIB_SIZES:  # what Pillow says too: not a BMP it knows
+        raise SampleRejected(NOT_AN_IMAGE, f"BMP: info header size {dib} is none of {sorted(_BMP_DIB_SIZES)}")
+    if n < 14 + dib:
+        raise SampleRejected(TRUNCATED, f"BMP data ends inside its info header ({n} bytes)")
+    if dib == 12:
+        w, h, _, bpp = struct.unpack_from("<HHHH", data, 18)
+        compression = 0
+    else:
+        w, h, _, bpp, compression = struct.unpack_from("<iiHHI", data, 18)
+    if w <= 0 or h == 0 or bpp not in (1, 2, 4, 8, 16, 24, 32):
+        raise SampleRejected(CORRUPT, f"BMP header: {w}x{h}, {bpp} bits per pixel")
+    # uncompressed: rows of bpp * w bits padded to 4 bytes
+    need = offset + ((bpp * w + 31) // 32) * 4 * abs(h) if compression in (0, 3) else offset + 1
+    if size > n or need > n:
+        raise SampleRejected(
+            TRUNCATED, f"BMP data ends early: {n} bytes, header says {size}, pixels need up to byte {need}"
+        )
+
+
+def check_image_header(data: bytes) -> None:
+    """Check, without decoding, that ``data`` looks like a complete image file that
+    OpenCV (what mxnet's ``imdecode`` and the InsightFace loaders use) decodes.
+
+    For bytes that pass through undecoded (packing already aligned crops): costs a few
+    microseconds, not a decode. JPEG: start-of-image, a frame header with a non-zero size
+    (segments walked by their lengths, so an EXIF thumbnail does not count), and an
+    end-of-image marker after the first scan (at the very end, or followed by trailing
+    bytes). PNG: signature, IHDR with a non-zero size, an IEND chunk. BMP: a known
+    info-header size, non-zero size, the declared file size and pixel offset within the
+    data. TIFF, WebP, JPEG 2000 and PPM/PGM: Pillow recognises the header (not checked
+    further). Anything else (text, GIF, ...) is refused.
+
+    Raises:
+        SampleRejected: ``empty_file``, ``not_an_image``, ``truncated``, ``corrupt``
+            (the reasons :func:`decode_image` gives).
+    """
+    head = data[:3]
+    if head == b"\xff\xd8\xff":
+        return _check_jpeg(data)
+    if not data:
+        raise SampleRejected(EMPTY_FILE, "file has 0 bytes")
+    if head == b"\x89PN":
+        if data[:8] == _PNG_SIGNATURE:
+            return _check_png(data)
+    elif head[:2] == b"BM":
+        return _check_bmp(data)
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            fmt = im.format
+    except Exception:  # any parser failure on hostile bytes: not an image we recognise
+        raise SampleRejected(NOT_AN_IMAGE, "no image format recognised in the bytes") from None
+    if fmt not in _OTHER_DECODABLE:
+        raise SampleRejected(NOT_AN_IMAGE, f"{fmt} image: OpenCV (mxnet, insightface) does not decode it")
 
 
 def decode_image(data: bytes) -> np.ndarray:

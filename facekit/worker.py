@@ -14,7 +14,7 @@ import numpy as np
 
 from facekit.config import PipelineSpec
 from facekit.errors import SampleRejected
-from facekit.images import decode_image, encode_jpeg, read_file
+from facekit.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
 from facekit.stages import Reject, Sample
 
 log = logging.getLogger("facekit")
@@ -50,11 +50,13 @@ class Worker:
         if isinstance(item, Reject):
             return Outcome(item.identity, rejects=[item])
         if not self.needs_pixels:  # pass-through: the file's bytes, untouched
-            if item.data is None:
+            if item.data is None:  # a file: read it (bounded) and check it is a whole image
                 try:
-                    item.data = read_file(item.path)  # the worker owns the source's sample
+                    data = read_file(item.path, item.meta.get("max_bytes", MAX_FILE_BYTES))
+                    check_image_header(data)  # no decode: a few microseconds
                 except SampleRejected as r:
                     return Outcome(item.identity, [], [Reject(item.path, r.reason, r.detail, item.identity)], 1)
+                item.data = data  # the worker owns the source's sample
             return Outcome(item.identity, [item], [], 1)
         out = Outcome(item.identity, read=1)
         try:

@@ -34,11 +34,19 @@ class SamplesSource(facekit.Source):
     name = "samples"
     Params = SamplesParams
 
-    def __iter__(self):
+    def _items(self) -> list[tuple[str, str, str, bool]]:
         items = [(p, r, i, per_face) for p, r, i, per_face in PHOTOS]
         if self.params.negatives:
             items += [(p, r, i, False) for p, r, i in NEGATIVES]
-        for key, (pkg, res, identity, per_face) in enumerate(items):
+        return items
+
+    def count(self) -> int:
+        """Items :meth:`__iter__` yields: one per photo (a Sample, or a Reject when its
+        package is missing)."""
+        return len(self._items())
+
+    def __iter__(self):
+        for key, (pkg, res, identity, per_face) in enumerate(self._items()):
             try:
                 path = resources.files(pkg).joinpath(res)
             except ModuleNotFoundError:

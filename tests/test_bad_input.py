@@ -74,6 +74,29 @@ def test_bad_files_go_to_rejects_with_reason(tmp_path, bad_root, scrfd_model):
     assert sum(s.rejects.values()) == 6
 
 
+def test_passthrough_packing_rejects_bad_files(tmp_path, bad_root):
+    """No detector: bytes are packed undecoded, but only after a header check, so empty,
+    text and truncated files are rejects, not records. (Damaged entropy-coded data is only
+    found by a full decode; OpenCV, hence mxnet, decodes it with a warning: kept.)"""
+    cfg = write_config(
+        tmp_path,
+        """
+        output: out
+        source: {plugin: folders, root: root}
+        sinks: [{plugin: mxrec, path: rec}]
+        """,
+    )
+    s = run(load_config(cfg), progress=False)
+    assert _rejects(tmp_path / "out") == {
+        "stray.jpg": "not_in_identity_folder",
+        "c_truncated.jpg": "truncated",
+        "e_empty.jpg": "empty_file",
+        "f_text.jpg": "not_an_image",
+        "g_notes.txt": "unsupported_file",
+    }
+    assert s.faces_kept == 3 and s.images_read == 6
+
+
 def test_decode_rejections():
     with pytest.raises(SampleRejected) as e:
         decode_image(b"")

@@ -101,5 +101,5 @@ def test_haar_boxcrop_pipeline(tmp_path, data_dir):
     s = run(load_config(cfg), progress=False)
     assert s.faces_kept == 4
     lst = (tmp_path / "out/faces/label.txt").read_text().splitlines()
-    assert all(len(l.split("\t")) == 7 for l in lst)  # aligned=0, path, label, box
+    assert all(len(l.split("\t")) == 3 and l.startswith("1\t") for l in lst)  # the crops: aligned=1, path, label
     assert (tmp_path / "out/faces/landmarks.txt").read_text() == ""

@@ -80,7 +80,9 @@ def _check_output(tmp_path, data_dir, summary):
     assert len(lmk) == summary.faces_kept and all(len(l.split(" ")) == 12 for l in lmk)
     assert not any(s in l for l in lmk for s in SINGLE_IMAGE_IDENTITIES)
     lst = (out / "aligned" / "label.txt").read_text().splitlines()
-    assert all(len(l.split("\t")) == 17 and l.startswith("0\t") for l in lst)
+    # label.txt is the .lst of the crops beside it (dir2lst): 1, path relative to the folder, label
+    assert sorted(l.split("\t")[1] for l in lst) == sorted(str(p.relative_to(out / "aligned")) for p in jpgs)
+    assert all(len(l.split("\t")) == 3 and l.startswith("1\t") for l in lst)
     # the rec: header, images, identity records consistent with the folders
     rec = IndexedRecordIOReader(out / "rec" / "train.idx", out / "rec" / "train.rec")
     h0, _ = unpack(rec.read_idx(0))
