@@ -115,7 +115,8 @@ class Sample:
     landmarks in the aligned crop's pixel coordinates, and transform: ``(2, 3)`` float64,
     the affine map from source to crop pixels (``crop_xy = transform @ [x, y, 1]``), both set
     by the worker after alignment when the aligner can say (None otherwise, e.g. samples of
-    an already aligned dataset). label: class id, set by the engine when the identity is
+    an already aligned dataset). max_bytes: the most bytes the worker reads from ``path``
+    (None: facekit's default, 64 MiB; a source's size limit). label: class id, set by the engine when the identity is
     admitted (-1 before). occlusion: an :class:`Occlusion` (occluded copy + mask) that an
     augmenter attached, or None. meta: free-form dict for plugins.
     """
@@ -131,6 +132,7 @@ class Sample:
     landmarks: Optional[np.ndarray] = None
     aligned_landmarks: Optional[np.ndarray] = None
     transform: Optional[np.ndarray] = None
+    max_bytes: Optional[int] = None
     label: int = -1
     occlusion: Optional[Occlusion] = None
     meta: dict = field(default_factory=dict)

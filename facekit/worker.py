@@ -52,7 +52,7 @@ class Worker:
         if not self.needs_pixels:  # pass-through: the file's bytes, untouched
             if item.data is None:  # a file: read it (bounded) and check it is a whole image
                 try:
-                    data = read_file(item.path, item.meta.get("max_bytes", MAX_FILE_BYTES))
+                    data = read_file(item.path, item.max_bytes or MAX_FILE_BYTES)
                     check_image_header(data)  # no decode: a few microseconds
                 except SampleRejected as r:
                     return Outcome(item.identity, [], [Reject(item.path, r.reason, r.detail, item.identity)], 1)
@@ -78,7 +78,7 @@ class Worker:
         image = sample.image
         if image is None:
             if data is None:
-                data = read_file(sample.path)
+                data = read_file(sample.path, sample.max_bytes or MAX_FILE_BYTES)
             image = decode_image(data)
         if self.detector is not None:
             faces = self.detector.find_faces(image)

@@ -115,8 +115,8 @@ class FoldersSource(facekit.Source):
     would break every text output), ``unsupported_file`` (other extension, sub-folder),
     ``unreadable`` (FIFO, device, socket, symbolic link loop or dangling link, folder that
     cannot be listed), ``too_large`` (a linked file above ``max_file_mb``; other files are
-    checked when read: the limit travels in ``Sample.meta['max_bytes']`` when it is not
-    the default), ``not_in_identity_folder``. Nothing is opened while listing.
+    checked when read: the limit travels in ``Sample.max_bytes`` when it is not the
+    default), ``not_in_identity_folder``. Nothing is opened while listing.
     """
 
     name = "folders"
@@ -172,7 +172,7 @@ class FoldersSource(facekit.Source):
         exts = self.exts
         max_bytes = self.max_bytes
         Sample = facekit.Sample
-        meta = {"max_bytes": max_bytes} if max_bytes != MAX_FILE_BYTES else None
+        limit = max_bytes if max_bytes != MAX_FILE_BYTES else None
         for entry, kind, files, error in self._top():
             identity = entry.name
             if kind == "skip":
@@ -193,15 +193,15 @@ class FoldersSource(facekit.Source):
                         continue
                 # the common case (a regular file, not a link, with an image extension)
                 # costs no system call: the folder listing gives the file type
-                if meta is None and f.is_file(follow_symlinks=False) and _ext(f.name) in exts:
+                if limit is None and f.is_file(follow_symlinks=False) and _ext(f.name) in exts:
                     item = Sample(key=key, path=f.path, identity=identity)
                 else:
-                    item = self._file(f, identity, key, meta)
+                    item = self._file(f, identity, key, limit)
                 if type(item) is Sample:
                     key += 1
                 yield item
 
-    def _file(self, f: os.DirEntry, identity: str, key: int, meta: dict | None):
+    def _file(self, f: os.DirEntry, identity: str, key: int, limit: int | None):
         """The one item (Sample or Reject) for entry ``f`` of an identity folder."""
         try:
             kind, st = _kind(f)
@@ -215,7 +215,7 @@ class FoldersSource(facekit.Source):
             return facekit.Reject(f.path, UNREADABLE, f"not a regular file: {file_kind(st.st_mode)}", identity)
         if st is not None and st.st_size > self.max_bytes:
             return facekit.Reject(f.path, TOO_LARGE, f"{st.st_size} bytes > limit {self.max_bytes}", identity)
-        return facekit.Sample(key=key, path=f.path, identity=identity, meta={} if meta is None else dict(meta))
+        return facekit.Sample(key=key, path=f.path, identity=identity, max_bytes=limit)
 
 
 def _extension(data: bytes) -> str:

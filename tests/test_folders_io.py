@@ -284,7 +284,7 @@ def test_folders_source_turns_hostile_entries_into_rejects(tmp_path, data_dir):
     assert sorted(os.path.basename(s.path) for s in samples) == sorted(
         [p.name for p in (data_dir / "aligned_112").glob("*.jpg")] + ["big_file.jpg"]
     )
-    assert all(s.meta == {"max_bytes": 2 << 20} for s in samples)  # the limit travels with the sample
+    assert all(s.max_bytes == 2 << 20 for s in samples)  # the limit travels with the sample
     assert len(samples) == n_good + 1
 
 
@@ -329,10 +329,9 @@ def _limited_run(cfg, timeout=300):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_hostile_tree_run_finishes_and_accounts_for_every_entry(tmp_path, data_dir, workers):
     """The whole run (pass-through to mxrec, folders) finishes, bounded, with every entry
-    kept or rejected with its reason; every line of every text output parses.
-    (Names that are not UTF-8 are left to the source-level test until the engine's
-    rejects.tsv writer escapes undecodable bytes: it writes strict UTF-8 today.)"""
-    root, expected, n_good = _hostile_tree(tmp_path, data_dir, non_utf8=False)
+    kept or rejected with its reason (names that are not UTF-8 included: rejects.tsv
+    escapes them); every line of every text output parses."""
+    root, expected, n_good = _hostile_tree(tmp_path, data_dir, non_utf8=True)
     cfg = write_config(
         tmp_path,
         f"""
@@ -351,6 +350,9 @@ def test_hostile_tree_run_finishes_and_accounts_for_every_entry(tmp_path, data_d
         reasons[v] = reasons.get(v, 0) + n
     assert summ["rejects"] == reasons
     assert summ["faces_kept"] == n_good
+    rej = (tmp_path / "out" / "rejects.tsv").read_text(encoding="utf-8").split("\n")
+    assert rej[-1] == "" and all(len(l.split("\t")) == 4 for l in rej[:-1])
+    assert len(rej) - 2 == sum(reasons.values())
     lst = (tmp_path / "out" / "rec" / "train.lst").read_text(encoding="utf-8").split("\n")
     assert lst[-1] == "" and all(len(l.split("\t")) == 3 for l in lst[:-1]) and len(lst) == n_good + 1
     label = (tmp_path / "out" / "faces" / "label.txt").read_text(encoding="utf-8").split("\n")

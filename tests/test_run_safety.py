@@ -273,3 +273,24 @@ def test_nothing_kept_in_process_raises(tmp_path, aligned_root):
     with pytest.raises(FacekitError, match="no face was kept"):
         run(load_config(cfg), progress=False)
     assert not (tmp_path / "out" / "rec").exists()
+
+
+def test_progress_bar_has_a_total(tmp_path, aligned_root, capsys):
+    """Item 26: the progress bar counts against the source's count() (total and ETA), not
+    a bare counter."""
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: root}
+        sinks: [{plugin: mxrec, path: rec}]
+        """)
+    run(load_config(cfg), progress=True)
+    err = capsys.readouterr().err
+    assert "8/8" in err and "100%" in err, err
+    cfg2 = write_config(tmp_path, f"""
+        output: out2
+        source: {{plugin: mxrec, path: {tmp_path / 'out' / 'rec'}}}
+        sinks: [{{plugin: folders, path: faces}}]
+        """, "rec2folders.yaml")
+    run(load_config(cfg2), progress=True)
+    err = capsys.readouterr().err
+    assert "8/8" in err and "100%" in err, err
