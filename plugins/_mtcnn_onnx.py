@@ -100,13 +100,30 @@ class _Graph:
         return self.node("Conv", [x, self._const(k.transpose(3, 2, 0, 1)), self._const(b)], kernel_shape=list(k.shape[:2]))
 
     def prelu(self, x):
-        """Keras PReLU: alpha (1, 1, C) (shared over H, W) -> (C, 1, 1); or (C,) after Dense."""
+        """Keras PReLU: alpha ``(1, 1, C)`` (shared over H, W) -> ``(C, 1, 1)``; ``(C,)`` after Dense.
+        (Rewriting it as ``a*x + (1-a)*relu(x)``, faster on onnxruntime, rounds differently
+        by ~1e-7, enough to change which PNet proposals survive on some photos.)"""
         a = self.w.pop(0)
         return self.node("PRelu", [x, self._const(a.reshape(-1, 1, 1) if a.ndim == 3 else a)])
 
     def maxpool(self, x, k, s, same):
         """Keras MaxPooling2D: 'same' is TensorFlow's SAME (extra padding at the end)."""
         return self.node("MaxPool", [x], kernel_shape=[k, k], strides=[s, s], auto_pad="SAME_UPPER" if same else "VALID")
+
+    def face_probability(self, x, dense: bool):
+        """The face score of a 2-way softmax layer (conv 1x1 or Dense): ``Softmax`` over the
+        two classes, class 1 sliced out. Shape ``(N, 1[, h, w])``. (``sigmoid(z1 - z0)``
+        is the same function but rounds differently, which changed one photo's PNet proposals.)"""
+        z = self.dense(x) if dense else self.conv(x)
+        p = self.node("Softmax", [z], axis=1)
+        return self.node("Slice", [p, self._const_i64([1]), self._const_i64([2]), self._const_i64([1])])
+
+    def _const_i64(self, values):
+        from onnx import numpy_helper
+
+        name = self._name("i")
+        self.inits.append(numpy_helper.from_array(np.asarray(values, np.int64), name))
+        return name
 
     def dense(self, x):
         k, b = self.w.pop(0), self.w.pop(0)
@@ -140,30 +157,30 @@ class _Graph:
 
 
 def build_pnet(weights):
-    """PNet as ONNX: input ``(1, 3, H, W)`` float32 -> ``reg (1, 4, h, w)``, ``prob (1, 2, h, w)``
-    (softmax over channels), ``h = ceil((H - 2) / 2) - 4`` (mtcnn/network/pnet.py)."""
+    """PNet as ONNX: input ``(1, 3, H, W)`` float32 -> ``reg (1, 4, h, w)``, ``prob (1, 1, h, w)``
+    (face probability), ``h = ceil((H - 2) / 2) - 4`` (mtcnn/network/pnet.py)."""
     g = _Graph(weights)
     x = g.maxpool(g.prelu(g.conv("input")), 2, 2, same=True)
     x = g.prelu(g.conv(g.prelu(g.conv(x))))
     reg = g.conv(x)
-    prob = g.node("Softmax", [g.conv(x)], axis=1)
+    prob = g.face_probability(x, dense=False)
     return g.model([1, 3, "h", "w"], {"reg": reg, "prob": prob})
 
 
 def build_rnet(weights):
-    """RNet as ONNX: ``(N, 3, 24, 24)`` -> ``reg (N, 4)``, ``prob (N, 2)`` (mtcnn/network/rnet.py)."""
+    """RNet as ONNX: ``(N, 3, 24, 24)`` -> ``reg (N, 4)``, ``prob (N, 1)`` (mtcnn/network/rnet.py)."""
     g = _Graph(weights)
     x = g.maxpool(g.prelu(g.conv("input")), 3, 2, same=True)
     x = g.maxpool(g.prelu(g.conv(x)), 3, 2, same=False)
     x = g.prelu(g.dense(g.keras_flatten(g.prelu(g.conv(x)))))
     reg = g.dense(x)
-    prob = g.node("Softmax", [g.dense(x)], axis=1)
+    prob = g.face_probability(x, dense=True)
     return g.model(["n", 3, 24, 24], {"reg": reg, "prob": prob})
 
 
 def build_onet(weights):
     """ONet as ONNX: ``(N, 3, 48, 48)`` -> ``reg (N, 4)``, ``lmk (N, 10)`` (x1..x5, y1..y5 in box
-    units), ``prob (N, 2)`` (mtcnn/network/onet.py)."""
+    units), ``prob (N, 1)`` (mtcnn/network/onet.py)."""
     g = _Graph(weights)
     x = g.maxpool(g.prelu(g.conv("input")), 3, 2, same=True)
     x = g.maxpool(g.prelu(g.conv(x)), 3, 2, same=False)
@@ -171,7 +188,7 @@ def build_onet(weights):
     x = g.prelu(g.dense(g.keras_flatten(g.prelu(g.conv(x)))))
     reg = g.dense(x)
     lmk = g.dense(x)
-    prob = g.node("Softmax", [g.dense(x)], axis=1)
+    prob = g.face_probability(x, dense=True)
     return g.model(["n", 3, 48, 48], {"reg": reg, "lmk": lmk, "prob": prob})
 
 
@@ -207,20 +224,26 @@ def _area_weights(n_in: int, n_out: int):
     return np.clip(i, 0, n_in - 1), w, scale
 
 
-def resize_area(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
-    """``tf.image.resize(image, (out_h, out_w), method=AREA)`` for one ``(H, W, C)`` image:
-    each output pixel is the area-weighted mean of the input pixels its cell covers.
-    Returns ``(out_h, out_w, C)`` float32."""
+def resize_area(image: np.ndarray, out_h: int, out_w: int, transposed: np.ndarray | None = None) -> np.ndarray:
+    """``tf.image.resize(image, (out_h, out_w), method=AREA)`` for one ``(H, W, C)`` image,
+    bit for bit: each output pixel is the area-weighted mean of the input pixels its cell
+    covers, with TensorFlow's float32 cell bounds and summation order (along x, then y).
+
+    transposed: ``image.transpose(1, 0, 2)`` made contiguous, if the caller already has it
+    (a pyramid resizes one image many times). Returns ``(out_h, out_w, C)`` float32."""
     h, w = image.shape[:2]
     ix, wx, sx = _area_weights(w, out_w)
     iy, wy, sy = _area_weights(h, out_h)
-    img = image.astype(np.float32, copy=False)
-    cols = np.zeros((h, out_w, img.shape[2]), np.float32)
-    for k in range(ix.shape[1]):
-        cols += img[:, ix[:, k]] * wx[None, :, k, None]
-    out = np.zeros((out_h, out_w, img.shape[2]), np.float32)
-    for k in range(iy.shape[1]):
-        out += cols[iy[:, k]] * wy[:, k, None, None]
+    if transposed is None:
+        transposed = np.ascontiguousarray(np.asarray(image, np.float32).transpose(1, 0, 2))
+    # gathering whole rows of the (W, H, C) image is ~3x faster than gathering columns
+    cols = transposed[ix[:, 0]] * wx[:, 0, None, None]
+    for k in range(1, ix.shape[1]):
+        cols += transposed[ix[:, k]] * wx[:, k, None, None]
+    rows = np.ascontiguousarray(cols.transpose(1, 0, 2))  # (H, out_w, C)
+    out = rows[iy[:, 0]] * wy[:, 0, None, None]
+    for k in range(1, iy.shape[1]):
+        out += rows[iy[:, k]] * wy[:, k, None, None]
     out *= np.float32(1.0) / (sy * sx)
     return out
 
@@ -398,7 +421,8 @@ class MtcnnOnnx:
         """
         s = settings
         height, width = rgb.shape[:2]
-        img = (rgb - 127.5) / 128  # normalize_images, float64 as the package's
+        # normalize_images; exact in float32 for 0..255 integers, as the package's float64
+        img = (np.asarray(rgb, np.float32) - np.float32(127.5)) / np.float32(128)
         rows = self._stage_pnet(img, s)
         if len(rows):
             rows = self._stage_rnet(img, rows, s)
@@ -414,13 +438,14 @@ class MtcnnOnnx:
     def _stage_pnet(self, img, s):
         h, w = img.shape[:2]
         per_scale = []
+        transposed = np.ascontiguousarray(img.transpose(1, 0, 2))
         for scale in build_scale_pyramid(w, h, s.min_face_size, s.scale_factor):
             sh, sw = (np.asarray([h, w]) * scale).astype(np.int64)  # tf.image.resize truncates
             if min(sh, sw) < 12:
                 continue  # see the module docstring
-            scaled = resize_area(img, int(sh), int(sw))
+            scaled = resize_area(img, int(sh), int(sw), transposed)
             reg, prob = self._run("pnet", scaled[None])
-            conf = prob[0, 1]
+            conf = prob[0, 0]
             yy, xx = np.nonzero(conf > s.threshold_pnet)
             r = reg[0][:, yy, xx].astype(np.float64)  # (4, n); float64 as the package's
             # generate_bounding_box: cells of 12 pixels at stride 2
