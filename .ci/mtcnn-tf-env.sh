@@ -10,4 +10,4 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import mtcnn" 2>/dev/
   "$venv/bin/pip" install -q --disable-pip-version-check \
       "mtcnn==1.0.0" "tensorflow-cpu==2.21.0" "opencv-python-headless==4.11.0.86"
 fi
-TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -c "import tensorflow as tf, mtcnn, cv2; print('mtcnn', mtcnn.__version__, 'tensorflow', tf.__version__)"
+TF_CPP_MIN_LOG_LEVEL=3 "$venv/bin/python" -c "import importlib.metadata as md, tensorflow as tf, cv2; print('mtcnn', md.version('mtcnn'), 'tensorflow', tf.__version__)"
