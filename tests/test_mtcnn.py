@@ -125,7 +125,8 @@ def test_tensorflow_ops_reproduced_bit_for_bit(run_mtcnn_tf):
         import importlib.util, json, sys
         import numpy as np, tensorflow as tf
         spec = importlib.util.spec_from_file_location("m", sys.argv[1])
-        m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+        m = sys.modules["m"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(m)
         rng = np.random.default_rng(0)
         diffs = []
         for h, w, s in [(250, 251, 0.6), (480, 640, 0.6 * 0.709 ** 3), (1365, 2048, 0.6 * 0.709 ** 9),
