@@ -5,6 +5,9 @@
   (default: ``<repo>/.ci-venv-mxnet/bin/python``, which ``.ci/run`` creates).
 - ``FACEKIT_DALI_PYTHON`` likewise for the isolated NVIDIA DALI environment
   (default: ``<repo>/.ci-venv-dali/bin/python``, made by ``.ci/dali-env.sh``).
+- ``FACEKIT_MTCNN_TF_PYTHON`` overrides the python of the isolated mtcnn 1.0.0 + TensorFlow
+  reference environment (default: ``<repo>/.ci-venv-mtcnn-tf/bin/python``, made by
+  ``.ci/mtcnn-tf-env.sh``).
 
 Where a component is absent (a user's clone without ../shared, no mxnet env), tests that
 need it skip with the reason; under CI (``CI=true``) its absence is a failure instead.
@@ -107,11 +110,43 @@ def run_dali(dali_python):
 
 @pytest.fixture(scope="session")
 def has_mtcnn():
-    import importlib.util
+    """The ``mtcnn`` wheel's weights (a default dependency; facekit runs them on onnxruntime)."""
+    import importlib.metadata
 
-    if importlib.util.find_spec("mtcnn") is None or importlib.util.find_spec("tensorflow") is None:
-        _missing("mtcnn/tensorflow not installed: pip install -e '.[mtcnn,test]'")
+    try:
+        importlib.metadata.distribution("mtcnn")
+    except importlib.metadata.PackageNotFoundError:
+        _missing("the mtcnn package (its weights) is not installed: pip install -e .")
     return True
+
+
+@pytest.fixture(scope="session")
+def mtcnn_tf_python() -> str:
+    """Path of a python with the reference mtcnn 1.0.0 on TensorFlow (isolated env)."""
+    py = os.environ.get("FACEKIT_MTCNN_TF_PYTHON", str(REPO / ".ci-venv-mtcnn-tf" / "bin" / "python"))
+    if not Path(py).exists():
+        _missing(f"isolated mtcnn/TensorFlow env not found at {py}: create it with 'bash .ci/mtcnn-tf-env.sh'")
+    return py
+
+
+@pytest.fixture(scope="session")
+def run_mtcnn_tf(mtcnn_tf_python):
+    """Run a Python snippet in the reference mtcnn/TensorFlow env; returns its stdout."""
+
+    def run(code: str, *args: str, timeout: int = 1200) -> str:
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH="")
+        r = subprocess.run(
+            [mtcnn_tf_python, "-c", textwrap.dedent(code), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+        if r.returncode != 0:
+            raise AssertionError(f"mtcnn/TensorFlow snippet failed (rc={r.returncode}):\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    return run
 
 
 def write_config(tmp_path: Path, text: str, name: str = "pipeline.yaml") -> Path:

@@ -1,0 +1,125 @@
+"""MTCNN: facekit's ``mtcnn`` detector (onnxruntime) vs the ``mtcnn`` 1.0.0 package (TensorFlow).
+
+    python benchmarks/bench_mtcnn.py [--threads 2] [--rounds 3] [--limit N]
+
+Both detect faces in the same decoded photos (every image under ``../shared/data/images``
+or ``$FACEKIT_TEST_DATA/images``, decoded once here and handed over as ``.npy``): facekit
+through its plugin (``detect``, BGR in), the package as its users call it
+(``MTCNN().detect_faces(rgb)`` in a loop). Each side runs in its own long-lived process
+(the package in the isolated TensorFlow env, ``FACEKIT_MTCNN_TF_PYTHON``, default
+``.ci-venv-mtcnn-tf/bin/python``, made by ``.ci/mtcnn-tf-env.sh``) with the same thread
+budget: onnxruntime intra-op ``--threads``, inter-op 1; TensorFlow intra-op ``--threads``,
+inter-op 1. Rounds are interleaved (package, facekit, package, ...) over the whole photo
+set after one warm-up image; the table gives the best and the median round.
+Start-up (fresh process: imports + model build + first image) is measured apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+WORKER = {
+    "facekit": """
+        import sys, time, json, numpy as np
+        t0 = time.perf_counter()
+        from facekit.plugins import get_registry
+        cls = get_registry().get("detector", "mtcnn")
+        det = cls(cls.Params(select="all", threads=THREADS))
+        def detect(rgb):
+            return len(det.detect(rgb[:, :, ::-1]))
+    """,
+    "mtcnn package": """
+        import os, sys, time, json, numpy as np
+        t0 = time.perf_counter()
+        import tensorflow as tf
+        tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+        from mtcnn import MTCNN
+        det = MTCNN()
+        def detect(rgb):
+            return len(det.detect_faces(rgb))
+    """,
+}
+LOOP = """
+    folder, n = sys.argv[1], int(sys.argv[2])
+    images = [np.load(f"{folder}/{i}.npy") for i in range(n)]
+    detect(images[0])
+    print(json.dumps({"startup": time.perf_counter() - t0}), flush=True)
+    for line in sys.stdin:
+        t = time.perf_counter()
+        faces = sum(detect(im) for im in images)
+        print(json.dumps({"seconds": time.perf_counter() - t, "faces": faces}), flush=True)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
+    args = ap.parse_args()
+    data = Path(os.environ.get("FACEKIT_TEST_DATA", REPO.parent / "shared" / "data"))
+    tf_python = os.environ.get("FACEKIT_MTCNN_TF_PYTHON", str(REPO / ".ci-venv-mtcnn-tf" / "bin" / "python"))
+    paths = sorted(p for p in (data / "images").rglob("*") if p.suffix.lower() in SUFFIXES)
+    if args.limit:
+        paths = paths[: args.limit]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(args.threads))
+    with tempfile.TemporaryDirectory() as tmp:
+        pixels = 0
+        for i, p in enumerate(paths):
+            bgr = cv2.imread(str(p))
+            pixels += bgr.shape[0] * bgr.shape[1]
+            np.save(f"{tmp}/{i}.npy", np.ascontiguousarray(bgr[:, :, ::-1]))
+        procs = {}
+        for name, python in (("mtcnn package", tf_python), ("facekit", sys.executable)):
+            code = textwrap.dedent(WORKER[name]).replace("THREADS", str(args.threads)) + textwrap.dedent(LOOP)
+            p = subprocess.Popen(
+                [python, "-c", code, tmp, str(len(paths))],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+            )
+            procs[name] = (p, json.loads(p.stdout.readline())["startup"])
+        rounds = {name: [] for name in procs}
+        faces = {}
+        for _ in range(args.rounds):
+            for name, (p, _) in procs.items():
+                p.stdin.write("go\n")
+                p.stdin.flush()
+                r = json.loads(p.stdout.readline())
+                rounds[name].append(r["seconds"])
+                faces[name] = r["faces"]
+        for p, _ in procs.values():
+            p.stdin.close()
+            p.wait()
+    n = len(paths)
+    print(f"{n} photos ({pixels / n / 1e6:.2f} Mpixel mean), {args.threads} threads, {args.rounds} interleaved rounds")
+    print()
+    print("| detector | faces | best round | median round | images/s (best) | start-up | vs package |")
+    print("|---|---|---|---|---|---|---|")
+    base = min(rounds["mtcnn package"])
+    for name, (_, startup) in procs.items():
+        best, med = min(rounds[name]), statistics.median(rounds[name])
+        print(
+            f"| {name} | {faces[name]} | {best:.1f} s | {med:.1f} s | {n / best:.2f} | {startup:.1f} s"
+            f" | {base / best:.2f}x |"
+        )
+    print()
+    print("all rounds (s):", json.dumps({k: [round(v, 2) for v in vs] for k, vs in rounds.items()}))
+
+
+if __name__ == "__main__":
+    main()
