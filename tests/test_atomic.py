@@ -139,8 +139,9 @@ def test_cli_sigterm_removes_staging(tmp_path, data_dir):
     link_aligned_112(data_dir, root)
     # a run slow enough to be caught mid-way: re-encode through the reencode augmenter
     # many times over by listing the same images in many identities
-    for k in range(60):
-        (root / f"copy{k:03d}").symlink_to(root / "adaface_man", target_is_directory=True)
+    first = sorted(root.iterdir())[0]
+    for k in range(300):
+        (root / f"copy{k:03d}").symlink_to(first, target_is_directory=True)
     cfg = write_config(
         tmp_path,
         """

@@ -16,9 +16,16 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _pythons(version: str) -> list:
+    """Candidate interpreters: the env variable, PATH, pyenv's versions, the system's."""
+    home = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    found = sorted(str(p) for p in home.glob(f"versions/{version}*/bin/python{version}"))
+    return [shutil.which(f"python{version}"), *found, f"/usr/bin/python{version}"]
+
+
 def _python312() -> str:
-    for py in (os.environ.get("FACEKIT_PYTHON312"), shutil.which("python3.12")):
-        if py and subprocess.run([py, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"], capture_output=True).returncode == 0:
+    for py in (os.environ.get("FACEKIT_PYTHON312"), *_pythons("3.12")):
+        if py and Path(py).exists() and subprocess.run([py, "-c", "import sys; assert sys.version_info[:2] == (3, 12)"], capture_output=True).returncode == 0:
             return py
     pytest.skip("no runnable Python 3.12 (set FACEKIT_PYTHON312)")
 
@@ -52,9 +59,15 @@ def test_mxnet_env_script_builds_a_working_env_on_python_312(tmp_path):
 def test_mxnet_env_script_refuses_python_313_with_a_one_line_reason(tmp_path):
     """No numpy 1.x exists for 3.13+: the script says so (and what to set) instead of
     failing somewhere inside pip."""
-    py = os.environ.get("FACEKIT_PYTHON313") or shutil.which("python3.13")
-    if not py or subprocess.run([py, "-c", "import sys; assert sys.version_info >= (3, 13)"], capture_output=True).returncode:
+    ok = [
+        py
+        for py in (os.environ.get("FACEKIT_PYTHON313"), *_pythons("3.13"))
+        if py and Path(py).exists()
+        and not subprocess.run([py, "-c", "import sys; assert sys.version_info >= (3, 13)"], capture_output=True).returncode
+    ]
+    if not ok:
         pytest.skip("no runnable Python >= 3.13 (set FACEKIT_PYTHON313)")
+    py = ok[0]
     r = subprocess.run(
         ["bash", REPO / ".ci" / "mxnet-env.sh", tmp_path / "mx313"],
         env={**os.environ, "PYTHON": py},
