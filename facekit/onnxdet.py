@@ -15,6 +15,10 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
+from pydantic import Field, field_validator
+
+from facekit.stages import DetectorParams
+
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
 
 
@@ -211,3 +215,50 @@ def probe(path: Path, probe_side: int = 128) -> ModelSignature:
         raise ValueError(f"{path}: a test run on a {hw[1]}x{hw[0]} image failed: {first[:200]}") from None
     names = [o.name for o in sess.get_outputs()]
     return ModelSignature(fixed, hw, tuple((n, tuple(np.shape(o))) for n, o in zip(names, outs)))
+
+
+class OnnxDetectorParams(DetectorParams):
+    """Parameters every ONNX detector plugin shares: input side, onnxruntime threads and
+    execution providers (checked against the installed onnxruntime when validated)."""
+
+    input_size: int = Field(
+        640,
+        ge=32,
+        description="square detector input side (pixels; the image is letterboxed at the top-left; a model with a fixed input size uses its own)",
+    )
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's default); inter-op 1")
+    providers: list[str] = Field(
+        list(DEFAULT_PROVIDERS), description="onnxruntime execution providers, in order of preference"
+    )
+
+    @field_validator("providers")
+    @classmethod
+    def _providers(cls, v):
+        return check_providers(v)
+
+
+class OnnxDetectorModel:
+    """An ONNX detector on onnxruntime whose image is letterboxed at the top-left of
+    ``input_size`` (``(width, height)``; a model that fixes its input size uses its own).
+
+    Attributes: ``session``, ``input_size``, ``input_name``, ``output_names``,
+    ``threshold`` (kept: ``score >= threshold``), ``nms_thresh`` (IoU).
+    Raises:
+        ValueError: the model does not load, or a provider is missing.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        input_size: tuple[int, int] = (640, 640),
+        threshold: float = 0.5,
+        nms_thresh: float = 0.4,
+        threads: int = 0,
+        providers: Sequence[str] = DEFAULT_PROVIDERS,
+    ):
+        self.session = make_session(path, threads, providers)
+        fixed = input_size_of(self.session)
+        self.input_size = (fixed[1], fixed[0]) if fixed else tuple(input_size)
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.threshold, self.nms_thresh = float(threshold), float(nms_thresh)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, input_size_of, letterbox, make_session, nms
+from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, OnnxDetectorModel, letterbox, nms
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
@@ -66,7 +66,7 @@ def decode(loc: np.ndarray, landm: np.ndarray, pri: np.ndarray) -> tuple[np.ndar
     return boxes.astype(np.float32), lmk.astype(np.float32)
 
 
-class RetinaFaceOnnx:
+class RetinaFaceOnnx(OnnxDetectorModel):
     """A RetinaFace export on onnxruntime; the image is letterboxed at the top-left of
     ``input_size`` (``(width, height)``, the model's own if it fixes one).
 
@@ -82,12 +82,7 @@ class RetinaFaceOnnx:
         threads: int = 0,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
     ):
-        self.session = make_session(path, threads, providers)
-        fixed = input_size_of(self.session)
-        self.input_size = (fixed[1], fixed[0]) if fixed else tuple(input_size)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.threshold, self.nms_thresh = float(threshold), float(nms_thresh)
+        super().__init__(path, input_size, threshold, nms_thresh, threads, providers)
         w, h = self.input_size
         self.priors = priors(h, w)
         self.index = None  # (loc, conf, landmark) output indices, from the first run

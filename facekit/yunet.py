@@ -18,7 +18,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, input_size_of, letterbox, make_session
+from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, OnnxDetectorModel, letterbox
 
 STRIDES = (8, 16, 32)
 
@@ -49,7 +49,7 @@ def check_signature(sig: ModelSignature) -> None:
             raise ValueError(f"output {name} has shape {list(shape)}, YuNet's would be [1, {want[0]}, {want[1]}]")
 
 
-class YuNet:
+class YuNet(OnnxDetectorModel):
     """A YuNet model on onnxruntime. The image is letterboxed at the top-left of the model's
     fixed input size (or ``input_size`` = ``(width, height)`` for a dynamic export).
 
@@ -69,12 +69,7 @@ class YuNet:
         threads: int = 0,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
     ):
-        self.session = make_session(path, threads, providers)
-        fixed = input_size_of(self.session)
-        self.input_size = (fixed[1], fixed[0]) if fixed else tuple(input_size)
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.threshold, self.nms_thresh = float(threshold), float(nms_thresh)
+        super().__init__(path, input_size, threshold, nms_thresh, threads, providers)
         w, h = self.input_size
         self.cells, self.steps = grid(h, w)
 

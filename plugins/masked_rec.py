@@ -31,7 +31,6 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 import facekit

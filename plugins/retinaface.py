@@ -73,26 +73,12 @@ def model_kind(path: Path) -> str:
     raise ValueError(f"{path} has {sig.describe()}; {NEEDS}")
 
 
-class RetinafaceParams(facekit.DetectorParams):
+class RetinafaceParams(onnxdet.OnnxDetectorParams):
     model: Optional[facekit.InputPath] = Field(
         None, description="SCRFD/RetinaFace .onnx (default: the first one in ~/.insightface/models)"
     )
-    input_size: int = Field(
-        640,
-        ge=32,
-        description="square detector input side (pixels; the image is letterboxed at the top-left; a model with a fixed input size uses its own)",
-    )
     threshold: float = Field(0.5, gt=0, lt=1, description="score threshold")
     nms: float = Field(0.4, gt=0, lt=1, description="NMS IoU threshold")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's default); inter-op 1")
-    providers: list[str] = Field(
-        ["CPUExecutionProvider"], description="onnxruntime execution providers, in order of preference"
-    )
-
-    @field_validator("providers")
-    @classmethod
-    def _providers(cls, v):
-        return onnxdet.check_providers(v)
 
     @field_validator("model")
     @classmethod

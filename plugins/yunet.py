@@ -29,22 +29,10 @@ def check_model(path) -> None:
         raise ValueError(f"{path}: {e}; {NEEDS}") from None
 
 
-class YunetParams(facekit.DetectorParams):
+class YunetParams(onnxdet.OnnxDetectorParams):
     model: facekit.InputPath = Field(..., description="YuNet .onnx (OpenCV Zoo face_detection_yunet_2023mar)")
-    input_size: int = Field(
-        640, ge=32, description="square input side for a dynamic-size export (a fixed-size model uses its own)"
-    )
     threshold: float = Field(0.6, gt=0, lt=1, description="score threshold (sqrt(cls * obj))")
     nms: float = Field(0.3, gt=0, lt=1, description="NMS IoU threshold")
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's default); inter-op 1")
-    providers: list[str] = Field(
-        ["CPUExecutionProvider"], description="onnxruntime execution providers, in order of preference"
-    )
-
-    @field_validator("providers")
-    @classmethod
-    def _providers(cls, v):
-        return onnxdet.check_providers(v)
 
     @field_validator("model")
     @classmethod
