@@ -18,7 +18,7 @@ from typing import Optional
 import yaml
 from pydantic import Field, ValidationError
 
-from facekit.errors import ConfigError, FacekitError
+from facekit.errors import ConfigError, FacekitError, one_line
 from facekit.pathcheck import check_output, check_sinks
 from facekit.plugins import Registry, get_registry
 from facekit.stages import OptionalInputPath, Params, Stage
@@ -62,7 +62,7 @@ class StageConfig:
         except FacekitError:
             raise
         except Exception as e:
-            raise ConfigError(f"{self.where}: cannot start: {type(e).__name__}: {e}") from None
+            raise ConfigError(f"{self.where}: cannot start: {type(e).__name__}: {one_line(e)}") from None
 
 
 @dataclass

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -205,6 +206,7 @@ def _run_locked(spec: PipelineSpec, progress: bool | None) -> Summary:
     rejects = open(rejects_path, "w", encoding="utf-8", newline="\n", errors="surrogateescape")
     rejects.write("path\tidentity\treason\tdetail\n")
     opened = []
+    outcomes = None
 
     def reject(r: Reject) -> None:
         fatal = source.fatal_reject(r)
@@ -234,10 +236,9 @@ def _run_locked(spec: PipelineSpec, progress: bool | None) -> Summary:
             outcomes = ordered_pool_map(spec, source)
         else:
             outcomes = map(Worker(spec), source)
-        total = source.count() if progress is not False else None
-        bar = tqdm(
-            outcomes, desc="facekit", unit="img", total=total, disable=(not progress) if progress is not None else None
-        )
+        shown = progress if progress is not None else sys.stderr.isatty()
+        total = source.count() if shown else None  # a listing costs time: only for a visible bar
+        bar = tqdm(outcomes, desc="facekit", unit="img", total=total, disable=not shown)
         for oc in outcomes if bar.disable else bar:
             summary.images_read += oc.read
             guard.check(oc.read, len(oc.samples), oc.rejects)
@@ -261,19 +262,33 @@ def _run_locked(spec: PipelineSpec, progress: bool | None) -> Summary:
             summary.sinks[sc.where] = _sink_call(sc, sink.close)
         rejects.close()
         summary.seconds = round(time.perf_counter() - t0, 3)
-        with open(pub.file(spec.output / "summary.json"), "w", encoding="utf-8") as f:
+        summary_path = pub.file(spec.output / "summary.json")
+        with open(summary_path, "w", encoding="utf-8") as f:
             f.write(json.dumps(summary.as_dict(), indent=2) + "\n")
         pub.commit()
+    except OSError as e:  # the run's own files (rejects.tsv, summary.json, the journal)
+        _abort(opened, rejects, pub, outcomes)
+        target = e.filename or spec.output
+        raise FacekitError(f"{target}: {e.strerror or e}" + (" (disk full?)" if e.errno == 28 else "")) from None
     except BaseException:
-        for sink in opened:
-            try:
-                sink.abort()
-            except Exception:
-                pass
-        rejects.close()
-        pub.abort()
+        _abort(opened, rejects, pub, outcomes)
         raise
     return summary
+
+
+def _abort(sinks, rejects, pub: Publication, outcomes) -> None:
+    """Undo a failed run: stop the workers, let the sinks release their files, remove the
+    staging (or leave it to the next run's recovery once the journal exists)."""
+    close = getattr(outcomes, "close", None)
+    if close is not None:
+        close()  # a pool generator: shuts its worker processes down now, not at GC time
+    for sink in sinks:
+        try:
+            sink.abort()
+        except Exception:
+            pass
+    rejects.close()
+    pub.abort()
 
 
 def _sink_call(sc, fn, *args):

@@ -26,3 +26,10 @@ class SampleRejected(FacekitError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line (OpenCV's and onnxruntime's span several), at most
+    ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

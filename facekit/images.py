@@ -41,7 +41,6 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NOCTTY", 0)
     | getattr(os, "O_CLOEXEC", 0)
 )
-_S_IFMT, _S_IFREG = 0o170000, 0o100000
 
 
 def file_kind(mode: int) -> str:
@@ -90,7 +89,7 @@ def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
     try:
         st = os.fstat(fd)
-        if st.st_mode & _S_IFMT != _S_IFREG:
+        if not stat.S_ISREG(st.st_mode):
             raise SampleRejected(UNREADABLE, f"not a regular file: {file_kind(st.st_mode)}")
         size = st.st_size
         if size > max_bytes:

@@ -26,8 +26,13 @@ RUN_FILES = ("rejects.tsv", "summary.json", ".facekit")
 
 
 def _real(p: Path) -> Path:
-    """``p`` absolute with ``..`` and symlinked parent folders resolved; a symlink in the
-    last component is kept (an output replaces the link, never what it points to)."""
+    """``p`` with every symbolic link and ``..`` resolved (where a folder really is)."""
+    return Path(os.path.realpath(os.path.expanduser(str(p))))
+
+
+def _real_parent(p: Path) -> Path:
+    """``p`` with its parent folders resolved but a symlink in the last component kept: a
+    sink replaces the link it names, never what the link points to."""
     p = Path(os.path.abspath(os.path.expanduser(str(p))))
     return Path(os.path.realpath(p.parent)) / p.name if p.name else p
 
@@ -89,7 +94,7 @@ def check_sinks(
             add(("output",), f"output {output} is inside {label}'s input folder {p}: the run would read its own outputs")
     seen: list[tuple[tuple, str, Path]] = []
     for loc, label, path in sinks:
-        real = _real(path)
+        real = _real_parent(path)
         if real == out or out not in real.parents:
             add(loc, f"{label}: path {path} must be inside output {output} (a sink writes only there)")
             continue

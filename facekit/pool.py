@@ -20,7 +20,7 @@ from itertools import islice
 from typing import Iterable, Iterator, Optional
 
 from facekit.config import PipelineSpec
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, one_line
 from facekit.stages import Reject
 from facekit.worker import Outcome, Worker
 
@@ -59,7 +59,7 @@ def init_process(spec: PipelineSpec, parent: int) -> None:
     try:
         _worker = Worker(spec)
     except Exception as e:  # reported to the parent as one line by process_batch
-        _init_error = str(e) if isinstance(e, FacekitError) else f"{type(e).__name__}: {e}"
+        _init_error = one_line(e) if isinstance(e, FacekitError) else f"{type(e).__name__}: {one_line(e)}"
 
 
 def process_batch(items: list) -> list[Outcome]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from facekit.errors import FacekitError
 #: facekit's own folder inside a run's output: lock file, publish journal, (later) work files
 STATE_DIR = ".facekit"
 JOURNAL = "publish.json"
+#: staging and old copies: ``.NAME.<8 hex>.partial`` / ``.NAME.<8 hex>.old``
+_STAGED = re.compile(r"^\..+\.[0-9a-f]{8}\.(partial|old)$")
+_TOKEN = re.compile(r"^[0-9a-f]{8}$")
 
 
 def _staging_name(final: Path, token: str, kind: str) -> Path:
@@ -66,10 +70,6 @@ class StagedDir:
     path: Path
     staging: Path
 
-    def abort(self) -> None:
-        """Discard the staging folder (the engine also does this when a run fails)."""
-        _remove(self.staging)
-
 
 class Publication:
     """The outputs of one run, staged, published together by :meth:`commit`.
@@ -86,6 +86,8 @@ class Publication:
         self.output = Path(output)
         self.token = secrets.token_hex(4)
         self.entries: list[tuple[Path, Path]] = []  # (staging, final)
+        #: the journal is written: from then on only :func:`recover` may touch the staging
+        self.journaled = False
 
     def _claim(self, final: Path) -> Path:
         final = Path(final)
@@ -153,10 +155,15 @@ class Publication:
             ],
         }
         atomic_write_bytes(state / JOURNAL, (json.dumps(journal, indent=1) + "\n").encode())
+        self.journaled = True
         _apply(self.output, journal)
 
     def abort(self) -> None:
-        """Remove every staging place of this run; the previous outputs stay as they were."""
+        """Remove every staging place of this run; the previous outputs stay as they were.
+        Once the journal is written (a commit that failed or was interrupted half way) the
+        staging places are left for :func:`recover`, which the next run calls first."""
+        if self.journaled:
+            return
         for staging, _ in self.entries:
             _remove(staging)
 
@@ -181,8 +188,11 @@ def _apply(output: Path, journal: dict) -> None:
         os.replace(staging, final)
     for d in parents:
         _fsync_dir(d)
-    for old in olds:
-        _remove(old)
+    for e, old in zip(journal["entries"], olds):
+        if (output / e["final"]).exists():  # never delete the only copy of an output
+            _remove(old)
+        elif old.exists():
+            os.replace(old, output / e["final"])
     (output / STATE_DIR / JOURNAL).unlink(missing_ok=True)
 
 
@@ -201,35 +211,53 @@ def recover(output: str | os.PathLike) -> bool:
         return False
     try:
         journal = json.loads(path.read_text(encoding="utf-8"))
-        entries = journal["entries"]
-        str(journal["token"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, ValueError) as e:
         raise FacekitError(f"{path}: unreadable publish journal ({e}); remove it to start afresh") from None
-    root = output.resolve()
-    for e in entries:
-        for k in ("staging", "final"):
-            p = (output / str(e.get(k, ""))).resolve()
-            if p != root and root not in p.parents:
-                raise FacekitError(f"{path}: journal names {e.get(k)!r}, outside {output}")
+    _check_journal(path, output, journal)
     _apply(output, journal)
     return True
 
 
+def _check_journal(path: Path, output: Path, journal) -> None:
+    """Refuse a journal that is not exactly what :meth:`Publication.commit` writes: a token
+    of 8 hex digits, entries of relative paths strictly inside ``output`` (no ``..``), each
+    staging name derived from its final name and the token."""
+
+    def bad(why: str) -> FacekitError:
+        return FacekitError(f"{path}: not a facekit publish journal ({why}); remove it to start afresh")
+
+    if not isinstance(journal, dict) or not _TOKEN.match(str(journal.get("token", ""))):
+        raise bad("no valid token")
+    entries = journal.get("entries")
+    if not isinstance(entries, list):
+        raise bad("no list of entries")
+    for e in entries:
+        if not (isinstance(e, dict) and isinstance(e.get("staging"), str) and isinstance(e.get("final"), str)):
+            raise bad("an entry is not {staging, final}")
+        final = Path(e["final"])
+        if final.is_absolute() or ".." in final.parts or final.name in ("", "."):
+            raise bad(f"entry {e['final']!r} is not a path inside the output")
+        if Path(e["staging"]) != _staging_name(final, journal["token"], "partial"):
+            raise bad(f"entry {e['staging']!r} is not the staging name of {e['final']!r}")
+
+
 def clean_stale(finals: list[Path]) -> list[Path]:
-    """Remove staging and old copies that dead runs left beside ``finals``
-    (``.NAME.*.partial`` / ``.NAME.*.old``, files or folders). Call with the output locked.
-    Returns what was removed."""
+    """Remove staging and old copies that dead runs left in the folders of ``finals``:
+    ``.NAME.*.partial`` / ``.NAME.*.old`` of these outputs, and any ``.NAME.<token>.partial``
+    / ``.old`` a run with other output names left there (a token is 8 hex digits). Call with
+    the output locked. Returns what was removed."""
     removed = []
+    prefixes: dict[Path, list[str]] = {}
     for final in finals:
-        final = Path(final)
-        parent = final.parent
+        prefixes.setdefault(Path(final).parent, []).append(f".{Path(final).name}.")
+    for parent, pre in prefixes.items():
         if not parent.is_dir():
             continue
-        prefix = f".{final.name}."
         with os.scandir(parent) as it:
             for entry in it:
                 n = entry.name
-                if n.startswith(prefix) and (n.endswith(".partial") or n.endswith(".old")):
+                ours = any(n.startswith(p) for p in pre) and (n.endswith(".partial") or n.endswith(".old"))
+                if ours or _STAGED.match(n):
                     _remove(Path(entry.path))
                     removed.append(Path(entry.path))
     return removed

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from facekit.config import PipelineSpec
-from facekit.errors import SampleRejected
+from facekit.errors import SampleRejected, one_line
 from facekit.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
 from facekit.stages import Reject, Sample
 
@@ -64,7 +64,7 @@ class Worker:
         except SampleRejected as r:
             out.rejects.append(Reject(item.path, r.reason, r.detail, item.identity))
         except Exception as e:  # a bug or model failure on one sample never stops the run
-            detail = f"{type(e).__name__}: {_one_line(e)}"
+            detail = f"{type(e).__name__}: {one_line(e)}"
             if not self._warned:
                 # one line for the user; the traceback only when debugging (-v / FACEKIT_DEBUG)
                 log.warning("stage error on %s: %s", item.path, detail)
@@ -116,7 +116,3 @@ class Worker:
         return samples
 
 
-def _one_line(e: Exception) -> str:
-    """An exception's message on one line (OpenCV's messages span several), at most 300 chars."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= 300 else text[:297] + "..."

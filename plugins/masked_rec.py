@@ -123,8 +123,8 @@ class MaskedRecSink(facekit.Sink):
             else:
                 keys.append(self.next_key)
                 self.next_key += 1
-        if keys[-1] >= FLOAT32_EXACT:
-            raise facekit.FacekitError(f"masked_rec: record key {keys[-1]} exceeds the insightface layout's limit (2**24)")
+        if max(keys) >= FLOAT32_EXACT:
+            raise facekit.FacekitError(f"masked_rec: record key {max(keys)} exceeds the insightface layout's limit (2**24)")
         if self.train is not None:
             self.train.write_many(samples)
         out_payloads, mask_payloads, lines = [], [], []

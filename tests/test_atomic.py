@@ -243,3 +243,69 @@ def test_publish_is_atomic_for_the_run_at_every_kill_point(tmp_path, data_dir):
         k += 1
     assert steps >= 10, steps  # journal + 4 x (aside, into place) + removals
     assert outcomes[0] == "old" and outcomes[-1] == "new", outcomes
+
+
+@pytest.mark.parametrize("exc", [OSError(16, "Device or resource busy"), KeyboardInterrupt()])
+def test_commit_failing_half_way_is_completed_by_the_next_run(tmp_path, data_dir, monkeypatch, exc):
+    """A rename that fails (or an interrupt) in the middle of a publication: the staging the
+    journal names is kept, and the next run's recovery makes the output the whole new run;
+    never a mix, never an output lost."""
+    import facekit.publish as publish
+
+    root = tmp_path / "root"
+    link_aligned_112(data_dir, root)
+    cfg_a = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: root, start_id: 5}
+        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
+        """, "a.yaml")
+    cfg_b = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: root}
+        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
+        """, "b.yaml")
+    out = tmp_path / "out"
+    run(load_config(cfg_b), progress=False)
+    new = _snapshot(out)
+    real = publish.os.replace
+    for k in range(2, 10):  # after the journal's own rename: each step of the renames
+        run(load_config(cfg_a), progress=False)
+        old = _snapshot(out)
+        n = [0]
+
+        def replace(a, b):
+            n[0] += 1
+            if n[0] == k:
+                raise exc
+            return real(a, b)
+
+        monkeypatch.setattr(publish.os, "replace", replace)
+        with pytest.raises((FacekitError, KeyboardInterrupt)):
+            run(load_config(cfg_b), progress=False)
+        monkeypatch.setattr(publish.os, "replace", real)
+        assert (out / ".facekit" / "publish.json").exists()
+        recover(out)
+        snap = {key: v for key, v in _snapshot(out).items() if ".partial" not in key}
+        assert snap == new, f"step {k}: not the whole new run after recovery"
+    assert old != new
+
+
+def test_recover_refuses_a_forged_journal(tmp_path):
+    """The journal is data on disk: a token or path that is not what commit writes is
+    refused before anything is renamed or deleted."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "file.old").write_text("keep")
+    out = tmp_path / "out"
+    (out / ".facekit").mkdir(parents=True)
+    for journal in (
+        {"token": "t/../../victim/file", "entries": []},
+        {"token": "0123abcd", "entries": ["x"]},
+        {"token": "0123abcd", "entries": [{"staging": ".x.0123abcd.partial", "final": "."}]},
+        {"token": "0123abcd", "entries": [{"staging": "../victim/.file.0123abcd.partial", "final": "../victim/file"}]},
+        {"token": "0123abcd", "entries": [{"staging": "other", "final": "rec"}]},
+    ):
+        (out / ".facekit" / "publish.json").write_text(json.dumps(journal))
+        with pytest.raises(FacekitError, match="not a facekit publish journal"):
+            recover(out)
+    assert (victim / "file.old").read_text() == "keep"

@@ -177,3 +177,23 @@ def test_validate_on_binary_file(tmp_path):
     r = facekit_cli("validate", cfg)
     assert r.returncode == 2 and "not a YAML text file" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_symlinks_are_resolved_consistently(tmp_path, root):
+    """An output that is a link to another disk is fine; an output inside the source folder
+    reached through a link to it is refused."""
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", tmp_path / "out")
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks: [{plugin: mxrec, path: rec}]
+        """)
+    load_config(cfg)
+    os.symlink(root, tmp_path / "facelink")
+    msg = _err(tmp_path, """
+        output: faces/res
+        source: {plugin: folders, root: facelink}
+        sinks: [{plugin: mxrec, path: rec}]
+        """)
+    assert "inside source (folders)'s input folder" in msg
