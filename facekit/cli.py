@@ -69,6 +69,10 @@ def run(config, output, workers, quiet):
     except KeyboardInterrupt:
         click.echo("error: interrupted; nothing was published, previous outputs are unchanged", err=True)
         sys.exit(130)
+    except SystemExit as e:
+        if e.code == 128 + signal.SIGTERM:
+            click.echo("error: terminated; nothing was published, previous outputs are unchanged", err=True)
+        raise
     except Exception as e:  # a bug: one line, the traceback with FACEKIT_DEBUG=1
         if os.environ.get("FACEKIT_DEBUG"):
             raise
@@ -112,8 +116,10 @@ def plugins(as_json):
 from facekit import cli_rec  # noqa: E402  (inspect, verify, reindex)
 from facekit.cli_eval import eval_command  # noqa: E402
 from facekit.cli_masks import mask_sheet_command  # noqa: E402
+from facekit.cli_pairs import pairs_command  # noqa: E402
 
 main.add_command(eval_command)
+main.add_command(pairs_command)
 main.add_command(mask_sheet_command)
 for _cmd in cli_rec.main.commands.values():
     main.add_command(_cmd)

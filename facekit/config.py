@@ -175,7 +175,7 @@ def _pydantic_errors(errs: _Errors, e: ValidationError, base: tuple, label: str,
             errs.add(base, f"{label}: missing required parameter {key!r}")
         else:
             msg = err["msg"].removeprefix("Value error, ")
-            errs.add(base + loc, f"{label}: parameter {key!r}: {msg}")
+            errs.add(base + loc, f"{label}: parameter {key!r}: {msg}" if key else f"{label}: {msg}")
 
 
 def _paths(params: Params) -> list[tuple[str, Path]]:

@@ -89,8 +89,9 @@ def check_sinks(
     """
     out = _real(output)
     ins = [(label, _real(p)) for label, p in inputs]
-    for label, p in ins:
-        if p.is_dir() and _inside(out, p):
+    out_named = _real_parent(output)  # where a link named as the output sits
+    for (label, p), (_, given) in zip(ins, inputs):
+        if p.is_dir() and (_inside(out, p) or _inside(out_named, p) or _inside(out_named, _real_parent(given))):
             add(("output",), f"output {output} is inside {label}'s input folder {p}: the run would read its own outputs")
     seen: list[tuple[tuple, str, Path]] = []
     for loc, label, path in sinks:

@@ -56,6 +56,9 @@ def init_process(spec: PipelineSpec, parent: int) -> None:
     would only break the pool without a message)."""
     global _worker, _init_error
     _die_with_parent(parent)
+    # Ctrl-C reaches the whole process group: the parent unwinds and shuts the pool down;
+    # a worker interrupted inside the executor's queue would only print a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         _worker = Worker(spec)
     except Exception as e:  # reported to the parent as one line by process_batch
@@ -84,6 +87,7 @@ def ordered_pool_map(spec: PipelineSpec, items: Iterable, batch: int = 8) -> Ite
     """
     ctx = mp.get_context("spawn")
     ex = cf.ProcessPoolExecutor(spec.workers, mp_context=ctx, initializer=init_process, initargs=(spec, os.getpid()))
+    finished = False
     try:
         it = iter(items)
         pending: collections.deque = collections.deque()
@@ -100,6 +104,7 @@ def ordered_pool_map(spec: PipelineSpec, items: Iterable, batch: int = 8) -> Ite
                 else:
                     pending.append((ex.submit(process_batch, chunk), chunk))
             if not pending:
+                finished = True
                 return
             fut, chunk = pending.popleft()
             try:
@@ -111,4 +116,15 @@ def ordered_pool_map(spec: PipelineSpec, items: Iterable, batch: int = 8) -> Ite
                 ) from None
             yield from outs
     finally:
+        if not finished:  # an error, Ctrl-C or close(): do not wait for work nobody wants
+            _terminate(ex)
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _terminate(ex: cf.ProcessPoolExecutor) -> None:
+    """Stop the pool's worker processes now (SIGTERM), not after their current batch."""
+    for proc in list((getattr(ex, "_processes", None) or {}).values()):
+        try:
+            proc.terminate()
+        except Exception:  # already gone
+            pass

@@ -197,3 +197,30 @@ def test_symlinks_are_resolved_consistently(tmp_path, root):
         sinks: [{plugin: mxrec, path: rec}]
         """)
     assert "inside source (folders)'s input folder" in msg
+
+
+def test_output_linked_from_inside_the_source_is_refused(tmp_path, root):
+    """`-o faces/zz_out` where faces/zz_out is a link to an empty folder elsewhere: the
+    source would still list (and read) the output through the link."""
+    (tmp_path / "elsewhere").mkdir()
+    os.symlink(tmp_path / "elsewhere", root / "zz_out")
+    msg = _err(tmp_path, """
+        output: faces/zz_out
+        source: {plugin: folders, root: faces}
+        sinks: [{plugin: mxrec, path: rec}]
+        """)
+    assert "inside source (folders)'s input folder" in msg
+
+
+def test_model_validator_errors_name_the_stage(tmp_path, root, monkeypatch):
+    """A stage-level validation error (no parameter name) reads `detector (retinaface): ...`,
+    not `parameter ''`."""
+    monkeypatch.setenv("INSIGHTFACE_HOME", str(tmp_path / "nothing-here"))
+    msg = _err(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces}
+        detector: {plugin: retinaface}
+        aligner: {plugin: arcface}
+        sinks: [{plugin: mxrec, path: rec}]
+        """)
+    assert "detector (retinaface): no detection model given" in msg and "parameter ''" not in msg

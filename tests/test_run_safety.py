@@ -294,3 +294,27 @@ def test_progress_bar_has_a_total(tmp_path, aligned_root, capsys):
     run(load_config(cfg2), progress=True)
     err = capsys.readouterr().err
     assert "8/8" in err and "100%" in err, err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_with_workers_is_one_line(tmp_path, aligned_root, faulty_env):
+    """Ctrl-C reaches the whole process group: the workers ignore it, the parent unwinds,
+    exits 130 with one line and publishes nothing."""
+    cfg = _faulty_cfg(tmp_path, "slow", workers=2, seconds=30)
+    p = subprocess.Popen([sys.executable, "-m", "facekit.cli", "run", "-q", str(cfg)], env=faulty_env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(_children(p.pid)) < 2:
+            time.sleep(0.2)
+        time.sleep(1.0)  # the workers are inside their detector
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines() == [
+        "error: interrupted; nothing was published, previous outputs are unchanged"
+    ]
+    assert not (tmp_path / "out" / "rec").exists()
