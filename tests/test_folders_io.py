@@ -177,8 +177,11 @@ def test_folders_sink_writes_every_sample_to_its_own_file(tmp_path):
     png = b"\x89PNG\r\n\x1a\n"
 
     def make():
+        from facekit.publish import Publication
+
         sink = FoldersSink(FoldersSink.Params(path=tmp_path / "faces"))
-        sink.open()
+        pub = Publication(tmp_path)
+        sink.open(pub)
         samples = [Sample(key=3, path="/src/id/a.jpg", identity="id", data=b"\xff\xd8v%d" % i, label=0) for i in range(3)]
         samples += [
             Sample(key=4, path="/src/id/a.png", identity="id", data=png + b"png", label=0),
@@ -187,7 +190,9 @@ def test_folders_sink_writes_every_sample_to_its_own_file(tmp_path):
         ]
         for s in samples:
             sink.write(s)
-        return sink.close(), [s.data for s in samples]
+        stats = sink.close()
+        pub.commit()
+        return stats, [s.data for s in samples]
 
     stats, datas = make()
     names = ["a_0.jpg", "a_0_v1.jpg", "a_0_v2.jpg", "a_0.png", "A_0_v3.jpg", "a_0_v1_v1.jpg"]

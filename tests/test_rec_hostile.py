@@ -431,11 +431,16 @@ def test_mxrec_sink_identity_split_across_calls_and_batches(tmp_path, imgs, monk
 
     def write(name, chunk, batch):
         monkeypatch.setattr(MxrecSink, "BATCH", batch)
+        from facekit.publish import Publication
+
         sink = MxrecSink(MxrecParams(path=tmp_path / name))
-        sink.open()
+        pub = Publication(tmp_path)
+        sink.open(pub)
         for j in range(0, len(samples), chunk):
             sink.write_many(samples[j : j + chunk])
-        return sink.close()
+        stats = sink.close()
+        pub.commit()
+        return stats
 
     assert write("whole", 15, 256)["identities"] == 3
     assert write("split", 3, 4)["identities"] == 3
