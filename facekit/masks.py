@@ -273,6 +273,43 @@ def drawn_textures(styles: tuple = STYLES) -> tuple[Texture, ...]:
     return tuple(_draw(s, c, p) for s in styles for c, p in _variants(s))
 
 
+#: cut-out PNGs larger than this many pixels are refused (checked from the PNG header)
+MAX_PNG_PIXELS = 1 << 24
+
+
+def read_rgba_pngs(folder: str | os.PathLike, what: str) -> list[tuple[Path, np.ndarray]]:
+    """Every ``.png`` of ``folder`` (sorted by name) as ``(path, (h, w, 4) uint8 BGRA)``.
+
+    Args:
+        what: what the images are, for messages (``"mask images"``, ``"object images"``).
+    Raises:
+        FacekitError: no PNG in the folder; a PNG that is unreadable, larger than
+            :data:`MAX_PNG_PIXELS`, or without an alpha channel (names the file).
+    """
+    from facekit.facerec import image_hw
+
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()) if folder.is_dir() else []
+    if not files:
+        raise FacekitError(f"{folder}: no .png {what} in this folder")
+    out = []
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                h, w = image_hw(fh.read(64))
+        except (OSError, ValueError) as e:
+            raise FacekitError(f"{f}: not a readable PNG ({e})") from None
+        if h * w > MAX_PNG_PIXELS:
+            raise FacekitError(f"{f}: {w}x{h} pixels is too large for a cut-out (limit {MAX_PNG_PIXELS})")
+        img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
+        if img is None or img.ndim != 3 or img.shape[2] != 4:
+            raise FacekitError(f"{f}: not a readable PNG with an alpha channel (RGBA)")
+        if img.dtype != np.uint8:
+            img = (img / 257).astype(np.uint8)
+        out.append((f, img))
+    return out
+
+
 def load_textures(folder: str | os.PathLike) -> tuple[Texture, ...]:
     """A user's mask designs: every ``*.png`` with an alpha channel in ``folder`` (sorted by
     name), resized to the canonical frame. The PNG's frame is placed like the drawn ones:
@@ -283,17 +320,8 @@ def load_textures(folder: str | os.PathLike) -> tuple[Texture, ...]:
         FacekitError: the folder has no PNG, or a PNG is unreadable or has no alpha channel
             (names the file).
     """
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
-    if not files:
-        raise FacekitError(f"{folder}: no .png mask images in this folder")
     out = []
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-        if img is None or img.ndim != 3 or img.shape[2] != 4:
-            raise FacekitError(f"{f}: not a readable PNG with an alpha channel (RGBA)")
-        if img.dtype != np.uint8:
-            img = (img / 257).astype(np.uint8)
+    for f, img in read_rgba_pngs(folder, "mask images"):
         img = cv2.resize(img, (TW, TH), interpolation=cv2.INTER_AREA)
         alpha = np.where(img[:, :, 3] >= 128, 255, 0).astype(np.uint8)
         if not alpha.any():

@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Optional
 
 import cv2
 import numpy as np
 
-from facekit.errors import FacekitError
 
 try:  # PIL is a facekit dependency; kept optional here for numpy-only callers
     from PIL import Image
@@ -219,17 +217,10 @@ def load_objects(folder: str | os.PathLike) -> list[np.ndarray]:
     Raises:
         FacekitError: no PNG in the folder, or a PNG without alpha (names the file).
     """
-    folder = Path(folder)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()) if folder.is_dir() else []
-    if not files:
-        raise FacekitError(f"{folder}: no .png object images (cut-outs with alpha) in this folder")
+    from facekit.masks import read_rgba_pngs
+
     out = []
-    for f in files:
-        img = cv2.imread(str(f), cv2.IMREAD_UNCHANGED)
-        if img is None or img.ndim != 3 or img.shape[2] != 4:
-            raise FacekitError(f"{f}: not a readable PNG with an alpha channel (RGBA)")
-        if img.dtype != np.uint8:
-            img = (img / 257).astype(np.uint8)
+    for _, img in read_rgba_pngs(folder, "object images (cut-outs with alpha)"):
         rgba = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
         rgba[:, :, 3] = np.where(rgba[:, :, 3] >= 128, 255, 0)
         out.append(rgba)

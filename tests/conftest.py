@@ -194,3 +194,23 @@ def resized_identities(data_dir: Path, root: Path, size: int = 112) -> Path:
             img = cv2.resize(decode_image(f.read_bytes()), (size, size), interpolation=cv2.INTER_AREA)
             (root / d.name / (f.stem + ".jpg")).write_bytes(encode_jpeg(img))
     return root
+
+
+def install_plugin(tmp_path_factory, pyproject: str, module_name: str, source: str) -> dict:
+    """Build and ``pip install --target`` a one-module plugin package (its own pyproject with
+    a ``facekit`` entry point), as a third party would ship one. Returns an environment with
+    it on ``PYTHONPATH``, for subprocesses."""
+    src = tmp_path_factory.mktemp(f"{module_name}-src")
+    (src / "pyproject.toml").write_text(pyproject)
+    (src / f"{module_name}.py").write_text(source)
+    target = tmp_path_factory.mktemp(f"{module_name}-site")
+    r = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(src)],
+        capture_output=True, text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
+    env.pop("FACEKIT_DEBUG", None)
+    return env

@@ -176,6 +176,19 @@ def test_refuses_to_replace_foreign_folder(tmp_path):
     assert (d / "thesis.tex").read_text() == "do not lose me"
 
 
+def _old_and_new_configs(tmp_path, data_dir):
+    """Two runs into one output with the same output names and different bytes (labels
+    from 5 / from 0): a mix of the two is visible in every file."""
+    root = tmp_path / "root"
+    link_aligned_112(data_dir, root)
+    text = """
+        output: out
+        source: {plugin: folders, root: root%s}
+        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
+        """
+    return write_config(tmp_path, text % ", start_id: 5", "a.yaml"), write_config(tmp_path, text % "", "b.yaml")
+
+
 # Kill points of a publication: the journal's rename, then per output (4 of them, each
 # already present) "old aside" and "staging into place", then the removal of the old ones.
 KILL = (
@@ -203,18 +216,7 @@ KILL = (
 def test_publish_is_atomic_for_the_run_at_every_kill_point(tmp_path, data_dir):
     """kill -9 at each step of the publication: after the next run's recovery the output is
     entirely the old run's or entirely the new run's, never a mix."""
-    root = tmp_path / "root"
-    link_aligned_112(data_dir, root)
-    cfg_a = write_config(tmp_path, """
-        output: out
-        source: {plugin: folders, root: root, start_id: 5}
-        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
-        """, "a.yaml")
-    cfg_b = write_config(tmp_path, """
-        output: out
-        source: {plugin: folders, root: root}
-        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
-        """, "b.yaml")
+    cfg_a, cfg_b = _old_and_new_configs(tmp_path, data_dir)
     out = tmp_path / "out"
     run(load_config(cfg_b), progress=False)
     new = _snapshot(out)
@@ -252,18 +254,7 @@ def test_commit_failing_half_way_is_completed_by_the_next_run(tmp_path, data_dir
     never a mix, never an output lost."""
     import facekit.publish as publish
 
-    root = tmp_path / "root"
-    link_aligned_112(data_dir, root)
-    cfg_a = write_config(tmp_path, """
-        output: out
-        source: {plugin: folders, root: root, start_id: 5}
-        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
-        """, "a.yaml")
-    cfg_b = write_config(tmp_path, """
-        output: out
-        source: {plugin: folders, root: root}
-        sinks: [{plugin: mxrec, path: rec}, {plugin: folders, path: faces}]
-        """, "b.yaml")
+    cfg_a, cfg_b = _old_and_new_configs(tmp_path, data_dir)
     out = tmp_path / "out"
     run(load_config(cfg_b), progress=False)
     new = _snapshot(out)

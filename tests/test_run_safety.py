@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import facekit_cli, link_aligned_112, write_config
+from conftest import facekit_cli, install_plugin, link_aligned_112, write_config
 from facekit.config import load_config
 from facekit.engine import run
 from facekit.errors import FacekitError
@@ -79,20 +79,7 @@ faulty = "facekit_faulty"
 @pytest.fixture(scope="module")
 def faulty_env(tmp_path_factory):
     """Environment with a misbehaving third-party detector plugin on PYTHONPATH."""
-    src = tmp_path_factory.mktemp("faulty-src")
-    (src / "pyproject.toml").write_text(PYPROJECT)
-    (src / "facekit_faulty.py").write_text(PLUGIN)
-    target = tmp_path_factory.mktemp("faulty-site")
-    r = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
-         "--target", str(target), str(src)],
-        capture_output=True, text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
-    env.pop("FACEKIT_DEBUG", None)
-    return env
+    return install_plugin(tmp_path_factory, PYPROJECT, "facekit_faulty", PLUGIN)
 
 
 @pytest.fixture

@@ -4,13 +4,12 @@ installed with pip, is listed by `facekit plugins` and used by a pipeline that n
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 
-from conftest import link_aligned_112, write_config
+from conftest import install_plugin, link_aligned_112, write_config
 
 PLUGIN = '''
 """A detector that trusts pre-aligned 112x112 chips: the ArcFace template points."""
@@ -58,19 +57,7 @@ template = "facekit_template_detector"
 
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory):
-    src = tmp_path_factory.mktemp("plugin-src")
-    (src / "pyproject.toml").write_text(PYPROJECT)
-    (src / "facekit_template_detector.py").write_text(PLUGIN)
-    target = tmp_path_factory.mktemp("site")
-    r = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--no-index", "--target", str(target), str(src)],
-        capture_output=True, text=True,
-    )
-    assert r.returncode == 0, r.stderr
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
-    return env
+    return install_plugin(tmp_path_factory, PYPROJECT, "facekit_template_detector", PLUGIN)
 
 
 def test_listed_by_facekit_plugins(installed_plugin):
