@@ -44,8 +44,44 @@ def largest_central_index(boxes: np.ndarray, image_shape) -> int:
     return int(np.argmax(values))
 
 
+#: An image is treated as a tight face chip (padded before its first detection) when its
+#: longer side is at most this many pixels ...
+CHIP_MAX_SIDE = 224
+#: ... and its longer side is at most this many times its shorter side (square-ish).
+CHIP_MAX_ASPECT = 1.25
+
+
+def is_face_chip(shape) -> bool:
+    """Whether an image of ``shape`` (``(H, W, ...)``) is a tight face chip: small
+    (longer side <= :data:`CHIP_MAX_SIDE` px) and square-ish (aspect ratio <=
+    :data:`CHIP_MAX_ASPECT`), like LFW-style 150 px chips or 112/224 aligned crops, whose
+    face fills the frame so that detectors find it only once borders are added."""
+    h, w = int(shape[0]), int(shape[1])
+    lo, hi = min(h, w), max(h, w)
+    return 0 < hi <= CHIP_MAX_SIDE and hi <= CHIP_MAX_ASPECT * lo
+
+
+def _padded_pass(detector, image: np.ndarray, p) -> Detections:
+    """Detect on ``image`` padded by ``p.pad``, back in ``image`` coordinates, keeping only
+    faces spanning ``p.pad_min_face`` of the image's shorter side."""
+    padded, dx, dy = pad_image(image, p.pad)
+    det = detector.detect(padded)
+    if len(det):
+        det = shift(det, dx, dy)
+        # Padding exists for tight crops, whose face fills the frame: a small face seen
+        # only after padding is far more often a false positive (e.g. a dog).
+        sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
+        det = det.take(np.nonzero(sides >= p.pad_min_face * min(image.shape[:2]))[0])
+    return det
+
+
 def find_faces(detector, image: np.ndarray) -> Detections:
     """Run ``detector.detect`` with the rules of its params (see :class:`DetectorParams`).
+
+    Pad-and-retry: an image where no face is found is detected again with ``params.pad``
+    borders, keeping only faces of at least ``pad_min_face`` x its shorter side. A tight
+    face chip (:func:`is_face_chip`) is padded *first* (one detection instead of two for
+    the usual case), with the same guard, and detected unpadded only if that finds nothing.
 
     Args:
         detector: a :class:`facekit.stages.Detector` (uses ``params.pad``, ``min_size``,
@@ -57,16 +93,16 @@ def find_faces(detector, image: np.ndarray) -> Detections:
         SampleRejected: ``no_face``, ``face_too_small``, ``multiple_faces``.
     """
     p = detector.params
-    det = detector.detect(image)
-    if len(det) == 0 and p.pad > 0:
-        padded, dx, dy = pad_image(image, p.pad)
-        det = detector.detect(padded)
-        if len(det):
-            det = shift(det, dx, dy)
-            # The retry exists for tight crops, whose face fills the frame: a small face
-            # seen only after padding is far more often a false positive (e.g. a dog).
-            sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
-            det = det.take(np.nonzero(sides >= p.pad_min_face * min(image.shape[:2]))[0])
+    if p.pad > 0 and is_face_chip(image.shape):
+        # a tight chip: the padded pass is all but certain to be needed, so it goes first;
+        # the unpadded pass runs only if it finds nothing (as the retry does otherwise)
+        det = _padded_pass(detector, image, p)
+        if len(det) == 0:
+            det = detector.detect(image)
+    else:
+        det = detector.detect(image)
+        if len(det) == 0 and p.pad > 0:
+            det = _padded_pass(detector, image, p)
     if len(det) == 0:
         raise SampleRejected(NO_FACE, f"{detector.name} found no face")
     sides = np.minimum(det.boxes[:, 2] - det.boxes[:, 0], det.boxes[:, 3] - det.boxes[:, 1])
