@@ -287,7 +287,7 @@ from facekit.engine import run
 mode, cfg = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 if mode == "dataset":
-    from facekit.facerec import FaceRecDataset
+    from facekit.torch import FaceRecDataset
     ds = FaceRecDataset(sys.argv[3])
     n = 0
     for i in range(len(ds)):
@@ -301,7 +301,7 @@ print("RESULT", n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf
 
 
 def rss(a) -> None:
-    crops = sorted((DATA / "images" / "identities").rglob("*.jpg"))[:8]
+    crops = sorted((DATA / "aligned_112").rglob("*.jpg"))[:8]
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("| records | pack peak RSS | pack time | FaceRecDataset read peak RSS | rec -> folders peak RSS |")
     print("|---|---|---|---|---|")
