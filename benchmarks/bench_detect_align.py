@@ -2,6 +2,7 @@
 
     python benchmarks/bench_detect_align.py [--rounds 3] [--copies 3]
     python benchmarks/bench_detect_align.py --rss [--counts 1000,50000,1000000]
+    python benchmarks/bench_detect_align.py --decode [--rounds 5]
 
 Photos: the shared ``images/`` tree (``../shared/data`` or ``FACEKIT_TEST_DATA``: identities,
 group, negatives, edge cases), each used ``--copies`` times (the original, a horizontally
@@ -276,6 +277,36 @@ def bench(a) -> None:
         )
 
 
+# ---------------------------------------------------------------- decode only
+
+
+def decode(a) -> None:
+    """Per-image decode time: facekit's fast path, its Pillow path (the old decode_image),
+    ``cv2.imdecode``; every JPEG of the shared photos, interleaved rounds."""
+    import cv2
+    import numpy as np
+
+    from facekit import images
+
+    datas = [p.read_bytes() for p in sorted((DATA / "images").rglob("*.jpg"))]
+    peers = {
+        "facekit decode_image (libjpeg-turbo, simplejpeg)": images.decode_image,
+        "Pillow + exif_transpose + BGR copy (the old path)": images._decode_pil,
+        "cv2.imdecode(IMREAD_COLOR)": lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR),
+    }
+    times: dict[str, list[float]] = {k: [] for k in peers}
+    print(f"{len(datas)} JPEGs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for _ in range(a.rounds):
+        for k, fn in peers.items():
+            t = time.perf_counter()
+            for d in datas:
+                fn(d)
+            times[k].append((time.perf_counter() - t) / len(datas) * 1e3)
+    print("| decoder | median ms/image | best |\n|---|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} |")
+
+
 # ---------------------------------------------------------------- peak RSS
 
 
@@ -347,12 +378,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--copies", type=int, default=3)
+    ap.add_argument("--decode", action="store_true", help="decode time only")
     ap.add_argument("--rss", action="store_true", help="peak RSS of packing / reading N synthetic records")
     ap.add_argument("--counts", default="1000,50000,1000000")
     ap.add_argument("--tmp", default=None, help="folder for the synthetic trees (--rss)")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    (rss if a.rss else bench)(a)
+    (rss if a.rss else decode if a.decode else bench)(a)
 
 
 if __name__ == "__main__":
