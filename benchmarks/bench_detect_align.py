@@ -341,12 +341,16 @@ def rss(a) -> None:
         with tempfile.TemporaryDirectory(prefix="facekit-rss-", dir=base) as tmp:
             tmp = Path(tmp)
             root = tmp / "root"
-            per_id = 50
+            per_id, srcs = 50, {}
             for i in range(count):
                 d = root / f"id{i // per_id:06d}"
                 if i % per_id == 0:
                     d.mkdir(parents=True)
-                os.link(crops[i % len(crops)], d / f"{i:07d}.jpg")
+                key = (i % len(crops), i // 400_000)  # at most 50k links a file (ext4: 65000)
+                if key not in srcs:
+                    srcs[key] = tmp / f"src{key[0]}_{key[1]}.jpg"
+                    shutil.copyfile(crops[key[0]], srcs[key])
+                os.link(srcs[key], d / f"{i:07d}.jpg")
             cfg = tmp / "pack.yaml"
             cfg.write_text(f"output: {tmp / 'out'}\nsource: {{plugin: folders, root: {root}}}\nsinks: [{{plugin: mxrec, path: rec}}]\n")
             unpack = tmp / "unpack.yaml"

@@ -329,7 +329,7 @@ def _decode_jpeg_fast(data: bytes):
             return None
         # ISLOW DCT and fancy upsampling: the pixels of cv2.imread and Pillow
         bgr = simplejpeg.decode_jpeg(data, "BGR", fastdct=False, fastupsample=False, strict=True)
-    except (ValueError, RuntimeError):  # Pillow gives the reject reason (or decodes it)
+    except Exception:  # any libjpeg complaint: Pillow gives the reject reason (or decodes it)
         return None
     return apply_orientation(bgr, jpeg_orientation(data))
 

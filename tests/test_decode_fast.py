@@ -91,3 +91,20 @@ def test_damaged_jpegs_keep_pillow_reasons(data_dir):
     with pytest.raises(SampleRejected) as e:
         decode_image(bytes(corrupt))
     assert e.value.reason == "corrupt"
+
+
+def test_mutated_jpegs_decode_or_reject(data_dir):
+    """Damaged headers and data (seeded): an image or a SampleRejected, never another error."""
+    good = (data_dir / "images/identities/John_Salley/John_Salley_0001.jpg").read_bytes()
+    rng = np.random.default_rng(13)
+    for _ in range(150):
+        data = bytearray(good)
+        for pos in rng.integers(2, min(len(data), 700), rng.integers(1, 6)):
+            data[pos] = int(rng.integers(0, 256))
+        cut = len(data) if rng.random() < 0.7 else int(rng.integers(3, len(data)))
+        try:
+            img = decode_image(bytes(data[:cut]))
+        except SampleRejected as e:
+            assert e.reason in ("truncated", "corrupt", "not_an_image"), e.reason
+        else:
+            assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
