@@ -368,6 +368,7 @@ def rss(a) -> None:
                 _, n, kb, secs = line[0].split()
                 assert int(n) == count, (mode, n, count)
                 res.append((int(kb) / 1024, float(secs)))
+                print(f"  {count:,} {mode}: peak RSS {int(kb) / 1024:.0f} MiB, {float(secs):.1f} s", file=sys.stderr, flush=True)
                 if mode == "pack":
                     shutil.rmtree(root)  # the tree's directory entries are not needed any more
             print(
