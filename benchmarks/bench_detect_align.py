@@ -360,6 +360,9 @@ def rss(a) -> None:
             )
             res = []
             for mode, c in (("pack", cfg), ("dataset", cfg), ("unpack", unpack)):
+                if mode not in a.modes.split(","):
+                    res.append((float("nan"), float("nan")))
+                    continue
                 extra = [str(tmp / "out" / "rec")] if mode == "dataset" else []
                 p = subprocess.run([sys.executable, "-c", _RSS_CHILD, mode, str(c), *extra], capture_output=True, text=True)
                 line = [l for l in p.stdout.splitlines() if l.startswith("RESULT")]
@@ -386,6 +389,7 @@ def main() -> None:
     ap.add_argument("--decode", action="store_true", help="decode time only")
     ap.add_argument("--rss", action="store_true", help="peak RSS of packing / reading N synthetic records")
     ap.add_argument("--counts", default="1000,50000,1000000")
+    ap.add_argument("--modes", default="pack,dataset,unpack", help="which --rss measurements")
     ap.add_argument("--tmp", default=None, help="folder for the synthetic trees (--rss)")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
