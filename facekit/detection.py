@@ -51,6 +51,21 @@ CHIP_MAX_SIDE = 224
 CHIP_MAX_ASPECT = 1.25
 
 
+#: ... and a face found on the padded chip is taken without an unpadded pass when at
+#: least this fraction of its box lies inside the chip.
+CHIP_MIN_INSIDE = 0.5
+
+
+def inside_fraction(boxes: np.ndarray, image_shape) -> np.ndarray:
+    """Fraction of each ``(N, 4)`` box's area (x1, y1, x2, y2, pixels) inside an image of
+    ``image_shape``; ``(N,)`` float32 (0 for an empty box)."""
+    h, w = image_shape[:2]
+    iw = np.clip(np.minimum(boxes[:, 2], w) - np.maximum(boxes[:, 0], 0), 0, None)
+    ih = np.clip(np.minimum(boxes[:, 3], h) - np.maximum(boxes[:, 1], 0), 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.where(area > 0, iw * ih / np.where(area > 0, area, 1), 0).astype(np.float32)
+
+
 def is_face_chip(shape) -> bool:
     """Whether an image of ``shape`` (``(H, W, ...)``) is a tight face chip: small
     (longer side <= :data:`CHIP_MAX_SIDE` px) and square-ish (aspect ratio <=
@@ -81,7 +96,9 @@ def find_faces(detector, image: np.ndarray) -> Detections:
     Pad-and-retry: an image where no face is found is detected again with ``params.pad``
     borders, keeping only faces of at least ``pad_min_face`` x its shorter side. A tight
     face chip (:func:`is_face_chip`) is padded *first* (one detection instead of two for
-    the usual case), with the same guard, and detected unpadded only if that finds nothing.
+    the usual case), with the same guard; faces lying mostly outside the chip
+    (:data:`CHIP_MIN_INSIDE`) send it to an unpadded pass, whose faces win if it finds any,
+    so the result is the detect-then-retry one whenever the padded pass is not clear-cut.
 
     Args:
         detector: a :class:`facekit.stages.Detector` (uses ``params.pad``, ``min_size``,
@@ -94,11 +111,16 @@ def find_faces(detector, image: np.ndarray) -> Detections:
     """
     p = detector.params
     if p.pad > 0 and is_face_chip(image.shape):
-        # a tight chip: the padded pass is all but certain to be needed, so it goes first;
-        # the unpadded pass runs only if it finds nothing (as the retry does otherwise)
-        det = _padded_pass(detector, image, p)
+        # a tight chip: the padded pass is all but certain to be needed, so it goes first.
+        # Its faces are taken at once when they lie mostly inside the chip; otherwise the
+        # unpadded pass decides, and if it finds nothing the padded faces stand (exactly
+        # what detect-then-retry gives)
+        padded = _padded_pass(detector, image, p)
+        det = padded.take(np.nonzero(inside_fraction(padded.boxes, image.shape) >= CHIP_MIN_INSIDE)[0])
         if len(det) == 0:
             det = detector.detect(image)
+            if len(det) == 0:
+                det = padded
     else:
         det = detector.detect(image)
         if len(det) == 0 and p.pad > 0:

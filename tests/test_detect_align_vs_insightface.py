@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.detection import is_face_chip, largest_central_index, pad_image
+from facekit.detection import CHIP_MIN_INSIDE, inside_fraction, is_face_chip, largest_central_index, pad_image
 from facekit.errors import SampleRejected
 from facekit.images import decode_image
 from facekit.plugins import get_registry
@@ -38,9 +38,13 @@ def _reference(ref, img):
         return b[keep], k[keep]
 
     if is_face_chip(img.shape):
-        b, k = padded()
+        pb, pk = padded()
+        inside = inside_fraction(pb[:, :4], img.shape) >= CHIP_MIN_INSIDE
+        b, k = pb[inside], pk[inside]
         if not len(b):
             b, k = ref.detect(img, input_size=(640, 640))
+            if not len(b):
+                b, k = pb, pk
     else:
         b, k = ref.detect(img, input_size=(640, 640))
         if not len(b):

@@ -92,3 +92,36 @@ def test_real_chip_one_detection(data_dir, scrfd_model):
     det.detect = lambda im: shapes.append(im.shape[:2]) or inner(im)
     faces = det.find_faces(chip)
     assert len(faces) == 1 and shapes == [(300, 300)]
+
+
+class _WholeFrame(_Stub):
+    """Calls whatever it is given one face filling the frame (a detector for crops)."""
+
+    def detect(self, image):
+        self.calls.append(image.shape[:2])
+        h, w = image.shape[:2]
+        return Detections(np.array([[0, 0, w, h]], np.float32), np.ones(1, np.float32), None)
+
+
+def test_chip_face_mostly_outside_the_chip_lets_the_plain_pass_decide():
+    # the padded pass's face is the padded frame (25% of it inside the chip): not clear-cut,
+    # so the unpadded pass runs and its face wins, as with detect-then-retry
+    d = _WholeFrame()
+    faces = d.run((112, 112))
+    assert d.calls == [(224, 224), (112, 112)]
+    np.testing.assert_allclose(faces.boxes[0], [0, 0, 112, 112])
+
+
+def test_chip_plain_pass_empty_keeps_padded_faces():
+    # padded face mostly outside, the unpadded pass finds nothing: the padded faces stand
+    # (what the retry gives); here a 280 px face centred in the 300 px padded frame
+    d = _Stub(side=280, on_plain=False)
+    faces = d.run((150, 150))
+    assert d.calls == [(300, 300), (150, 150)] and len(faces) == 1
+
+
+def test_inside_fraction():
+    from facekit.detection import inside_fraction
+
+    boxes = np.array([[0, 0, 10, 10], [-10, 0, 10, 10], [20, 20, 30, 30], [5, 5, 5, 5]], np.float32)
+    np.testing.assert_allclose(inside_fraction(boxes, (10, 10, 3)), [1, 0.5, 0, 0])
