@@ -250,12 +250,102 @@ def check_image_header(data: bytes) -> None:
         raise SampleRejected(NOT_AN_IMAGE, f"{fmt} image: OpenCV (mxnet, insightface) does not decode it")
 
 
+_EXIF_HEAD = b"Exif\x00\x00"
+
+
+def jpeg_orientation(data: bytes) -> int:
+    """EXIF orientation (1-8; 1 when absent or unreadable) of JPEG bytes, from the first
+    APP1 ``Exif`` segment's IFD0 tag 0x0112, as Pillow's ``ImageOps.exif_transpose`` reads
+    it. Walks the segments before the first scan only (microseconds)."""
+    n, i = len(data), 2
+    while i + 4 <= n:
+        ff, m, seg = _JPEG_MARKER(data, i)
+        if ff != 0xFF or m == 0xDA or m == 0xD9:
+            return 1
+        if m == 0xFF:
+            i += 1
+            continue
+        if 0xD0 <= m <= 0xD7 or m == 0x01:
+            i += 2
+            continue
+        if m == 0xE1 and data[i + 4 : i + 10] == _EXIF_HEAD:
+            t = i + 10  # the TIFF header
+            end = min(n, i + 2 + seg)
+            try:
+                bo = {b"II": "<", b"MM": ">"}[data[t : t + 2]]
+                (ifd,) = struct.unpack_from(bo + "I", data, t + 4)
+                (count,) = struct.unpack_from(bo + "H", data, t + ifd)
+                for k in range(count):
+                    e = t + ifd + 2 + 12 * k
+                    if e + 12 > end:
+                        break
+                    tag, typ = struct.unpack_from(bo + "HH", data, e)
+                    if tag == 0x0112:
+                        if typ == 3:  # SHORT
+                            (v,) = struct.unpack_from(bo + "H", data, e + 8)
+                        elif typ == 4:  # LONG
+                            (v,) = struct.unpack_from(bo + "I", data, e + 8)
+                        else:
+                            return 1
+                        return v if 1 <= v <= 8 else 1
+            except (KeyError, struct.error):
+                pass
+            return 1
+        if seg < 2:
+            return 1
+        i += 2 + seg
+    return 1
+
+
+def apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` (``(H, W, C)``) turned upright for an EXIF ``orientation`` (1-8), as
+    Pillow's ``ImageOps.exif_transpose`` does; one contiguous copy when not 1."""
+    if orientation == 1:
+        return image
+    t = image.transpose(1, 0, 2)
+    view = {
+        2: image[:, ::-1],  # mirror left-right
+        3: image[::-1, ::-1],  # rotate 180
+        4: image[::-1],  # mirror top-bottom
+        5: t,  # transpose
+        6: t[:, ::-1],  # rotate 90 clockwise
+        7: t[::-1, ::-1],  # transverse
+        8: t[::-1],  # rotate 90 counter-clockwise
+    }.get(orientation)
+    return image if view is None else np.ascontiguousarray(view)
+
+
+def _decode_jpeg_fast(data: bytes):
+    """libjpeg-turbo (``simplejpeg``, strict) decode to BGR, EXIF orientation applied;
+    None where Pillow must decide (CMYK/YCCK, a libjpeg warning or error, a huge image)."""
+    try:
+        import simplejpeg
+    except ImportError:  # pragma: no cover - a dependency; Pillow decodes the same pixels
+        return None
+    try:
+        h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace not in ("YCbCr", "Gray", "RGB") or h * w > Image.MAX_IMAGE_PIXELS:
+            return None
+        # ISLOW DCT and fancy upsampling: the pixels of cv2.imread and Pillow
+        bgr = simplejpeg.decode_jpeg(data, "BGR", fastdct=False, fastupsample=False, strict=True)
+    except Exception:  # any libjpeg complaint: Pillow gives the reject reason (or decodes it)
+        return None
+    return apply_orientation(bgr, jpeg_orientation(data))
+
+
 def decode_image(data: bytes) -> np.ndarray:
     """Decode encoded image bytes (JPEG, PNG, BMP, ... anything Pillow reads).
 
     Grayscale, palette, RGBA (alpha dropped, as ``cv2.imread``), CMYK (including Adobe's
     inverted CMYK JPEGs) and 16-bit inputs become 3-channel 8-bit; EXIF orientation is
     applied.
+
+    JPEG (YCbCr, grayscale or RGB) is decoded by libjpeg-turbo straight into BGR
+    (``simplejpeg``, strict: any libjpeg warning sends the file to Pillow), the EXIF
+    orientation applied with one copy only when it is not 1: the same pixels as
+    ``cv2.imread`` and the Pillow path, about twice as fast as the latter. Everything else
+    (CMYK JPEG, PNG, BMP, TIFF, ...) and every JPEG libjpeg-turbo complains about goes
+    through Pillow, which gives the reject reasons.
 
     Args:
         data: the encoded file bytes.
@@ -268,6 +358,15 @@ def decode_image(data: bytes) -> np.ndarray:
     """
     if not data:
         raise SampleRejected(EMPTY_FILE, "file has 0 bytes")
+    if data[:3] == b"\xff\xd8\xff":
+        bgr = _decode_jpeg_fast(data)
+        if bgr is not None:
+            return bgr
+    return _decode_pil(data)
+
+
+def _decode_pil(data: bytes) -> np.ndarray:
+    """:func:`decode_image` by Pillow (every format, the reject reasons)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -295,19 +295,19 @@ class RecordIOWriter:
 class IndexedRecordIOWriter(RecordIOWriter):
     """``.rec`` + ``.idx`` writer (mxnet ``MXIndexedRecordIO(idx, rec, 'w')``).
 
-    The idx lines are ``f"{key}\\t{offset}\\n"`` in write order.
+    The idx lines are ``f"{key}\\t{offset}\\n"`` in write order, written as records are
+    written (buffered): the writer holds no per-record state, so its memory stays flat
+    however many records it writes.
     """
 
     def __init__(self, idx_path: str | os.PathLike, rec_path: str | os.PathLike):
         super().__init__(rec_path)
         self.idx_path = os.fspath(idx_path)
         self._idx = open(self.idx_path, "w", encoding="ascii", newline="\n", buffering=1 << 16)
-        self.keys: list[int] = []
 
     def write_idx(self, key: int, payload: bytes) -> int:
         offset = self.write(payload)
         self._idx.write(f"{int(key)}\t{offset}\n")
-        self.keys.append(int(key))
         return offset
 
     def write_many_idx(self, keys: Sequence[int], payloads: Sequence) -> list[int]:
@@ -328,14 +328,11 @@ class IndexedRecordIOWriter(RecordIOWriter):
         """:meth:`write_encoded` one framed record and list it in the idx under ``key``."""
         offset = self.write_encoded(data)
         self._idx.write(f"{int(key)}\t{offset}\n")
-        self.keys.append(int(key))
         return offset
 
     def add_index(self, keys: Sequence[int], offsets: Sequence[int]) -> None:
         """List records already in the file (e.g. placed by :meth:`append_copy`) in the idx."""
-        keys = [int(k) for k in keys]
-        self._idx.write(_idx_text(keys, offsets))
-        self.keys.extend(keys)
+        self._idx.write(_idx_text([int(k) for k in keys], offsets))
 
     def close(self) -> None:
         super().close()

@@ -1,0 +1,400 @@
+"""Detect + align + write: facekit vs the insightface loop vs pure onnxruntime (issue 13).
+
+    python benchmarks/bench_detect_align.py [--rounds 3] [--copies 3]
+    python benchmarks/bench_detect_align.py --rss [--counts 1000,50000,1000000]
+    python benchmarks/bench_detect_align.py --decode [--rounds 5]
+
+Photos: the shared ``images/`` tree (``../shared/data`` or ``FACEKIT_TEST_DATA``: identities,
+group, negatives, edge cases), each used ``--copies`` times (the original, a horizontally
+flipped re-encode, the original again under another name): about 330 images in identity
+folders. Every peer runs in a fresh Python process per round (imports untimed; model load
+and everything after it timed), peers interleaved within a round, rounds repeated; the load
+average is printed before each round. Peers, all on the defaults of their libraries (same
+thread budget: onnxruntime's and OpenCV's default of one thread per core):
+
+- ``insightface``: ``get_model(scrfd)``, ``prepare(ctx_id=-1, input_size=(640, 640))``;
+  per image ``cv2.imread``, ``detect``, for a miss pad 50% and retry (same small-face
+  guard as facekit), largest-central face, ``norm_crop`` (112), ``cv2.imencode`` (JPEG 95),
+  file written to ``<identity>/``;
+- ``onnxruntime``: the floor: session creation plus ``session.run`` on exactly the
+  letterboxed inputs facekit feeds its detector for these images (recorded beforehand);
+- ``facekit w0`` / ``facekit w2``: ``facekit run`` (in process): ``folders`` source ->
+  ``retinaface`` (the same SCRFD) -> ``arcface`` -> ``folders`` sink, ``workers: 0`` / ``2``;
+- ``facekit w2 t1``: ``workers: 2`` with ``threads: 1`` on the detector (what a per-worker
+  thread split would give).
+
+``--rss``: peak RSS (``ru_maxrss`` of a child process) of packing N synthetic records with
+the pass-through packer (``folders`` -> ``mxrec``, no detector: hard links to a few aligned
+crops under distinct names), then of reading them back (``FaceRecDataset`` over every
+record, and ``mxrec`` -> ``folders``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("FACEKIT_TEST_DATA", REPO.parent / "shared" / "data"))
+MODEL = DATA / "models" / "detection" / "scrfd_500m_bnkps.onnx"
+PAD, PAD_MIN_FACE = 0.5, 0.3  # facekit's defaults, used by the insightface loop too
+
+
+# ---------------------------------------------------------------- the photo tree
+
+
+def make_tree(root: Path, copies: int) -> int:
+    import cv2
+
+    n = 0
+    for p in sorted((DATA / "images").rglob("*")):
+        if not p.is_file() or p.suffix.lower() not in (".jpg", ".jpeg", ".png"):
+            continue
+        rel = p.relative_to(DATA / "images")
+        ident = "_".join(rel.parts[:-1]) if rel.parts[0] == "identities" else rel.parts[0]
+        d = root / ident
+        d.mkdir(parents=True, exist_ok=True)
+        for k in range(copies):
+            dst = d / f"{p.stem}_c{k}{p.suffix}"
+            if k % 2 == 0:
+                os.symlink(p, dst)
+            else:
+                img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+                params = [int(cv2.IMWRITE_JPEG_QUALITY), 95] if p.suffix.lower() != ".png" else []
+                cv2.imwrite(str(dst), cv2.flip(img, 1), params)
+            n += 1
+    return n
+
+
+def tree_files(root: Path) -> list[Path]:
+    return sorted(f for d in sorted(root.iterdir()) for f in sorted(d.iterdir()))
+
+
+# ---------------------------------------------------------------- peers (child processes)
+
+
+def peer_insightface(root: Path, out: Path) -> dict:
+    import cv2
+    import numpy as np
+    from insightface.model_zoo import get_model
+    from insightface.utils.face_align import norm_crop
+
+    files = tree_files(root)
+    t0 = time.perf_counter()
+    det = get_model(str(MODEL))
+    det.prepare(ctx_id=-1, input_size=(640, 640))
+    t_load = time.perf_counter() - t0
+    crops = inferences = 0
+    for f in files:
+        img = cv2.imread(str(f))
+        if img is None:
+            continue
+        h, w = img.shape[:2]
+        boxes, kps = det.detect(img, input_size=(640, 640))
+        inferences += 1
+        if len(boxes) == 0:  # pad and retry (tight chips)
+            dy, dx = int(round(h * PAD)), int(round(w * PAD))
+            padded = cv2.copyMakeBorder(img, dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+            boxes, kps = det.detect(padded, input_size=(640, 640))
+            inferences += 1
+            if len(boxes):
+                boxes = boxes - np.array([dx, dy, dx, dy, 0], np.float32)
+                kps = kps - np.array([dx, dy], np.float32)
+                side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+                keep = side >= PAD_MIN_FACE * min(h, w)
+                boxes, kps = boxes[keep], kps[keep]
+        if len(boxes) == 0:
+            continue
+        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        boxes, kps = boxes[side >= 20], kps[side >= 20]
+        if len(boxes) == 0:
+            continue
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        cx = (boxes[:, 0] + boxes[:, 2]) / 2 - w // 2
+        cy = (boxes[:, 1] + boxes[:, 3]) / 2 - h // 2
+        i = int(np.argmax(area - 2.0 * (cx * cx + cy * cy)))
+        crop = norm_crop(img, kps[i], 112)
+        ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), 95])
+        d = out / f.parent.name
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{f.stem}_0.jpg").write_bytes(buf.tobytes())
+        crops += 1
+    return {"load_s": t_load, "total_s": time.perf_counter() - t0, "crops": crops, "inferences": inferences}
+
+
+def _facekit_detector(threads: int = 0):
+    from facekit.plugins import get_registry
+
+    cls = get_registry().get("detector", "retinaface")
+    return cls(cls.Params(model=str(MODEL), threads=threads))
+
+
+def record_feeds(root: Path, feeds_path: Path) -> int:
+    """The letterboxed inputs facekit's detector runs on for these photos (its rules)."""
+    import numpy as np
+
+    from facekit.errors import SampleRejected
+    from facekit.images import decode_image
+
+    det = _facekit_detector()
+    sess = det.model.session
+    name = sess.get_inputs()[0].name
+    feeds = []
+    run = sess.run
+
+    def recording(names, feed, *a, **k):
+        feeds.append(feed[name])
+        return run(names, feed, *a, **k)
+
+    sess.run = recording
+    for f in tree_files(root):
+        try:
+            det.find_faces(decode_image(f.read_bytes()))
+        except SampleRejected:
+            pass
+    np.save(feeds_path, np.concatenate(feeds))
+    return len(feeds)
+
+
+def peer_onnxruntime(feeds_path: Path) -> dict:
+    import numpy as np
+
+    from facekit.onnxdet import make_session
+
+    feeds = np.load(feeds_path)
+    t0 = time.perf_counter()
+    sess = make_session(MODEL, 0, input_hw=feeds.shape[2:])
+    t_load = time.perf_counter() - t0
+    name = sess.get_inputs()[0].name
+    for i in range(len(feeds)):
+        sess.run(None, {name: feeds[i : i + 1]})
+    return {"load_s": t_load, "total_s": time.perf_counter() - t0, "inferences": len(feeds)}
+
+
+def peer_facekit(root: Path, out: Path, workers: int, threads: int) -> dict:
+    from facekit.config import load_config
+    from facekit.engine import run
+
+    cfg = out.parent / f"pipeline-{out.name}.yaml"
+    det_threads = f", threads: {threads}" if threads else ""
+    cfg.write_text(
+        f"output: {out}\n"
+        f"workers: {workers}\n"
+        f"source: {{plugin: folders, root: {root}, min_images: 1}}\n"
+        f"detector: {{plugin: retinaface, model: {MODEL}{det_threads}}}\n"
+        "aligner: {plugin: arcface}\n"
+        "sinks: [{plugin: folders, path: faces}]\n"
+    )
+    t0 = time.perf_counter()
+    s = run(load_config(cfg), progress=False)
+    return {"total_s": time.perf_counter() - t0, "crops": s.faces_kept}
+
+
+PEERS = {
+    "insightface loop": ["insightface"],
+    "onnxruntime (floor)": ["onnxruntime"],
+    "facekit workers: 0": ["facekit", "0", "0"],
+    "facekit workers: 2": ["facekit", "2", "0"],
+    "facekit workers: 2, threads: 1": ["facekit", "2", "1"],
+}
+
+
+def child(argv: list[str]) -> None:
+    kind, root, out = argv[0], Path(argv[1]), Path(argv[2])
+    if kind == "insightface":
+        r = peer_insightface(root, out)
+    elif kind == "onnxruntime":
+        r = peer_onnxruntime(Path(argv[3]))
+    else:
+        r = peer_facekit(root, out, int(argv[3]), int(argv[4]))
+    print("RESULT " + json.dumps(r))
+
+
+def run_child(args: list[str]) -> dict:
+    p = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True)
+    for line in p.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise SystemExit(f"peer {args[0]} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+
+
+def bench(a) -> None:
+    import platform
+
+    import cv2
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory(prefix="facekit-bench-") as tmp:
+        tmp = Path(tmp)
+        root = tmp / "root"
+        n = make_tree(root, a.copies)
+        feeds = tmp / "feeds.npy"
+        n_inf = record_feeds(root, feeds)
+        print(
+            f"{n} images ({a.copies} copies of the shared photos), facekit needs {n_inf} inferences; "
+            f"{os.cpu_count()} cores; python {platform.python_version()}, onnxruntime {onnxruntime.__version__}, "
+            f"OpenCV {cv2.__version__}",
+            flush=True,
+        )
+        times: dict[str, list[float]] = {k: [] for k in PEERS}
+        info: dict[str, dict] = {}
+        for r in range(a.rounds):
+            print(f"round {r + 1}: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+            order = list(PEERS) if r % 2 == 0 else list(reversed(PEERS))  # interleaved
+            for name in order:
+                out = tmp / f"out{len(info)}{r}{order.index(name)}"
+                args = PEERS[name]
+                extra = [str(feeds)] if args[0] == "onnxruntime" else args[1:]
+                res = run_child([args[0], str(root), str(out), *extra])
+                shutil.rmtree(out, ignore_errors=True)
+                times[name].append(res["total_s"])
+                info[name] = res
+                print(f"  {name}: {res['total_s']:.2f} s {json.dumps(res)}", flush=True)
+        print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
+        med = {k: statistics.median(v) for k, v in times.items()}
+        base = med["insightface loop"]
+        print("| peer | crops | inferences | median (s) | best (s) | per image | vs insightface loop |")
+        print("|---|---|---|---|---|---|---|")
+        for k, v in times.items():
+            i = info[k]
+            print(
+                f"| {k} | {i.get('crops', '-')} | {i.get('inferences', '-')} | {med[k]:.2f} | {min(v):.2f} | "
+                f"{med[k] / n * 1e3:.1f} ms | {base / med[k]:.2f}x |"
+            )
+        w0 = med["facekit workers: 0"]
+        print(
+            f"\nfacekit workers: 0 / onnxruntime floor: {w0 / med['onnxruntime (floor)']:.2f}x the time; "
+            f"workers: 2 vs 0: {w0 / med['facekit workers: 2']:.2f}x; "
+            f"workers: 2 threads: 1 vs 0: {w0 / med['facekit workers: 2, threads: 1']:.2f}x"
+        )
+
+
+# ---------------------------------------------------------------- decode only
+
+
+def decode(a) -> None:
+    """Per-image decode time: facekit's fast path, its Pillow path (the old decode_image),
+    ``cv2.imdecode``; every JPEG of the shared photos, interleaved rounds."""
+    import cv2
+    import numpy as np
+
+    from facekit import images
+
+    datas = [p.read_bytes() for p in sorted((DATA / "images").rglob("*.jpg"))]
+    peers = {
+        "facekit decode_image (libjpeg-turbo, simplejpeg)": images.decode_image,
+        "Pillow + exif_transpose + BGR copy (the old path)": images._decode_pil,
+        "cv2.imdecode(IMREAD_COLOR)": lambda d: cv2.imdecode(np.frombuffer(d, np.uint8), cv2.IMREAD_COLOR),
+    }
+    times: dict[str, list[float]] = {k: [] for k in peers}
+    print(f"{len(datas)} JPEGs; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    for _ in range(a.rounds):
+        for k, fn in peers.items():
+            t = time.perf_counter()
+            for d in datas:
+                fn(d)
+            times[k].append((time.perf_counter() - t) / len(datas) * 1e3)
+    print("| decoder | median ms/image | best |\n|---|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} |")
+
+
+# ---------------------------------------------------------------- peak RSS
+
+
+_RSS_CHILD = r"""
+import resource, sys, time
+from pathlib import Path
+from facekit.config import load_config
+from facekit.engine import run
+mode, cfg = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+if mode == "dataset":
+    from facekit.torch import FaceRecDataset
+    ds = FaceRecDataset(sys.argv[3])
+    n = 0
+    for i in range(len(ds)):
+        ds[i]
+        n += 1
+else:
+    s = run(load_config(cfg), progress=False)
+    n = s.faces_kept
+print("RESULT", n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter() - t)
+"""
+
+
+def rss(a) -> None:
+    crops = sorted((DATA / "aligned_112").rglob("*.jpg"))[:8]
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("| records | pack peak RSS | pack time | FaceRecDataset read peak RSS | rec -> folders peak RSS |")
+    print("|---|---|---|---|---|")
+    base = Path(a.tmp) if a.tmp else None
+    for count in [int(c) for c in a.counts.split(",")]:
+        with tempfile.TemporaryDirectory(prefix="facekit-rss-", dir=base) as tmp:
+            tmp = Path(tmp)
+            root = tmp / "root"
+            per_id, srcs = 50, {}
+            for i in range(count):
+                d = root / f"id{i // per_id:06d}"
+                if i % per_id == 0:
+                    d.mkdir(parents=True)
+                key = (i % len(crops), i // 400_000)  # at most 50k links a file (ext4: 65000)
+                if key not in srcs:
+                    srcs[key] = tmp / f"src{key[0]}_{key[1]}.jpg"
+                    shutil.copyfile(crops[key[0]], srcs[key])
+                os.link(srcs[key], d / f"{i:07d}.jpg")
+            cfg = tmp / "pack.yaml"
+            cfg.write_text(f"output: {tmp / 'out'}\nsource: {{plugin: folders, root: {root}}}\nsinks: [{{plugin: mxrec, path: rec}}]\n")
+            unpack = tmp / "unpack.yaml"
+            unpack.write_text(
+                f"output: {tmp / 'out2'}\nsource: {{plugin: mxrec, path: {tmp / 'out' / 'rec'}}}\n"
+                "sinks: [{plugin: folders, path: faces}]\n"
+            )
+            res = []
+            for mode, c in (("pack", cfg), ("dataset", cfg), ("unpack", unpack)):
+                if mode not in a.modes.split(","):
+                    res.append((float("nan"), float("nan")))
+                    continue
+                extra = [str(tmp / "out" / "rec")] if mode == "dataset" else []
+                p = subprocess.run([sys.executable, "-c", _RSS_CHILD, mode, str(c), *extra], capture_output=True, text=True)
+                line = [l for l in p.stdout.splitlines() if l.startswith("RESULT")]
+                if not line:
+                    raise SystemExit(f"{mode} {count} failed: {p.stderr[-3000:]}")
+                _, n, kb, secs = line[0].split()
+                assert int(n) == count, (mode, n, count)
+                res.append((int(kb) / 1024, float(secs)))
+                print(f"  {count:,} {mode}: peak RSS {int(kb) / 1024:.0f} MiB, {float(secs):.1f} s", file=sys.stderr, flush=True)
+                if mode == "pack":
+                    shutil.rmtree(root)  # the tree's directory entries are not needed any more
+            print(
+                f"| {count:,} | {res[0][0]:.0f} MiB | {res[0][1]:.1f} s | {res[1][0]:.0f} MiB | {res[2][0]:.0f} MiB |",
+                flush=True,
+            )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--copies", type=int, default=3)
+    ap.add_argument("--decode", action="store_true", help="decode time only")
+    ap.add_argument("--rss", action="store_true", help="peak RSS of packing / reading N synthetic records")
+    ap.add_argument("--counts", default="1000,50000,1000000")
+    ap.add_argument("--modes", default="pack,dataset,unpack", help="which --rss measurements")
+    ap.add_argument("--tmp", default=None, help="folder for the synthetic trees (--rss)")
+    a = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    (rss if a.rss else decode if a.decode else bench)(a)
+
+
+if __name__ == "__main__":
+    main()
