@@ -241,24 +241,44 @@ class OnnxDetectorModel:
     """An ONNX detector on onnxruntime whose image is letterboxed at the top-left of
     ``input_size`` (``(width, height)``; a model that fixes its input size uses its own).
 
+    Args:
+        path: the ``.onnx`` file.
+        input_size: ``(width, height)`` of the letterboxed network input.
+        threshold: score threshold (kept: ``score >= threshold``); None: the class's
+            ``THRESHOLD``.
+        nms_thresh: NMS IoU threshold; None: the class's ``NMS``.
+        threads, providers: see :func:`make_session`.
     Attributes: ``session``, ``input_size``, ``input_name``, ``output_names``,
-    ``threshold`` (kept: ``score >= threshold``), ``nms_thresh`` (IoU).
+    ``threshold``, ``nms_thresh``. A subclass sets ``THRESHOLD``/``NMS``, may set
+    ``FIX_INPUT`` (fix a dynamic input size in the graph, see :func:`make_session`) and
+    builds its decoding tables in :meth:`_prepare`.
     Raises:
-        ValueError: the model does not load, or a provider is missing.
+        ValueError: the model does not load, a provider is missing, or (``_prepare``) the
+            outputs do not fit the decoder.
     """
+
+    THRESHOLD = 0.5
+    NMS = 0.4
+    FIX_INPUT = False
 
     def __init__(
         self,
         path: Path,
         input_size: tuple[int, int] = (640, 640),
-        threshold: float = 0.5,
-        nms_thresh: float = 0.4,
+        threshold: Optional[float] = None,
+        nms_thresh: Optional[float] = None,
         threads: int = 0,
         providers: Sequence[str] = DEFAULT_PROVIDERS,
     ):
-        self.session = make_session(path, threads, providers)
+        hw = (input_size[1], input_size[0]) if self.FIX_INPUT else None
+        self.session = make_session(path, threads, providers, input_hw=hw)
         fixed = input_size_of(self.session)
         self.input_size = (fixed[1], fixed[0]) if fixed else tuple(input_size)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
-        self.threshold, self.nms_thresh = float(threshold), float(nms_thresh)
+        self.threshold = float(self.THRESHOLD if threshold is None else threshold)
+        self.nms_thresh = float(self.NMS if nms_thresh is None else nms_thresh)
+        self._prepare(Path(path))
+
+    def _prepare(self, path: Path) -> None:
+        """Build what decoding needs once the session exists (anchors, priors)."""

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, OnnxDetectorModel, letterbox, nms
+from facekit.onnxdet import ModelSignature, OnnxDetectorModel, letterbox, nms
 
 MIN_SIZES = ((16, 32), (64, 128), (256, 512))
 STEPS = (8, 16, 32)
@@ -73,16 +72,7 @@ class RetinaFaceOnnx(OnnxDetectorModel):
     Args: as :class:`facekit.scrfd.Scrfd`.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        input_size: tuple[int, int] = (640, 640),
-        threshold: float = 0.5,
-        nms_thresh: float = 0.4,
-        threads: int = 0,
-        providers: Sequence[str] = DEFAULT_PROVIDERS,
-    ):
-        super().__init__(path, input_size, threshold, nms_thresh, threads, providers)
+    def _prepare(self, path: Path) -> None:
         w, h = self.input_size
         self.priors = priors(h, w)
         self.index = None  # (loc, conf, landmark) output indices, from the first run

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import cv2
 import numpy as np
 
-from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, input_size_of, letterbox, make_session, nms
+from facekit.onnxdet import ModelSignature, OnnxDetectorModel, letterbox, nms
 
 #: number of outputs -> (strides, anchors per cell, has keypoints)
 LAYOUTS = {
@@ -71,7 +71,7 @@ def check_signature(sig: ModelSignature) -> tuple[tuple[int, ...], int, bool]:
     return strides, anchors, kps
 
 
-class Scrfd:
+class Scrfd(OnnxDetectorModel):
     """A SCRFD model on onnxruntime.
 
     Args:
@@ -83,25 +83,13 @@ class Scrfd:
         threads, providers: see :func:`facekit.onnxdet.make_session`.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        input_size: tuple[int, int] = (640, 640),
-        threshold: float = 0.5,
-        nms_thresh: float = 0.4,
-        threads: int = 0,
-        providers: Sequence[str] = DEFAULT_PROVIDERS,
-    ):
-        self.session = make_session(path, threads, providers, input_hw=(input_size[1], input_size[0]))
-        fixed = input_size_of(self.session)
-        self.input_size = (fixed[1], fixed[0]) if fixed else tuple(input_size)
-        n = len(self.session.get_outputs())
+    FIX_INPUT = True  # as insightface 2.x: identical float results need the fixed shapes
+
+    def _prepare(self, path: Path) -> None:
+        n = len(self.output_names)
         if n not in LAYOUTS:
             raise ValueError(f"{path}: {n} outputs, not SCRFD's 6/9/10/15")
         self.strides, self.anchors, self.has_kps = LAYOUTS[n]
-        self.input_name = self.session.get_inputs()[0].name
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        self.threshold, self.nms_thresh = float(threshold), float(nms_thresh)
         w, h = self.input_size
         self.centers, self.steps = anchor_centers(h, w, self.strides, self.anchors)
 

@@ -13,12 +13,11 @@ corners: on the image that is left eye, right eye, nose, left and right mouth co
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import cv2
 import numpy as np
 
-from facekit.onnxdet import DEFAULT_PROVIDERS, ModelSignature, OnnxDetectorModel, letterbox
+from facekit.onnxdet import ModelSignature, OnnxDetectorModel, letterbox
 
 STRIDES = (8, 16, 32)
 
@@ -60,16 +59,10 @@ class YuNet(OnnxDetectorModel):
         threads, providers: see :func:`facekit.onnxdet.make_session`.
     """
 
-    def __init__(
-        self,
-        path: Path,
-        input_size: tuple[int, int] = (640, 640),
-        threshold: float = 0.6,
-        nms_thresh: float = 0.3,
-        threads: int = 0,
-        providers: Sequence[str] = DEFAULT_PROVIDERS,
-    ):
-        super().__init__(path, input_size, threshold, nms_thresh, threads, providers)
+    THRESHOLD = 0.6
+    NMS = 0.3
+
+    def _prepare(self, path: Path) -> None:
         w, h = self.input_size
         self.cells, self.steps = grid(h, w)
 

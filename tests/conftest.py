@@ -63,9 +63,15 @@ def rec_model(data_dir) -> Path:
 @pytest.fixture(scope="session")
 def mxnet_python() -> str:
     """Path of a python that imports the real mxnet 1.9.1 (isolated env, .ci/mxnet-env.sh)."""
-    py = os.environ.get("FACEKIT_MXNET_PYTHON", str(REPO / ".ci-venv-mxnet" / "bin" / "python"))
+    return _env_python("FACEKIT_MXNET_PYTHON", ".ci-venv-mxnet", "mxnet-env.sh", "mxnet")
+
+
+def _env_python(variable: str, venv: str, script: str, what: str) -> str:
+    """The python of an isolated judge env: ``$variable``, else ``<repo>/<venv>/bin/python``
+    (made by ``.ci/<script>``); missing: skip, or fail under CI."""
+    py = os.environ.get(variable, str(REPO / venv / "bin" / "python"))
     if not Path(py).exists():
-        _missing(f"isolated mxnet env not found at {py}: create it with 'bash .ci/mxnet-env.sh'")
+        _missing(f"isolated {what} env not found at {py}: create it with 'bash .ci/{script}'")
     return py
 
 
@@ -96,10 +102,7 @@ def run_mxnet(mxnet_python):
 @pytest.fixture(scope="session")
 def dali_python() -> str:
     """Path of a python that imports the real NVIDIA DALI (isolated env, CPU-only use)."""
-    py = os.environ.get("FACEKIT_DALI_PYTHON", str(REPO / ".ci-venv-dali" / "bin" / "python"))
-    if not Path(py).exists():
-        _missing(f"isolated DALI env not found at {py}: create it with 'bash .ci/dali-env.sh'")
-    return py
+    return _env_python("FACEKIT_DALI_PYTHON", ".ci-venv-dali", "dali-env.sh", "DALI")
 
 
 @pytest.fixture(scope="session")
@@ -123,10 +126,7 @@ def has_mtcnn():
 @pytest.fixture(scope="session")
 def mtcnn_tf_python() -> str:
     """Path of a python with the reference mtcnn 1.0.0 on TensorFlow (isolated env)."""
-    py = os.environ.get("FACEKIT_MTCNN_TF_PYTHON", str(REPO / ".ci-venv-mtcnn-tf" / "bin" / "python"))
-    if not Path(py).exists():
-        _missing(f"isolated mtcnn/TensorFlow env not found at {py}: create it with 'bash .ci/mtcnn-tf-env.sh'")
-    return py
+    return _env_python("FACEKIT_MTCNN_TF_PYTHON", ".ci-venv-mtcnn-tf", "mtcnn-tf-env.sh", "mtcnn/TensorFlow")
 
 
 @pytest.fixture(scope="session")
