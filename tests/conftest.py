@@ -214,3 +214,21 @@ def install_plugin(tmp_path_factory, pyproject: str, module_name: str, source: s
     env["PYTHONPATH"] = os.pathsep.join([str(target), env.get("PYTHONPATH", "")])
     env.pop("FACEKIT_DEBUG", None)
     return env
+
+
+def faces_root(tmp_path: Path) -> Path:
+    """``tmp_path/faces`` with one empty identity folder: a source root configs can name."""
+    r = tmp_path / "faces"
+    (r / "a").mkdir(parents=True)
+    return r
+
+
+def config_error(tmp_path: Path, text: str) -> str:
+    """The ConfigError message ``load_config`` gives for the config ``text`` (fails if valid)."""
+    from facekit.config import load_config
+    from facekit.errors import ConfigError
+
+    cfg = write_config(tmp_path, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(cfg)
+    return str(e.value)

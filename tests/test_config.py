@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import facekit_cli, write_config
-from facekit.config import load_config
-from facekit.errors import ConfigError
+from conftest import config_error, facekit_cli, faces_root, write_config
 
 
 @pytest.fixture
 def root(tmp_path):
-    r = tmp_path / "faces"
-    (r / "a").mkdir(parents=True)
-    return r
+    return faces_root(tmp_path)
 
 
 def _err(tmp_path, text) -> str:
-    cfg = write_config(tmp_path, text)
-    with pytest.raises(ConfigError) as e:
-        load_config(cfg)
-    return str(e.value)
+    return config_error(tmp_path, text)
 
 
 def test_unknown_plugin_lists_installed(tmp_path, root):
