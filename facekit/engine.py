@@ -135,6 +135,12 @@ class StageErrorGuard:
         self.first_path = ""
 
     def check(self, read: int, kept: int, rejects: list[Reject]) -> None:
+        """Look at one source item's outcome (``read`` images, ``kept`` faces, its rejects).
+
+        Raises:
+            FacekitError: the first ``n`` images all failed with one stage error (the message
+                names it and the first image).
+        """
         if self.seen >= self.n or not read:
             return
         errors = [r for r in rejects if r.reason == STAGE_ERROR]
