@@ -142,7 +142,7 @@ def record_feeds(root: Path, feeds_path: Path) -> int:
     import numpy as np
 
     from facekit.errors import SampleRejected
-    from facekit.images import decode_image
+    from facekit.vision.images import decode_image
 
     det = _facekit_detector()
     sess = det.model.session
@@ -167,7 +167,7 @@ def record_feeds(root: Path, feeds_path: Path) -> int:
 def peer_onnxruntime(feeds_path: Path) -> dict:
     import numpy as np
 
-    from facekit.onnxdet import make_session
+    from facekit.vision.onnxdet import make_session
 
     feeds = np.load(feeds_path)
     t0 = time.perf_counter()
@@ -180,8 +180,8 @@ def peer_onnxruntime(feeds_path: Path) -> dict:
 
 
 def peer_facekit(root: Path, out: Path, workers: int, threads: int) -> dict:
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     cfg = out.parent / f"pipeline-{out.name}.yaml"
     det_threads = f", threads: {threads}" if threads else ""
@@ -286,7 +286,7 @@ def decode(a) -> None:
     import cv2
     import numpy as np
 
-    from facekit import images
+    from facekit.vision import images
 
     datas = [p.read_bytes() for p in sorted((DATA / "images").rglob("*.jpg"))]
     peers = {
@@ -313,8 +313,8 @@ def decode(a) -> None:
 _RSS_CHILD = r"""
 import resource, sys, time
 from pathlib import Path
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 mode, cfg = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 if mode == "dataset":

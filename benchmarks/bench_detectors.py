@@ -6,7 +6,7 @@ On the shared photos (``../shared/data`` or ``FACEKIT_TEST_DATA``: the group pho
 the first image of each identity), measures per-image ``detect`` time, interleaved (each
 round runs every peer once over the same images, in turn) and repeated, for:
 
-- SCRFD-500m and SCRFD-2.5g: facekit (``facekit.scrfd.Scrfd``) vs insightface
+- SCRFD-500m and SCRFD-2.5g: facekit (``facekit.vision.scrfd.Scrfd``) vs insightface
   ``SCRFD.detect(img, input_size=(640, 640))`` (same results, see the tests);
 - the RetinaFace-MobileNet0.25 export (facekit only: no reference decodes it);
 - YuNet: facekit (onnxruntime) vs ``cv2.FaceDetectorYN`` on the same letterboxed input.
@@ -47,10 +47,10 @@ def main() -> None:
     images = _photos(data)
     cv2.setNumThreads(a.threads)
 
-    from facekit.onnxdet import letterbox, session_options
-    from facekit.retinaface_onnx import RetinaFaceOnnx
-    from facekit.scrfd import Scrfd
-    from facekit.yunet import YuNet
+    from facekit.vision.onnxdet import letterbox, session_options
+    from facekit.vision.retinaface_onnx import RetinaFaceOnnx
+    from facekit.vision.scrfd import Scrfd
+    from facekit.vision.yunet import YuNet
 
     peers = {}
     for name in ("scrfd_500m_bnkps.onnx", "scrfd_2.5g_bnkps_dynamic.onnx"):

@@ -11,7 +11,7 @@ each (best and median reported):
   style, seeded per face), JPEG q95 of the masked face and PNG of the mask: what the
   ``facemask`` augmenter does per face of an existing dataset (``configs/rec2masked.yaml``);
 - each step alone (decode, render, encode JPEG, encode PNG), to see where the time goes;
-- ``engine``: ``facekit.engine.run`` of ``mxrec`` source -> ``facemask`` -> ``masked_rec``
+- ``engine``: ``facekit.pipeline.engine.run`` of ``mxrec`` source -> ``facemask`` -> ``masked_rec``
   (``train: link``) in this process (``workers: 0``): the whole pipeline including record
   framing, idx, the key/label check and publication.
 
@@ -36,8 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from facekit.align import template_for  # noqa: E402
-from facekit.masks import MaskRenderer, encode_mask_png, seeded_rng  # noqa: E402
+from facekit.vision.align import template_for  # noqa: E402
+from facekit.vision.masks import MaskRenderer, encode_mask_png, seeded_rng  # noqa: E402
 
 
 def corpus(n: int) -> list[bytes]:
@@ -87,7 +87,7 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-masks-"))
     src = tmp / "src"
-    from facekit.recordio import IndexedRecordIOWriter, IRHeader, pack
+    from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, pack
 
     src.mkdir()
     with IndexedRecordIOWriter(src / "train.idx", src / "train.rec") as w:
@@ -105,8 +105,8 @@ def main() -> None:
         f"output: {tmp / 'out'}\nsource: {{plugin: mxrec, path: {src}, labels: keep, min_images: 1}}\n"
         "augmenters: [{plugin: facemask}]\nsinks: [{plugin: masked_rec, path: m, train: link}]\n"
     )
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     def engine():
         run(load_config(cfg), progress=False)

@@ -146,10 +146,10 @@ def main() -> None:
     ap.add_argument("--mxnet-python", default=os.environ.get("FACEKIT_MXNET_PYTHON", str(REPO / ".ci-venv-mxnet" / "bin" / "python")))
     args = ap.parse_args()
 
-    from facekit.config import parse_config
-    from facekit.engine import run
-    from facekit.images import read_file
-    from facekit.recordio import (
+    from facekit.pipeline.config import parse_config
+    from facekit.pipeline.engine import run
+    from facekit.vision.images import read_file
+    from facekit.formats.recordio import (
         IndexedRecordIOReader,
         IndexedRecordIOWriter,
         IRHeader,
@@ -190,7 +190,7 @@ def main() -> None:
         (tmp / "fk.yaml").write_text(cfg_text)
 
         def fk_cli():
-            sh([sys.executable, "-m", "facekit.cli", "run", "-q", str(tmp / "fk.yaml")])
+            sh([sys.executable, "-m", "facekit.cli.main", "run", "-q", str(tmp / "fk.yaml")])
 
         t_fk_cli = best_of(fk_cli, args.repeat)
 
@@ -212,7 +212,7 @@ def main() -> None:
             sh([args.mxnet_python, "-m", "mxnet.tools.im2rec", str(lst1.with_suffix("")), str(root1), "--pass-through"])
 
         def fk_cli1():
-            sh([sys.executable, "-m", "facekit.cli", "run", "-q", str(tmp / "fk1.yaml")])
+            sh([sys.executable, "-m", "facekit.cli.main", "run", "-q", str(tmp / "fk1.yaml")])
 
         t0_cat, t0_im2rec, t0_fk = (best_of(f, args.repeat) for f in (cat1, im2rec1, fk_cli1))
         # net packing time: median over repeats of (n-image run - 1-image run) taken back to

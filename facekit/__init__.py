@@ -6,6 +6,7 @@ RecordIO and alignment helpers. Plugins import only from here.
 
 from facekit.errors import ConfigError, FacekitError, RecordIOError, SampleRejected
 from facekit.hookspecs import hookimpl
+from facekit.pipeline.executor import Executor, ExecutorParams
 from facekit.stages import (
     Aligner,
     Augmenter,
@@ -16,6 +17,7 @@ from facekit.stages import (
     Occlusion,
     OptionalInputPath,
     OutputPath,
+    PairRef,
     Params,
     Reject,
     Sample,
@@ -34,11 +36,14 @@ __all__ = [
     "Detections",
     "Detector",
     "DetectorParams",
+    "Executor",
+    "ExecutorParams",
     "FacekitError",
     "InputPath",
     "Occlusion",
     "OptionalInputPath",
     "OutputPath",
+    "PairRef",
     "Params",
     "RecordIOError",
     "Reject",

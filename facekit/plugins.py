@@ -10,6 +10,7 @@ import importlib.metadata as md
 import typing
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Optional
 
 import pluggy
 
@@ -32,11 +33,14 @@ class PluginInfo:
 
 @dataclass
 class Registry:
-    """Stage classes by ``(kind, name)`` and the plugins that provided them."""
+    """Stage and executor classes by ``(kind, name)`` and the plugins that provided them."""
 
     stages: dict = field(default_factory=dict)
     plugins: dict = field(default_factory=dict)  # plugin name -> PluginInfo
     owner: dict = field(default_factory=dict)  # (kind, name) -> plugin name
+    #: the pluggy manager holding every loaded plugin (for hooks called later, e.g.
+    #: ``register_commands``)
+    manager: Optional[pluggy.PluginManager] = None
 
     def get(self, kind: str, name: str) -> type[Stage]:
         """The stage class for ``kind``/``name``.
@@ -98,26 +102,29 @@ def load_registry(entry_points=None) -> Registry:
             pm.register(module, name=ep.name)
         except Exception as e:  # a broken plugin is reported, it does not break the others
             info.error = f"{type(e).__name__}: {e}"
-    # Call each plugin's hook implementation on its own, so every registered stage is
+    # Call each plugin's hook implementations on their own, so every registered class is
     # attributed to the plugin that registered it.
-    for impl in pm.hook.register_stages.get_hookimpls():
-        info = reg.plugins[impl.plugin_name]
+    for hook, kinds in (("register_stages", KINDS), ("register_executors", ("executor",))):
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            info = reg.plugins[impl.plugin_name]
 
-        def register(cls, _plugin=impl.plugin_name, _info=info):
-            _register(reg, _plugin, _info, cls)
+            def register(cls, _plugin=impl.plugin_name, _info=info, _kinds=kinds):
+                _register(reg, _plugin, _info, cls, _kinds)
 
-        try:
-            impl.function(register=register)
-        except ConfigError:
-            raise
-        except Exception as e:
-            info.error = f"register_stages failed: {type(e).__name__}: {e}"
+            try:
+                impl.function(register=register)
+            except ConfigError:
+                raise
+            except Exception as e:
+                info.error = f"{hook} failed: {type(e).__name__}: {e}"
+    reg.manager = pm
     return reg
 
 
-def _register(reg: Registry, plugin: str, info: PluginInfo, cls) -> None:
-    if not (isinstance(cls, type) and issubclass(cls, Stage) and cls.kind in KINDS and cls.name):
-        raise ConfigError(f"plugin {plugin!r} registered {cls!r}: not a Stage subclass with a kind and a name")
+def _register(reg: Registry, plugin: str, info: PluginInfo, cls, kinds=KINDS) -> None:
+    if not (isinstance(cls, type) and issubclass(cls, Stage) and cls.kind in kinds and cls.name):
+        what = "an Executor subclass" if kinds == ("executor",) else "a Stage subclass with a kind"
+        raise ConfigError(f"plugin {plugin!r} registered {cls!r}: not {what} with a name")
     key = (cls.kind, cls.name)
     if key in reg.stages and reg.stages[key] is not cls:
         raise ConfigError(

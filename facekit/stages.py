@@ -11,77 +11,17 @@ are refused); the engine builds it as ``cls(params)`` after validating the confi
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Annotated, Any, ClassVar, Iterable, Iterator, Literal, Optional
+from dataclasses import dataclass
+from typing import Any, ClassVar, Iterable, Iterator, Optional
 
 import numpy as np
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from pydantic import Field
 
 from facekit.errors import SampleRejected
-
-# --------------------------------------------------------------------------- paths
-
-
-def _resolve(base_key: str, must_exist: bool):
-    def check(p: Path, info: ValidationInfo) -> Path:
-        p = Path(os.path.expanduser(str(p)))
-        base = (info.context or {}).get(base_key)
-        if not p.is_absolute() and base is not None:
-            p = Path(base) / p
-        if must_exist and not p.exists():
-            raise ValueError(f"path does not exist: {p}")
-        return p
-
-    return check
-
-
-#: An input path: relative paths resolve against the config file's folder; must exist.
-InputPath = Annotated[Path, AfterValidator(_resolve("config_dir", True))]
-#: An input path that may be absent (the stage checks and explains).
-OptionalInputPath = Annotated[Path, AfterValidator(_resolve("config_dir", False))]
-#: An output path: relative paths resolve against the pipeline's ``output`` folder.
-OutputPath = Annotated[Path, AfterValidator(_resolve("output_dir", False))]
-
-
-class Params(BaseModel):
-    """Base of every stage's parameter model: unknown keys are an error."""
-
-    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
-
+from facekit.params import InputPath, OptionalInputPath, OutputPath, Params
+from facekit.vision.detection import Detections, DetectorParams, find_faces
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass
-class Detections:
-    """Faces found in one image, in that image's pixel coordinates.
-
-    boxes: ``(N, 4)`` float32 x1, y1, x2, y2. scores: ``(N,)`` float32 in [0, 1].
-    landmarks: ``(N, 5, 2)`` float32 (left eye, right eye, nose, left mouth corner, right
-    mouth corner; "left" = image left), or ``None`` for detectors without landmarks.
-    """
-
-    boxes: np.ndarray
-    scores: np.ndarray
-    landmarks: Optional[np.ndarray] = None
-
-    @classmethod
-    def empty(cls, with_landmarks: bool = True) -> "Detections":
-        return cls(
-            np.zeros((0, 4), np.float32),
-            np.zeros((0,), np.float32),
-            np.zeros((0, 5, 2), np.float32) if with_landmarks else None,
-        )
-
-    def __len__(self) -> int:
-        return len(self.boxes)
-
-    def take(self, idx) -> "Detections":
-        return Detections(
-            self.boxes[idx], self.scores[idx], None if self.landmarks is None else self.landmarks[idx]
-        )
 
 
 @dataclass
@@ -101,6 +41,21 @@ class Occlusion:
     kind: str = ""
 
 
+@dataclass(frozen=True)
+class PairRef:
+    """The verification pair a sample belongs to (sources ``pairs`` and ``evalbin``): pair
+    ``index`` (0-based, in the source's order), ``side`` 0 (a) or 1 (b), ``issame``,
+    ``total`` pairs in the source, ``where`` (file:line or file[record]) and whether the
+    source may ``drop`` whole pairs."""
+
+    index: int
+    side: int
+    issame: bool
+    total: int
+    where: str
+    drop: bool
+
+
 @dataclass
 class Sample:
     """One image (or, after detection, one face of an image) on its way to the sinks.
@@ -116,9 +71,22 @@ class Sample:
     the affine map from source to crop pixels (``crop_xy = transform @ [x, y, 1]``), both set
     by the worker after alignment when the aligner can say (None otherwise, e.g. samples of
     an already aligned dataset). max_bytes: the most bytes the worker reads from ``path``
-    (None: facekit's default, 64 MiB; a source's size limit). label: class id, set by the engine when the identity is
-    admitted (-1 before). occlusion: an :class:`Occlusion` (occluded copy + mask) that an
-    augmenter attached, or None. meta: free-form dict for plugins.
+    (None: facekit's default, 64 MiB; a source's size limit). label: class id, set by the
+    identity gate when the identity is admitted (-1 before; a source may set it to keep a
+    dataset's labels). occlusion: an :class:`Occlusion` (occluded copy + mask) that an
+    augmenter attached, or None.
+
+    What a source says about an image, for the stages after it:
+
+    - stem: the name the source gives the image (mxrec: its record key), used by sinks
+      that write files; None: the file's own name.
+    - record_key: the RecordIO record the image was read from (mxrec), or None.
+    - per_face_identity: each detected face becomes an identity of its own,
+      ``<identity>_<face index>`` (group photos of different people).
+    - pair: the :class:`PairRef` of a verification-pair image, or None.
+    - required: non-empty when the run cannot go on without this image (a verification
+      pair): a reject of it stops the run, and this text, saying why and what to change,
+      ends the error message.
     """
 
     key: int
@@ -135,7 +103,11 @@ class Sample:
     max_bytes: Optional[int] = None
     label: int = -1
     occlusion: Optional[Occlusion] = None
-    meta: dict = field(default_factory=dict)
+    stem: Optional[str] = None
+    record_key: Optional[int] = None
+    per_face_identity: bool = False
+    pair: Optional[PairRef] = None
+    required: str = ""
 
     def replace(self, **changes) -> "Sample":
         """A shallow copy with ``changes`` applied (like ``dataclasses.replace``, which
@@ -152,12 +124,15 @@ class Sample:
 
 @dataclass
 class Reject:
-    """A sample that could not be used: written to the rejects file, counted by reason."""
+    """A sample that could not be used: written to the rejects file, counted by reason.
+    ``required``: the :attr:`Sample.required` text of the rejected image (non-empty: the
+    run stops)."""
 
     path: str
     reason: str
     detail: str = ""
     identity: str = ""
+    required: str = ""
 
 
 # --------------------------------------------------------------------------- stages
@@ -199,35 +174,9 @@ class Source(Stage):
     def count(self) -> Optional[int]:
         """How many items (samples and rejects) ``__iter__`` will yield, when that is cheap
         to know before the run (a directory listing, an index, a pairs file); None when it
-        is not (the default). Used for the progress bar's total and ETA only."""
+        is not (the default). Used for the progress bar's total and ETA and to size the shards
+        of a small job run by several workers."""
         return None
-
-    def fatal_reject(self, reject: Reject) -> Optional[str]:
-        """Whether ``reject`` (of one of this source's images or faces) must stop the run.
-
-        Returns None (the default: the reject is written to the rejects file and the run
-        goes on) or the error message the run stops with. For sources whose images only
-        make sense together, e.g. verification pairs, where dropping one image would shift
-        every later pair.
-        """
-        return None
-
-
-class DetectorParams(Params):
-    select: Literal["largest_central", "all", "reject"] = Field(
-        "largest_central",
-        description="several faces: keep the one maximising area - 2*squared centre offset, keep all, or reject the image",
-    )
-    min_size: float = Field(20.0, ge=0, description="faces whose box's shorter side is below this (pixels) are rejected")
-    pad: float = Field(
-        0.5, ge=0, description="no face found: retry once with this fraction of the image size padded on each side (tight crops)"
-    )
-    pad_min_face: float = Field(
-        0.3,
-        ge=0,
-        le=1,
-        description="faces found only by the padded retry must span this fraction of the image's shorter side",
-    )
 
 
 class Detector(Stage):
@@ -242,6 +191,12 @@ class Detector(Stage):
         """Detect faces in ``image`` (``(H, W, 3)`` uint8 BGR). Returns :class:`Detections`."""
         raise NotImplementedError
 
+    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        """Detect faces in several images (each ``(H, W, 3)`` uint8 BGR, sizes may differ);
+        one :class:`Detections` per image. The default calls :meth:`detect` for each; a
+        detector that runs a batch at once (a GPU) overrides it."""
+        return [self.detect(im) for im in images]
+
     def find_faces(self, image: np.ndarray) -> Detections:
         """Detect with the pad-and-retry rule, the size filter and the selection policy.
 
@@ -249,8 +204,6 @@ class Detector(Stage):
         Raises:
             SampleRejected: ``no_face``, ``face_too_small`` or ``multiple_faces``.
         """
-        from facekit.detection import find_faces
-
         return find_faces(self, image)
 
 
@@ -297,7 +250,7 @@ class Sink(Stage):
 
     Samples arrive with ``label`` set, identities contiguous and labels non-decreasing;
     ``sample.data`` holds the encoded bytes to store. A sink writes only into the staging
-    places it asks ``publication`` for (:meth:`facekit.publish.Publication.dir` /
+    places it asks ``publication`` for (:meth:`facekit.pipeline.publish.Publication.dir` /
     ``.file``); the engine publishes every output of the run together when all sinks closed
     successfully. ``close()`` finishes the staged files and returns a dict of stats;
     ``abort()`` releases what the sink holds (open files); the engine removes the staging.
@@ -309,18 +262,20 @@ class Sink(Stage):
     uniform_size: ClassVar[bool] = False
 
     def open(self, publication) -> None:
-        """Start writing: ask ``publication`` (a :class:`facekit.publish.Publication`) for
+        """Start writing: ask ``publication`` (a :class:`facekit.pipeline.publish.Publication`) for
         the staging folder or file of each output path."""
 
-    def write(self, sample: Sample) -> None:
+    def write(self, sample: Sample) -> Optional[str]:
+        """Store one sample; return where it went (see :meth:`write_many`) or None."""
         raise NotImplementedError
 
-    def write_many(self, samples: list[Sample]) -> None:
+    def write_many(self, samples: list[Sample]) -> Optional[list]:
         """Consume several samples, in order (the engine hands over one identity at a
-        time). The default calls :meth:`write` for each; a sink that gains from batching
-        (framing, one system call per batch) overrides it."""
-        for s in samples:
-            self.write(s)
+        time). Returns, per sample, where it went in this sink's output (a RecordIO record
+        id, a file path relative to the sink's ``path``), for the run's results table, or
+        None when the sink cannot say. The default calls :meth:`write` for each; a sink
+        that gains from batching (framing, one system call per batch) overrides it."""
+        return [self.write(s) for s in samples]
 
     def close(self) -> dict[str, Any]:
         return {}
@@ -342,6 +297,7 @@ __all__ = [
     "Occlusion",
     "OptionalInputPath",
     "OutputPath",
+    "PairRef",
     "Params",
     "Reject",
     "Sample",

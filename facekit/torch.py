@@ -12,7 +12,7 @@ It also reads plain (DALI-safe, shuffled) files and shard sets as one dataset.
 One deliberate difference: ``MXFaceDataset`` takes any key 0 with ``flag > 0`` for the
 header, so a plain file whose key 0 is an image with an array label (``[class, aligned]``)
 fails there (``KeyError``); here key 0 is a header only when it also has no image bytes
-(:mod:`facekit.facerec`), and such a file is read key by key.
+(:mod:`facekit.formats.facerec`), and such a file is read key by key.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from facekit.errors import RecordIOError
-from facekit.facerec import MAX_PIXELS, FaceRec, class_id, image_hw, label_of
+from facekit.formats.facerec import MAX_PIXELS, FaceRec, class_id, image_hw, label_of
 
 
 class FaceRecDataset(Dataset):
@@ -42,7 +42,7 @@ class FaceRecDataset(Dataset):
         transform: replaces flip/normalize: called with the ``(H, W, 3)`` uint8 **RGB**
             numpy array (what ``MXFaceDataset`` hands to ``ToPILImage``); its result is
             returned as the sample.
-        layout, prefix: see :class:`facekit.facerec.FaceRec`.
+        layout, prefix: see :class:`facekit.formats.facerec.FaceRec`.
     Item ``i``: ``(image, label)``; image a float32 tensor ``(3, H, W)`` RGB, label a
     0-d ``torch.long`` tensor.
 
@@ -74,8 +74,8 @@ class FaceRecDataset(Dataset):
 
         Raises:
             RecordIOError: a malformed record, a label that is not a class id
-                (:func:`facekit.facerec.class_id`), an image whose header claims more than
-                :data:`facekit.facerec.MAX_PIXELS` pixels (checked before decoding, so a
+                (:func:`facekit.formats.facerec.class_id`), an image whose header claims more than
+                :data:`facekit.formats.facerec.MAX_PIXELS` pixels (checked before decoding, so a
                 hostile header allocates nothing), or undecodable bytes; names file, key
                 and offset.
         """
@@ -115,7 +115,7 @@ class FaceRecDataset(Dataset):
 
 # --------------------------------------------------------------------------- occlusions
 
-from facekit.occlusion import (  # noqa: E402  (re-exported: the online occlusion transforms)
+from facekit.vision.occlusion import (  # noqa: E402  (re-exported: the online occlusion transforms)
     NoOcclusion,
     Occluder,
     RandomEllipse,
@@ -135,7 +135,7 @@ class OccludedFaceDataset(Dataset):
     For item ``i`` (image key ``k`` of ``train.rec``): with probability ``p_mask`` the
     offline masked face and mask at key ``k`` of ``mask_out.rec``/``mask.rec`` (mask
     binarised: ``<= 128`` occluded), else one of ``occluders`` drawn uniformly (default
-    :func:`facekit.occlusion.default_occluders`: none, rectangle, ellipse, polygon, plus
+    :func:`facekit.vision.occlusion.default_occluders`: none, rectangle, ellipse, polygon, plus
     ``objects`` folders); then resize to ``size``, horizontal flip of image and mask
     together (p = 0.5), and optionally MSML's random Gaussian illumination.
 
@@ -186,7 +186,7 @@ class OccludedFaceDataset(Dataset):
         return len(self.rec)
 
     def _read_mask(self, key: int) -> tuple[np.ndarray, np.ndarray]:
-        from facekit.recordio import IndexedRecordIOReader, unpack
+        from facekit.formats.recordio import IndexedRecordIOReader, unpack
 
         if self._readers is None or self._pid != os.getpid():
             self._readers = [IndexedRecordIOReader(i, r) for i, r in self.mask_files]

@@ -16,15 +16,13 @@ import pickle
 from pydantic import Field
 
 import facekit
-from facekit.evalbin import DEFAULT_PROTOCOL, load_bin, save_bin
-from facekit.pairs import (
+from facekit.formats.evalbin import DEFAULT_PROTOCOL, load_bin, save_bin
+from facekit.formats.pairs import (
     DROP_PAIR,
-    META_KEY,
     PairCollector,
-    PairRef,
     PairSourceParams,
-    fatal_pair_reject,
     pair_identity,
+    pair_required,
 )
 
 
@@ -54,15 +52,13 @@ class EvalbinSource(facekit.Source):
         path = self.params.path
         for i, same in enumerate(self.issame):
             ident = pair_identity(i)
+            required = pair_required(self.where[ident], self.params.on_missing_face)
             for side in (0, 1):
                 k = 2 * i + side
-                ref = PairRef(i, side, same, total, self.where[ident], drop)
+                ref = facekit.PairRef(i, side, same, total, self.where[ident], drop)
                 yield facekit.Sample(
-                    key=k, path=f"{path}[{k}]", identity=ident, data=self.bins[k], meta={META_KEY: ref}
+                    key=k, path=f"{path}[{k}]", identity=ident, data=self.bins[k], pair=ref, required=required
                 )
-
-    def fatal_reject(self, reject):
-        return fatal_pair_reject(reject, self.params.on_missing_face, self.where)
 
 
 class EvalbinSinkParams(facekit.Params):

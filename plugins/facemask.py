@@ -1,6 +1,6 @@
 """The ``facemask`` augmenter: a realistic face mask on each aligned face (no 3D model).
 
-Renders with :class:`facekit.masks.MaskRenderer` from the sample's ``aligned_landmarks``
+Renders with :class:`facekit.vision.masks.MaskRenderer` from the sample's ``aligned_landmarks``
 (the ArcFace template points for samples that have none, e.g. faces of an already aligned
 dataset read by the ``mxrec`` source). Seeded per sample from ``seed``, the sample's path,
 source key and face index: the same seed gives the same bytes, whatever the worker count.
@@ -19,8 +19,8 @@ import cv2
 from pydantic import Field, model_validator
 
 import facekit
-from facekit.align import template_for
-from facekit.masks import STYLES, MaskRenderer, encode_mask_png, seeded_rng
+from facekit.vision.align import template_for
+from facekit.vision.masks import STYLES, MaskRenderer, encode_mask_png, seeded_rng
 
 
 class FacemaskParams(facekit.Params):

@@ -13,9 +13,9 @@ from pathlib import Path
 from pydantic import Field
 
 import facekit
-from facekit.atomic import MARKER
-from facekit.images import MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_error_detail
-from facekit.lst import aligned_lst_line, landmark_line
+from facekit.formats.atomic import MARKER
+from facekit.vision.images import MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_error_detail
+from facekit.formats.lst import aligned_lst_line, landmark_line
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
 BAD_NAME = "bad_name"
@@ -278,8 +278,8 @@ class FoldersSink(facekit.Sink):
             self._label, self._names = s.label, set()
             (self.dir.staging / folder).mkdir()
             self.labels.add(s.label)
-        if s.meta.get("stem"):  # a source naming its images (mxrec: the record key): keep the bytes' format
-            stem, ext = s.meta["stem"], _extension(s.data)
+        if s.stem:  # a source naming its images (mxrec: the record key): keep the bytes' format
+            stem, ext = s.stem, _extension(s.data)
             name = f"{stem}{ext}" if s.face_id == 0 else f"{stem}_{s.face_id}{ext}"
         else:  # aligned crops are JPEG; pass-through bytes keep their own format
             stem, ext = Path(s.path).stem, _extension(s.data)
@@ -297,6 +297,7 @@ class FoldersSink(facekit.Sink):
             self.lmk.write(line)
         self.lst.write(aligned_lst_line(f"{folder}/{name}", s.label))
         self.count += 1
+        return f"{folder}/{name}"
 
     def close(self):
         self.lmk.close()

@@ -15,7 +15,7 @@ The masked face and mask come from ``sample.occlusion`` (the ``facemask`` augmen
   ``train.rec``/``.idx``/``property``/``train.lst`` itself (the ``mxrec`` sink's writer,
   insightface layout), so the three files get the same keys 1..N in the same order.
 - ``train: link`` (an existing dataset read by the ``mxrec`` source, ``labels: keep``):
-  the two mask recs are written at each sample's own record key (``meta['rec_key']``)
+  the two mask recs are written at each sample's own record key (``Sample.record_key``)
   with its label; at the end every image key of the source's ``train.rec`` must have a
   masked record with the same label (else the run fails, naming the first key missing or
   different), and ``train.rec``, ``train.idx`` and ``property`` are hard-linked (symlinked
@@ -34,8 +34,8 @@ from typing import Literal
 from pydantic import Field
 
 import facekit
-from facekit.facerec import FaceRec
-from facekit.recordio import IndexedRecordIOWriter, RecordIOError, pack_header
+from facekit.formats.facerec import FaceRec
+from facekit.formats.recordio import IndexedRecordIOWriter, RecordIOError, pack_header
 from facekit_plugins.mxrec import FLOAT32_EXACT, MxrecParams, MxrecSink
 
 
@@ -107,7 +107,7 @@ class MaskedRecSink(facekit.Sink):
                     f"masked_rec: {s.path}: sample has no masked copy (add the facemask augmenter with output: attach)"
                 )
             if self.train is None:
-                key = s.meta.get("rec_key")
+                key = s.record_key
                 rec = s.path.rpartition(":")[0]
                 if key is None or not rec:
                     raise facekit.FacekitError(

@@ -52,9 +52,9 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.facerec import FaceRec, class_id, find_parts, image_hw, label_of, shard_stem
-from facekit.lst import lst_line
-from facekit.recordio import (
+from facekit.formats.facerec import FaceRec, class_id, find_parts, image_hw, label_of, shard_stem
+from facekit.formats.lst import lst_line
+from facekit.formats.recordio import (
     IndexedRecordIOWriter,
     IRHeader,
     RecordIOError,
@@ -180,7 +180,8 @@ class MxrecSource(facekit.Source):
                 identity=str(lab),
                 data=img,
                 label=lab if keep else -1,
-                meta={"stem": stem, "rec_key": key, "rec_part": j},
+                stem=stem,
+                record_key=key,
             )
 
 
@@ -367,13 +368,14 @@ class MxrecSink(facekit.Sink):
     BATCH_BYTES = 2 << 20
 
     def write(self, s: facekit.Sample):
-        self.write_many([s])
+        return self.write_many([s])[0]
 
     def write_many(self, samples: list[facekit.Sample]):
         """Queue image records for ``samples`` (label set, identities contiguous); they are
-        framed and written in batches (:func:`facekit.recordio.encode_records`)."""
+        framed and written in batches (:func:`facekit.formats.recordio.encode_records`).
+        Returns each sample's record id (its key in the ``.idx``), as text."""
         if not samples:
-            return
+            return []
         size = self.size
         for s in samples:  # header only (image_hw): the pass-through packing rate holds
             try:
@@ -388,7 +390,7 @@ class MxrecSink(facekit.Sink):
                         "align the faces (an aligner) or resize them"
                     )
                 self.size, self.size_from, size = hw, s.path, hw
-        rid = self.first_id + self.n
+        rid = first = self.first_id + self.n
         pending = self.pending
         ranges = self.ranges
         runs = self.pending_runs
@@ -415,6 +417,7 @@ class MxrecSink(facekit.Sink):
         self.lst.write("".join(lines))
         if len(pending) >= self.BATCH or self.pending_bytes >= self.BATCH_BYTES:
             self._flush()
+        return [str(r) for r in range(first, rid)]
 
     def _flush(self) -> None:
         payloads, runs = self.pending, self.pending_runs

@@ -1,7 +1,7 @@
 """Verification pairs as folders: source ``pairs`` (a pairs list + an image root) and sink
 ``pairs`` (a folder of pair images + a ``path1 path2 0|1`` list that the source reads back).
 
-Pair semantics: ``facekit.pairs`` (both images of pair i share identity ``pair<i>``; a pair
+Pair semantics: ``facekit.formats.pairs`` (both images of pair i share identity ``pair<i>``; a pair
 whose face is missing stops the run unless ``on_missing_face: drop_pair``).
 """
 
@@ -12,15 +12,13 @@ from typing import Literal, Optional
 from pydantic import Field
 
 import facekit
-from facekit.pairs import (
+from facekit.formats.pairs import (
     DROP_PAIR,
-    META_KEY,
     PairCollector,
-    PairRef,
     PairSourceParams,
     check_images,
-    fatal_pair_reject,
     pair_identity,
+    pair_required,
     read_pairs,
 )
 
@@ -61,12 +59,12 @@ class PairsSource(facekit.Source):
         for i, pr in enumerate(self.pairs):
             ident = pair_identity(i)
             where = self.where[ident]
+            required = pair_required(where, self.params.on_missing_face)
             for side, rel in enumerate((pr.a, pr.b)):
-                ref = PairRef(i, side, pr.issame, total, where, drop)
-                yield facekit.Sample(key=2 * i + side, path=str(self.root / rel), identity=ident, meta={META_KEY: ref})
-
-    def fatal_reject(self, reject):
-        return fatal_pair_reject(reject, self.params.on_missing_face, self.where)
+                ref = facekit.PairRef(i, side, pr.issame, total, where, drop)
+                yield facekit.Sample(
+                    key=2 * i + side, path=str(self.root / rel), identity=ident, pair=ref, required=required
+                )
 
 
 class PairsSinkParams(facekit.Params):

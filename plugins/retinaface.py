@@ -1,7 +1,7 @@
 """Detector ``retinaface``: SCRFD models in InsightFace's output convention (6/9/10/15
 outputs; keypoint models, 9 or 15) and RetinaFace exports with ``loc``/``conf``/landmark
 outputs (e.g. RetinaFace-MobileNet0.25), run on onnxruntime and decoded by facekit
-(:mod:`facekit.scrfd`, :mod:`facekit.retinaface_onnx`; SCRFD results are identical to
+(:mod:`facekit.vision.scrfd`, :mod:`facekit.vision.retinaface_onnx`; SCRFD results are identical to
 insightface's ``SCRFD.detect`` with one input size). insightface is not needed.
 
 No model is downloaded: give ``model: PATH``, or put one in InsightFace's model folder
@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 import facekit
-from facekit import onnxdet, retinaface_onnx, scrfd
+from facekit.vision import onnxdet, retinaface_onnx, scrfd
 
 MODEL_PATTERNS = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx", "scrfd_*.onnx", "retinaface*.onnx", "*det*.onnx")
 NEEDS = (

@@ -53,7 +53,7 @@ class SamplesSource(facekit.Source):
                 yield facekit.Reject(f"{pkg}:{res}", "unreadable", f"package {pkg} is not installed", identity)
                 continue
             yield facekit.Sample(
-                key=key, path=str(path), identity=identity, meta={"identity_per_face": per_face}
+                key=key, path=str(path), identity=identity, per_face_identity=per_face
             )
 
 

@@ -1,5 +1,5 @@
 """Detector ``yunet``: OpenCV Zoo's YuNet (``face_detection_yunet_2023mar``, Apache-2.0
-weights; e.g. ``yunet_s_640_640.onnx``) on onnxruntime, decoded by :mod:`facekit.yunet` as
+weights; e.g. ``yunet_s_640_640.onnx``) on onnxruntime, decoded by :mod:`facekit.vision.yunet` as
 ``cv2.FaceDetectorYN`` does: boxes, scores and five landmarks (left eye, right eye, nose,
 left and right mouth corner; "left" = image left).
 
@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit import onnxdet, yunet
+from facekit.vision import onnxdet, yunet
 
 NEEDS = "the yunet detector needs a YuNet export (12 outputs: cls/obj/bbox/kps for strides 8/16/32)"
 

@@ -186,7 +186,7 @@ def resized_identities(data_dir: Path, root: Path, size: int = 112) -> Path:
     ``size`` JPEGs (datasets of one image size, as the mxrec sink requires)."""
     import cv2
 
-    from facekit.images import decode_image, encode_jpeg
+    from facekit.vision.images import decode_image, encode_jpeg
 
     for d in sorted((data_dir / "images" / "identities").iterdir()):
         (root / d.name).mkdir(parents=True)
@@ -225,7 +225,7 @@ def faces_root(tmp_path: Path) -> Path:
 
 def config_error(tmp_path: Path, text: str) -> str:
     """The ConfigError message ``load_config`` gives for the config ``text`` (fails if valid)."""
-    from facekit.config import load_config
+    from facekit.pipeline.config import load_config
     from facekit.errors import ConfigError
 
     cfg = write_config(tmp_path, text)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facekit.align import box_crop, estimate_norm, norm_crop, template_for
+from facekit.vision.align import box_crop, estimate_norm, norm_crop, template_for
 
 GROUP = "images/group/insightface_t1.jpg"
 
@@ -101,9 +101,9 @@ def test_aligners_report_their_transform_and_aligned_landmarks(real_faces):
 
 def test_worker_sets_aligned_landmarks(data_dir, scrfd_model, tmp_path):
     from conftest import write_config
-    from facekit.config import load_config
+    from facekit.pipeline.config import load_config
     from facekit.stages import Sample
-    from facekit.worker import Worker
+    from facekit.pipeline.worker import ShardWorker
 
     (tmp_path / "root").mkdir()
     cfg = write_config(tmp_path, f"""
@@ -113,9 +113,9 @@ def test_worker_sets_aligned_landmarks(data_dir, scrfd_model, tmp_path):
         aligner: {{plugin: arcface}}
         sinks: [{{plugin: folders, path: faces}}]
         """)
-    w = Worker(load_config(cfg))
+    w = ShardWorker(load_config(cfg))
     path = str(data_dir / "images/identities/Anthony_Hopkins/Anthony_Hopkins_0001.jpg")
-    (s,) = w(Sample(0, path, "a")).samples
+    (s,) = w.process([Sample(0, path, "a")])[0].samples
     assert s.transform.shape == (2, 3) and s.aligned_landmarks.shape == (5, 2)
     want = s.landmarks @ s.transform[:, :2].T + s.transform[:, 2]
     assert np.allclose(s.aligned_landmarks, want, atol=1e-4)

@@ -11,10 +11,10 @@ import sys
 import pytest
 
 from conftest import link_aligned_112, write_config
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 from facekit.errors import FacekitError
-from facekit.publish import Publication, recover
+from facekit.pipeline.publish import Publication, recover
 
 
 @pytest.fixture
@@ -83,8 +83,8 @@ def test_failing_sink_keeps_previous_output(tmp_path, aligned_cfg, monkeypatch):
 SLOW = (
     "import sys, time\n"
     "from facekit.plugins import get_registry\n"
-    "from facekit.config import load_config\n"
-    "from facekit.engine import run\n"
+    "from facekit.pipeline.config import load_config\n"
+    "from facekit.pipeline.engine import run\n"
     "cls = get_registry().get('sink', 'mxrec')\n"
     "orig = cls.write_many\n"
     "def write_many(self, s):\n"
@@ -193,9 +193,9 @@ def _old_and_new_configs(tmp_path, data_dir):
 # already present) "old aside" and "staging into place", then the removal of the old ones.
 KILL = (
     "import os, signal, sys\n"
-    "import facekit.publish as pub\n"
-    "from facekit.config import load_config\n"
-    "from facekit.engine import run\n"
+    "import facekit.pipeline.publish as pub\n"
+    "from facekit.pipeline.config import load_config\n"
+    "from facekit.pipeline.engine import run\n"
     "k = int(sys.argv[2]); n = [0]\n"
     "real_replace, real_remove = os.replace, pub._remove\n"
     "def replace(a, b):\n"
@@ -252,7 +252,7 @@ def test_commit_failing_half_way_is_completed_by_the_next_run(tmp_path, data_dir
     """A rename that fails (or an interrupt) in the middle of a publication: the staging the
     journal names is kept, and the next run's recovery makes the output the whole new run;
     never a mix, never an output lost."""
-    import facekit.publish as publish
+    import facekit.pipeline.publish as publish
 
     cfg_a, cfg_b = _old_and_new_configs(tmp_path, data_dir)
     out = tmp_path / "out"

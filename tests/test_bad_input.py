@@ -10,10 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import write_config
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 from facekit.errors import SampleRejected
-from facekit.images import decode_image
+from facekit.vision.images import decode_image
 
 FACE = "images/identities/Anthony_Hopkins/Anthony_Hopkins_0001.jpg"
 FACE2 = "images/identities/Anthony_Hopkins/Anthony_Hopkins_0002.jpg"
@@ -160,7 +160,7 @@ def test_image_modes_through_pipeline(tmp_path, data_dir, scrfd_model):
 def test_read_file_reads_whole_files(tmp_path, size):
     """The pass-through reader (os.read until end of file) returns every byte, across its
     64 KiB first read and 1 MiB follow-up reads."""
-    from facekit.images import read_file
+    from facekit.vision.images import read_file
 
     data = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     (tmp_path / "f.jpg").write_bytes(data)
@@ -168,7 +168,7 @@ def test_read_file_reads_whole_files(tmp_path, size):
 
 
 def test_read_file_errors_are_rejects(tmp_path):
-    from facekit.images import read_file
+    from facekit.vision.images import read_file
 
     with pytest.raises(SampleRejected) as e:
         read_file(str(tmp_path / "missing.jpg"))

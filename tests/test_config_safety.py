@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from conftest import config_error, facekit_cli, faces_root, write_config
-from facekit.config import load_config
+from facekit.pipeline.config import load_config
 
 
 @pytest.fixture

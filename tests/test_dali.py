@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import link_identities, resized_identities, write_config
-from facekit.config import load_config
-from facekit.engine import run
-from facekit.facerec import FaceRec
-from facekit.recordio import IndexedRecordIOReader, unpack
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+from facekit.formats.facerec import FaceRec
+from facekit.formats.recordio import IndexedRecordIOReader, unpack
 
 # Every sample of one epoch, in reader order: label, sha256 of the raw record image bytes
 # (the reader's first output), shape of the decoded image. argv: out folder, then the

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from facekit import images
+from facekit.vision import images
 from facekit.errors import SampleRejected
-from facekit.images import apply_orientation, decode_image, jpeg_orientation
+from facekit.vision.images import apply_orientation, decode_image, jpeg_orientation
 
 
 def _jpegs(data_dir):

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from facekit.detection import CHIP_MIN_INSIDE, inside_fraction, is_face_chip, largest_central_index, pad_image
+from facekit.vision.detection import CHIP_MIN_INSIDE, inside_fraction, is_face_chip, largest_central_index, pad_image
 from facekit.errors import SampleRejected
-from facekit.images import decode_image
+from facekit.vision.images import decode_image
 from facekit.plugins import get_registry
 
 

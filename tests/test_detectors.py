@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from facekit.detection import largest_central_index
+from facekit.vision.detection import largest_central_index
 from facekit.errors import SampleRejected
 from facekit.plugins import get_registry
 
@@ -84,8 +84,8 @@ def test_mtcnn_landmarks(group_image, has_mtcnn):
 
 def test_haar_boxcrop_pipeline(tmp_path, data_dir):
     from conftest import link_identities, write_config
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     link_identities(data_dir, tmp_path / "root", ["Anthony_Hopkins", "Rob_Lowe"])
     cfg = write_config(

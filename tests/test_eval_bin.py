@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import facekit_cli
-from facekit.evalbin import EvalBinError, dumps_bin, load_bin, loads_bin, save_bin
+from facekit.formats.evalbin import EvalBinError, dumps_bin, load_bin, loads_bin, save_bin
 
 JPEG_A = b"\xff\xd8\xff\xe0fake-jpeg-a\xff\xd9"
 JPEG_B = b"\xff\xd8\xff\xe0fake-jpeg-b\x00\x0a\x23\xd7\xce\xff\xd9"

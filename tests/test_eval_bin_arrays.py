@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from conftest import facekit_cli, write_config
-from facekit.config import load_config
-from facekit.engine import run
-from facekit.evalbin import EvalBinError, load_bin, loads_bin, save_bin
-from facekit.images import decode_image
-from facekit.pairs import folder_pairs
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+from facekit.formats.evalbin import EvalBinError, load_bin, loads_bin, save_bin
+from facekit.vision.images import decode_image
+from facekit.formats.pairs import folder_pairs
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +202,7 @@ def test_eval_and_evalbin_source_accept_imencode_arrays(encoded, rec_model, tmp_
 
 
 def test_evalbin_source_count_is_the_number_of_images(encoded, tmp_path):
-    from facekit.config import parse_config
+    from facekit.pipeline.config import parse_config
 
     arrays, issame = encoded
     path = tmp_path / "c.bin"

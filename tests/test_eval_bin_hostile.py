@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from facekit.evalbin import EvalBinError, loads_bin
+from facekit.formats.evalbin import EvalBinError, loads_bin
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
 _BINS = b"](C\x04aaaaC\x04bbbbe"  # protocol 3+: [b'aaaa', b'bbbb']
@@ -66,7 +66,7 @@ def _hostile() -> dict[str, bytes]:
 _PROBE = textwrap.dedent(
     """
     import json, resource, sys
-    from facekit.evalbin import EvalBinError, loads_bin
+    from facekit.formats.evalbin import EvalBinError, loads_bin
 
     def vm():
         with open("/proc/self/status") as f:

@@ -12,7 +12,7 @@ import json
 import pytest
 
 from conftest import facekit_cli
-from facekit.evalbin import dumps_bin, save_bin
+from facekit.formats.evalbin import dumps_bin, save_bin
 
 
 @pytest.fixture(scope="module")

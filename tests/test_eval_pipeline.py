@@ -18,12 +18,12 @@ import yaml
 from PIL import Image
 
 from conftest import REPO, facekit_cli, write_config
-from facekit.config import load_config, parse_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config, parse_config
+from facekit.pipeline.engine import run
 from facekit.errors import FacekitError
-from facekit.evalbin import load_bin
-from facekit.images import decode_image
-from facekit.pairs import Pair, folder_pairs, write_pairs
+from facekit.formats.evalbin import load_bin
+from facekit.vision.images import decode_image
+from facekit.formats.pairs import Pair, folder_pairs, write_pairs
 
 pytestmark = pytest.mark.slow
 
@@ -92,9 +92,9 @@ def test_identities_bin_is_built_in_pair_order(identities_bin, data_dir):
 
 
 def test_mobilefacenet_accuracy_cli_and_python(identities_bin, rec_model, tmp_path):
-    from facekit.cli_eval import embed_bin
-    from facekit.recognition import OnnxEmbedder
-    from facekit.verification import verify
+    from facekit.cli.eval import embed_bin
+    from facekit.eval.recognition import OnnxEmbedder
+    from facekit.eval.verification import verify
 
     path, pairs, _ = identities_bin
     out = tmp_path / "scores.json"
@@ -132,7 +132,7 @@ def test_mobilefacenet_accuracy_cli_and_python(identities_bin, rec_model, tmp_pa
 def test_preprocessing_read_from_model_matches_insightface(identities_bin, rec_model):
     from insightface.model_zoo import get_model
 
-    from facekit.recognition import OnnxEmbedder
+    from facekit.eval.recognition import OnnxEmbedder
 
     path, _, _ = identities_bin
     bins, _ = load_bin(path)

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
-from facekit.verification import combine_flip, evaluate, evaluate_distances, fold_indices, verify, xnorm
+from facekit.eval.verification import combine_flip, evaluate, evaluate_distances, fold_indices, verify, xnorm
 
 
 def reference(embeddings: np.ndarray, issame: np.ndarray, folds: int = 10, far_target: float = 1e-3) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tracemalloc
 
-from facekit.recordio import IndexedRecordIOWriter, load_idx
+from facekit.formats.recordio import IndexedRecordIOWriter, load_idx
 
 
 def _held_after(tmp_path, n: int, mode: str) -> int:

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image
 
 from conftest import link_aligned_112, write_config
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 from facekit.errors import SampleRejected
-from facekit.images import check_image_header, read_file
-from facekit.lst import aligned_lst_line, landmark_line, lst_line, text_field
+from facekit.vision.images import check_image_header, read_file
+from facekit.formats.lst import aligned_lst_line, landmark_line, lst_line, text_field
 from facekit.stages import Reject, Sample
 
 FACE = "images/identities/Anthony_Hopkins/Anthony_Hopkins_0001.jpg"
@@ -177,7 +177,7 @@ def test_folders_sink_writes_every_sample_to_its_own_file(tmp_path):
     png = b"\x89PNG\r\n\x1a\n"
 
     def make():
-        from facekit.publish import Publication
+        from facekit.pipeline.publish import Publication
 
         sink = FoldersSink(FoldersSink.Params(path=tmp_path / "faces"))
         pub = Publication(tmp_path)
@@ -186,7 +186,7 @@ def test_folders_sink_writes_every_sample_to_its_own_file(tmp_path):
         samples += [
             Sample(key=4, path="/src/id/a.png", identity="id", data=png + b"png", label=0),
             Sample(key=5, path="/src/id/A.jpg", identity="id", data=b"\xff\xd8upper", label=0),
-            Sample(key=6, path="rec:6", identity="id", data=b"\xff\xd8stem", label=0, meta={"stem": "a_0_v1"}),
+            Sample(key=6, path="rec:6", identity="id", data=b"\xff\xd8stem", label=0, stem="a_0_v1"),
         ]
         for s in samples:
             sink.write(s)
@@ -456,7 +456,7 @@ def test_repacking_facekit_folders_keeps_every_label(tmp_path, data_dir):
     for line in lines:
         _, path, label = line.split("\t")
         assert os.path.basename(os.path.dirname(path)) == f"face2019_{label}", line
-    from facekit.recordio import IndexedRecordIOReader, unpack
+    from facekit.formats.recordio import IndexedRecordIOReader, unpack
 
     rec = IndexedRecordIOReader(tmp_path / "out2/rec/train.idx", tmp_path / "out2/rec/train.rec")
     for k, line in enumerate(lines, start=1):

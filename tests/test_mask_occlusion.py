@@ -1,4 +1,4 @@
-"""Online occlusions (facekit.occlusion) and OccludedFaceDataset (facekit.torch)."""
+"""Online occlusions (facekit.vision.occlusion) and OccludedFaceDataset (facekit.torch)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import link_aligned_112, write_config
 
-from facekit.align import template_for
-from facekit.occlusion import (
+from facekit.vision.align import template_for
+from facekit.vision.occlusion import (
     NoOcclusion,
     RandomEllipse,
     RandomFaceMask,
@@ -119,8 +119,8 @@ def test_objects_placed_by_template_landmarks(tmp_path):
 
 @pytest.fixture(scope="module")
 def masked_folder(tmp_path_factory, data_dir):
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     tmp = tmp_path_factory.mktemp("ds")
     link_aligned_112(data_dir, tmp / "aligned")
@@ -136,7 +136,7 @@ def masked_folder(tmp_path_factory, data_dir):
 
 def test_dataset_offline_mask_and_labels(masked_folder):
     torch = pytest.importorskip("torch")
-    from facekit.recordio import IndexedRecordIOReader, unpack
+    from facekit.formats.recordio import IndexedRecordIOReader, unpack
     from facekit.torch import OccludedFaceDataset
 
     ds = OccludedFaceDataset(masked_folder, p_mask=1.0, flip=False, illumination=False, seed=0)

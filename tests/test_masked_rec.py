@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from conftest import facekit_cli, link_aligned_112, link_identities, write_config
 
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 from facekit.errors import FacekitError
-from facekit.recordio import IndexedRecordIOReader, unpack
+from facekit.formats.recordio import IndexedRecordIOReader, unpack
 
 # MSML datasets/load_dataset.py FaceByRandOccMask: __init__ (header of train.rec, img_idx)
 # and _get_occluded_face_and_mask/_add_gauss_to_mask (offline branch: mxnet reads, the

@@ -1,4 +1,4 @@
-"""The mask renderer (facekit.masks): geometry, exact occlusion mask, seeding, textures."""
+"""The mask renderer (facekit.vision.masks): geometry, exact occlusion mask, seeding, textures."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from facekit.align import template_for
+from facekit.vision.align import template_for
 from facekit.errors import FacekitError
-from facekit.masks import STYLES, MaskRenderer, drawn_textures, encode_mask_png, face_anchors, fit_68, seeded_rng
+from facekit.vision.masks import STYLES, MaskRenderer, drawn_textures, encode_mask_png, face_anchors, fit_68, seeded_rng
 
 
 def _face(seed=0, size=112):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from conftest import write_config
 
-from facekit.align import template_for
+from facekit.vision.align import template_for
 from facekit.stages import Sample
 
 
@@ -24,8 +24,8 @@ def _decode(data, flag=cv2.IMREAD_COLOR):
 def real_faces(tmp_path_factory, data_dir, scrfd_model):
     """``[(identity, clean_jpeg, aligned_landmarks, occlusion)]`` for every face of the
     identity photos (detect -> align -> facemask, in process) and the eight aligned faces."""
-    from facekit.config import load_config
-    from facekit.worker import Worker
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.worker import ShardWorker
 
     tmp = tmp_path_factory.mktemp("real")
     (tmp / "root").mkdir()
@@ -37,13 +37,13 @@ def real_faces(tmp_path_factory, data_dir, scrfd_model):
         augmenters: [{{plugin: facemask, seed: 0}}]
         sinks: [{{plugin: masked_rec, path: rec}}]
         """)
-    w = Worker(load_config(cfg))
+    w = ShardWorker(load_config(cfg))
     faces = []
     root = data_dir / "images" / "identities"
     key = 0
     for ident in sorted(os.listdir(root)):
         for f in sorted(os.listdir(root / ident)):
-            out = w(Sample(key, str(root / ident / f), ident))
+            out = w.process([Sample(key, str(root / ident / f), ident)])[0]
             key += 1
             for s in out.samples:
                 faces.append((ident, s.data, s.aligned_landmarks, s.occlusion))
@@ -53,10 +53,10 @@ def real_faces(tmp_path_factory, data_dir, scrfd_model):
         augmenters: [{plugin: facemask, seed: 0}]
         sinks: [{plugin: masked_rec, path: rec}]
         """, "b.yaml")
-    w2 = Worker(load_config(cfg2))
+    w2 = ShardWorker(load_config(cfg2))
     aligned = []
     for p in sorted((data_dir / "aligned_112").glob("*.jpg")):
-        (s,) = w2(Sample(key, str(p), p.stem.rsplit("_", 1)[0])).samples
+        (s,) = w2.process([Sample(key, str(p), p.stem.rsplit("_", 1)[0])])[0].samples
         key += 1
         aligned.append((s.identity, s.data, None, s.occlusion))
     return faces, aligned
@@ -89,7 +89,7 @@ def test_recognition_still_finds_the_masked_identity(real_faces, rec_model):
     """Masked probe vs the clean faces: its own identity's faces score above the other
     identities' on most (genuine, impostor) pairs, and the nearest clean face (itself
     excluded) is of its identity for most probes. Clean probes are the baseline."""
-    from facekit.recognition import OnnxEmbedder
+    from facekit.eval.recognition import OnnxEmbedder
 
     faces, _ = real_faces
     emb = OnnxEmbedder(rec_model)

@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from conftest import REPO
-from facekit.align import norm_crop
+from facekit.vision.align import norm_crop
 from facekit.plugins import get_registry
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import link_aligned_112, link_identities, write_config
-from facekit.config import load_config
-from facekit.engine import run
-from facekit.recordio import (
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+from facekit.formats.recordio import (
     MAGIC_BYTES,
     IndexedRecordIOReader,
     IndexedRecordIOWriter,

@@ -169,7 +169,7 @@ def test_retinaface_export_negatives_and_tight_crops(retinaface_export, data_dir
 def test_yunet_matches_opencv_facedetectoryn(yunet_model, data_dir):
     """facekit's YuNet decoding on onnxruntime = cv2.FaceDetectorYN on the same letterboxed
     input (same faces and order; coordinates to float32 rounding of two runtimes)."""
-    from facekit.onnxdet import letterbox
+    from facekit.vision.onnxdet import letterbox
 
     ref = cv2.FaceDetectorYN.create(str(yunet_model), "", (640, 640), 0.6, 0.3, 5000)
     det = _detector("yunet", model=yunet_model)

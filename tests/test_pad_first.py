@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from facekit.detection import find_faces, is_face_chip
+from facekit.vision.detection import find_faces, is_face_chip
 from facekit.errors import SampleRejected
 from facekit.stages import DetectorParams, Detections
 
@@ -121,7 +121,7 @@ def test_chip_plain_pass_empty_keeps_padded_faces():
 
 
 def test_inside_fraction():
-    from facekit.detection import inside_fraction
+    from facekit.vision.detection import inside_fraction
 
     boxes = np.array([[0, 0, 10, 10], [-10, 0, 10, 10], [20, 20, 30, 30], [5, 5, 5, 5]], np.float32)
     np.testing.assert_allclose(inside_fraction(boxes, (10, 10, 3)), [1, 0.5, 0, 0])

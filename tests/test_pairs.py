@@ -8,10 +8,10 @@ from itertools import combinations
 import pytest
 
 from conftest import write_config
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 from facekit.errors import FacekitError
-from facekit.pairs import PairsError, detect_format, folder_pairs, read_pairs, write_pairs
+from facekit.formats.pairs import PairsError, detect_format, folder_pairs, read_pairs, write_pairs
 
 
 def test_lfw_pairs_txt_has_10_folds_of_300_plus_300(data_dir):
@@ -103,8 +103,6 @@ def test_lfw_pairs_against_a_root_without_lfw_fails_at_line_2(tmp_path, data_dir
 
 
 def test_source_order_identities_and_flags(tmp_path, data_dir):
-    from facekit.pairs import META_KEY
-
     root = data_dir / "images" / "identities"
     pairs = folder_pairs(root, seed=1)[:3] + [p for p in folder_pairs(root, seed=1) if not p.issame][:2]
     p = tmp_path / "pairs.txt"
@@ -115,7 +113,7 @@ def test_source_order_identities_and_flags(tmp_path, data_dir):
     assert [s.key for s in samples] == list(range(10))
     assert [s.identity for s in samples] == [f"pair{i // 2:05d}" for i in range(10)]
     assert [s.path for s in samples] == [str(root / x) for q in pairs for x in (q.a, q.b)]
-    refs = [s.meta[META_KEY] for s in samples]
+    refs = [s.pair for s in samples]
     assert [r.side for r in refs] == [0, 1] * 5 and [r.index for r in refs] == [i // 2 for i in range(10)]
     assert [r.issame for r in refs[::2]] == [q.issame for q in pairs] == [True] * 3 + [False] * 2
     assert refs[4].where == f"{p}:3" and refs[0].total == 5 and not refs[0].drop
@@ -148,7 +146,7 @@ def test_pairs_command_writes_a_list_the_pairs_source_reads(tmp_path, data_dir):
     """`facekit pairs ROOT -o LIST`: the README's way to a verification set from your own
     folders; every fold holds both kinds, the pairs source reads it back."""
     from conftest import facekit_cli
-    from facekit.pairs import read_pairs
+    from facekit.formats.pairs import read_pairs
 
     root = data_dir / "images" / "identities"
     r = facekit_cli("pairs", root, "-o", tmp_path / "p.txt", "--seed", "3")

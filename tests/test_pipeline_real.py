@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from conftest import link_identities, write_config
-from facekit.config import load_config
-from facekit.engine import run
-from facekit.recordio import IndexedRecordIOReader, unpack
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+from facekit.formats.recordio import IndexedRecordIOReader, unpack
 
 SINGLE_IMAGE_IDENTITIES = {"Amy_Adams", "Nathalie_Baye", "mtcnn_ivan"}
 

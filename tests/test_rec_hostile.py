@@ -21,10 +21,10 @@ from click.testing import CliRunner
 
 from conftest import write_config
 from facekit.errors import FacekitError, RecordIOError
-from facekit.facerec import FaceRec, image_hw
-from facekit.rec_inspect import inspect
-from facekit.rec_verify import verify
-from facekit.recordio import IndexedRecordIOWriter, IRHeader, RecordIOReader, pack, read_idx
+from facekit.formats.facerec import FaceRec, image_hw
+from facekit.formats.rec_inspect import inspect
+from facekit.formats.rec_verify import verify
+from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, RecordIOReader, pack, read_idx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,8 +63,8 @@ def plain_rec(d: Path, imgs: list[bytes], labels: list, name: str = "train") -> 
 
 
 def run_pipeline(tmp_path: Path, text: str):
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     return run(load_config(write_config(tmp_path, text, f"p{len(list(tmp_path.glob('p*.yaml')))}.yaml")), progress=False)
 
@@ -94,7 +94,7 @@ def bounded(code: str, *args, extra_mb: int = 768) -> dict:
         f"""
         import json, resource, sys
         import numpy, cv2, PIL.Image
-        import facekit.facerec, facekit.rec_inspect, facekit.rec_verify, facekit.torch
+        import facekit.formats.facerec, facekit.formats.rec_inspect, facekit.formats.rec_verify, facekit.torch
         vm = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024
         resource.setrlimit(resource.RLIMIT_AS, (vm + {extra_mb} * 2**20, resource.RLIM_INFINITY))
         """
@@ -119,9 +119,9 @@ def test_header_counts_beyond_the_idx_allocate_nothing(tmp_path, imgs):
     d = face_rec(tmp_path / "d", imgs, [0] * 4 + [1] * 4, header=[2e8, 2e8 + 64])  # both exact in float32
     out = bounded(
         """
-        from facekit.facerec import FaceRec
-        from facekit.rec_inspect import inspect
-        from facekit.rec_verify import verify
+        from facekit.formats.facerec import FaceRec
+        from facekit.formats.rec_inspect import inspect
+        from facekit.formats.rec_verify import verify
         from facekit.torch import FaceRecDataset
         d = sys.argv[1]
         res = {
@@ -431,7 +431,7 @@ def test_mxrec_sink_identity_split_across_calls_and_batches(tmp_path, imgs, monk
 
     def write(name, chunk, batch):
         monkeypatch.setattr(MxrecSink, "BATCH", batch)
-        from facekit.publish import Publication
+        from facekit.pipeline.publish import Publication
 
         sink = MxrecSink(MxrecParams(path=tmp_path / name))
         pub = Publication(tmp_path)

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from conftest import link_identities, resized_identities, write_config
-from facekit.config import load_config
-from facekit.engine import run
-from facekit.facerec import FaceRec
-from facekit.recordio import IndexedRecordIOReader, build_index, format_idx, unpack
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+from facekit.formats.facerec import FaceRec
+from facekit.formats.recordio import IndexedRecordIOReader, build_index, format_idx, unpack
 
 # Dump every record of every .rec in a folder, through mxnet: key, flag, labels, id, id2,
 # sha256 of the image bytes, in idx order.

@@ -15,9 +15,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from facekit.errors import RecordIOError
-from facekit.facerec import FaceRec
-from facekit.rec_verify import verify
-from facekit.recordio import (
+from facekit.formats.facerec import FaceRec
+from facekit.formats.rec_verify import verify
+from facekit.formats.recordio import (
     MAGIC_BYTES,
     IndexedRecordIOReader,
     IndexedRecordIOWriter,
@@ -152,8 +152,8 @@ def test_missing_idx_is_rebuilt_by_scanning(tmp_path, good):
 
 def test_damaged_records_become_rejects_in_a_pipeline(tmp_path, good):
     from conftest import write_config
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     rec, idx, _ = good
     off = _offsets(idx)[2]
@@ -205,7 +205,7 @@ def _check_mutation(tmp_path, good, muts, idx_junk) -> None:
     mutated label of 1e38 or inf, a flag of 2**32-1, used to give a raw OverflowError or a
     16 GB read); no read asks for more than the file holds (beyond the 1 MiB resync
     window)."""
-    from facekit.rec_inspect import inspect
+    from facekit.formats.rec_inspect import inspect
 
     rec, idx, _ = good
     rec2, idx2 = _mutate(rec, idx, muts)
@@ -314,7 +314,7 @@ def _dmlc_reference(p: bytes) -> bytes:
 def test_framing_matches_dmlc_and_reads_back(tmp_path_factory, chunks):
     """Payloads dense in magics at every alignment: framing equals dmlc's loop byte for
     byte, and the reader puts every payload back together."""
-    from facekit.recordio import encode_record
+    from facekit.formats.recordio import encode_record
 
     payloads = [b"".join(chunks), b"".join(reversed(chunks)), b"x" + b"".join(chunks)]
     d = tmp_path_factory.mktemp("frame")
@@ -341,7 +341,7 @@ def test_batched_framing_equals_record_by_record(records):
     """``encode_records`` (one framing pass and one vectorised magic scan per batch) gives
     the bytes of ``encode_record`` applied to each payload, whether a payload comes whole
     or as pieces (the IRHeader + image split, aligned or not), magics anywhere."""
-    from facekit.recordio import encode_record, encode_records
+    from facekit.formats.recordio import encode_record, encode_records
 
     payloads, given = [], []
     for chunks, cut, kind in records:

@@ -13,9 +13,9 @@ from click.testing import CliRunner
 
 from conftest import facekit_cli
 from facekit.cli import main
-from facekit.rec_inspect import inspect
-from facekit.rec_verify import verify
-from facekit.recordio import IndexedRecordIOWriter, IRHeader, pack, read_idx
+from facekit.formats.rec_inspect import inspect
+from facekit.formats.rec_verify import verify
+from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, pack, read_idx
 
 
 def make_face_rec(d: Path, imgs: list[bytes], labels: list[int], ranges=None, prop="2,112,112", name="train"):
@@ -74,7 +74,7 @@ def test_inspect_reports_the_dataset(good):
 
 
 def test_cli_commands_under_python_m(good):
-    """The commands are registered also when the CLI runs as ``python -m facekit.cli``."""
+    """The commands are registered also when the CLI runs as ``python -m facekit.cli.main``."""
     p = facekit_cli("verify", good)
     assert p.returncode == 0, p.stderr
     assert "OK (1 file(s), layout insightface, 8 images, 2 identities, decoded)" in p.stdout
@@ -201,7 +201,7 @@ def _resized_identities(src: Path, dst: Path, size: int = 112) -> Path:
     (an mxrec dataset holds one image size)."""
     import cv2
 
-    from facekit.images import decode_image, encode_jpeg
+    from facekit.vision.images import decode_image, encode_jpeg
 
     for f in sorted(src.glob("*/*")):
         (dst / f.parent.name).mkdir(parents=True, exist_ok=True)
@@ -214,9 +214,9 @@ def test_shards_read_as_one_dataset(tmp_path, data_dir):
     """The sink's shards of the 94 real photos (resized to one size): verify OK as a set,
     inspect sums the parts, and the set reads as the same image stream as the single file."""
     from conftest import write_config
-    from facekit.config import load_config
-    from facekit.engine import run
-    from facekit.facerec import FaceRec
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
+    from facekit.formats.facerec import FaceRec
 
     root = _resized_identities(data_dir / "images" / "identities", tmp_path / "faces")
     cfg = write_config(
@@ -254,7 +254,7 @@ def test_plan_shards():
 def test_example_configs_validate(tmp_path, data_dir):
     """configs/rec2folders.yaml, folders2rec.yaml, rec2plain.yaml validate once their
     placeholder inputs exist (here: a real rec and real identity folders)."""
-    from facekit.config import parse_config
+    from facekit.pipeline.config import parse_config
 
     repo = Path(__file__).resolve().parents[1]
     cfgdir = tmp_path / "configs"
@@ -271,10 +271,10 @@ def test_example_configs_validate(tmp_path, data_dir):
 def test_more_shards_than_identities_and_param_checks(tmp_path, data_dir):
     """3 shards of 2 identities: one empty but valid shard; shuffle needs the plain layout."""
     from conftest import write_config
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
     from facekit.errors import ConfigError
-    from facekit.facerec import FaceRec
+    from facekit.formats.facerec import FaceRec
 
     root = tmp_path / "root"
     for p in sorted((data_dir / "aligned_112").glob("*.jpg")):

@@ -12,7 +12,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="PyTorch is the optional extra 'torch': pip install 'facekit[torch]'")
 
-from facekit.recordio import IndexedRecordIOWriter, IRHeader, pack  # noqa: E402
+from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, pack  # noqa: E402
 from facekit.torch import FaceRecDataset  # noqa: E402
 
 # MXFaceDataset.__init__/__getitem__ minus torchvision, run under mxnet: image keys, labels,
@@ -55,7 +55,7 @@ def _face_rec(d, data_dir, size=None):
             return p.read_bytes()
         import cv2
 
-        from facekit.images import decode_image, encode_jpeg
+        from facekit.vision.images import decode_image, encode_jpeg
 
         return encode_jpeg(cv2.resize(decode_image(p.read_bytes()), (size, size), interpolation=cv2.INTER_AREA))
 
@@ -149,8 +149,8 @@ def test_handles_are_per_process(face_dir):
 
 def _sharded(tmp_path, face_dir):
     from conftest import write_config
-    from facekit.config import load_config
-    from facekit.engine import run
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
 
     cfg = write_config(
         tmp_path,

@@ -13,8 +13,8 @@ import time
 import pytest
 
 from conftest import facekit_cli, install_plugin, link_aligned_112, write_config
-from facekit.config import load_config
-from facekit.engine import run
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
 from facekit.errors import FacekitError
 
 PLUGIN = '''
@@ -23,7 +23,7 @@ import os, signal, time
 import numpy as np
 from pydantic import Field
 import facekit
-from facekit.align import template_for
+from facekit.vision.align import template_for
 
 
 def _template(image):

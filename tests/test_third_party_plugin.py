@@ -16,7 +16,7 @@ PLUGIN = '''
 import numpy as np
 from pydantic import Field
 import facekit
-from facekit.align import template_for
+from facekit.vision.align import template_for
 
 
 class TemplateParams(facekit.DetectorParams):

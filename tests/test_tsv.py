@@ -7,7 +7,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from facekit.tsv import escape, unescape
+from facekit.formats.tsv import escape, unescape
 
 
 @settings(derandomize=True, max_examples=300)

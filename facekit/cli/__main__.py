@@ -1,0 +1,3 @@
+from facekit.cli.main import main
+
+main()

@@ -1,0 +1,25 @@
+"""The run: config -> shards -> executor (workers) -> identity gate -> sinks, with resume
+from a work folder, a results table and atomic publication.
+
+Public names for executor plugins: :class:`ShardWorker` (what a worker runs on a shard),
+:class:`Shard`, :class:`ShardResult`, :class:`ShardFailed`, :class:`WorkerPool` and
+:func:`set_threads` (the process pool the ``processes`` executor uses).
+"""
+
+from facekit.pipeline.executor import Executor, ExecutorParams, ShardFailed, run_shards
+from facekit.pipeline.processes import WorkerPool, set_threads
+from facekit.pipeline.shards import Outcome, Shard, ShardResult
+from facekit.pipeline.worker import ShardWorker
+
+__all__ = [
+    "Executor",
+    "ExecutorParams",
+    "Outcome",
+    "Shard",
+    "ShardFailed",
+    "ShardResult",
+    "ShardWorker",
+    "WorkerPool",
+    "run_shards",
+    "set_threads",
+]

@@ -1,0 +1,352 @@
+"""Pipeline configs: YAML (``yaml.safe_load`` rules) -> validated :class:`PipelineSpec`.
+
+Everything is checked before any work starts: plugin names against the installed plugins,
+every stage's parameters against its pydantic ``Params`` model (unknown and missing keys,
+types, paths that must exist). Errors name the config file, line, stage and key.
+
+Paths: input paths (source folders, model files) resolve against the config file's
+folder; ``output`` too; sinks' output paths resolve against ``output``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import yaml
+from pydantic import Field, ValidationError
+
+from facekit.errors import ConfigError, FacekitError, one_line
+from facekit.pipeline.pathcheck import check_output, check_sinks
+from facekit.plugins import Registry, get_registry
+from facekit.stages import OptionalInputPath, Params, Stage
+
+#: a pipeline config larger than this is refused unread (configs are a few hundred bytes)
+MAX_CONFIG_BYTES = 1 << 20
+#: YAML nodes a config may expand to, aliases counted at every use (alias bombs)
+MAX_NODES = 20_000
+
+
+class EncodeConfig(Params):
+    quality: int = Field(95, ge=1, le=100, description="JPEG quality of re-encoded (aligned) faces")
+
+
+class TopLevel(Params):
+    output: OptionalInputPath = Field(description="run folder: rejects.tsv, summary.json; base of sink paths")
+    source: dict
+    detector: Optional[dict] = None
+    aligner: Optional[dict] = None
+    augmenters: list[dict] = Field(default_factory=list)
+    sinks: list[dict] = Field(min_length=1)
+    encode: EncodeConfig = Field(default_factory=EncodeConfig)
+    workers: Optional[int] = Field(
+        None, ge=0, description="shorthand for 'executor: {plugin: processes, workers: N}' (0: in this process)"
+    )
+    executor: Optional[dict] = Field(None, description="where shards run: {plugin: inprocess | processes | ..., ...}")
+    shard_size: Optional[int] = Field(
+        None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000)"
+    )
+
+
+@dataclass
+class StageConfig:
+    """One validated stage: its class, its params and where it was configured."""
+
+    kind: str
+    name: str
+    cls: type
+    params: Params
+    where: str  # e.g. "sinks[0] (mxrec)"
+
+    def with_params(self, **changes) -> "StageConfig":
+        """This stage with some parameters changed (already validated values)."""
+        return StageConfig(self.kind, self.name, self.cls, self.params.model_copy(update=changes), self.where)
+
+    def build(self) -> Stage:
+        """Construct the stage. Raises ConfigError naming the stage when its constructor
+        fails (a model that does not load, a broken plugin), never a raw traceback."""
+        try:
+            return self.cls(self.params)
+        except FacekitError:
+            raise
+        except Exception as e:
+            raise ConfigError(f"{self.where}: cannot start: {type(e).__name__}: {one_line(e)}") from None
+
+
+@dataclass
+class PipelineSpec:
+    """A validated pipeline, picklable (worker processes rebuild stages from it)."""
+
+    config_path: Optional[Path]
+    output: Path
+    source: StageConfig
+    detector: Optional[StageConfig]
+    aligner: Optional[StageConfig]
+    augmenters: list[StageConfig] = field(default_factory=list)
+    sinks: list[StageConfig] = field(default_factory=list)
+    quality: int = 95
+    executor: Optional[StageConfig] = None
+    shard_size: Optional[int] = None
+
+    @property
+    def workers(self) -> int:
+        """The executor's worker processes (0: runs in this process)."""
+        ex = self.executor
+        return int(getattr(ex.params, "workers", 0)) if ex is not None and ex.name != "inprocess" else 0
+
+    def set_workers(self, workers: int, registry: Registry | None = None) -> None:
+        """Run on ``workers`` processes (0: in this process), as ``-w`` asks: the
+        ``processes`` executor (keeping its other settings when the config chose it)."""
+        registry = registry or get_registry()
+        if workers == 0:
+            cls = registry.get("executor", "inprocess")
+            self.executor = StageConfig("executor", "inprocess", cls, cls.Params(), "executor (inprocess)")
+        elif self.executor is not None and self.executor.name == "processes":
+            self.executor = self.executor.with_params(workers=workers)
+        else:
+            cls = registry.get("executor", "processes")
+            self.executor = StageConfig("executor", "processes", cls, cls.Params(workers=workers), "executor (processes)")
+
+
+def _compose(text: str, source: str):
+    """The YAML node graph of ``text``, refused when it is too large, too deep, or expands
+    (aliases counted at each use) to more than :data:`MAX_NODES` nodes."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None  # reported with its line by safe_load
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to be a pipeline config") from None
+    if root is None:
+        return None
+    sizes: dict[int, int] = {}
+    stack = [(root, False)]
+    while stack:  # post-order, iterative: expanded size of each node, each node once
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        kids = []
+        if isinstance(node, yaml.MappingNode):
+            kids = [n for kv in node.value for n in kv]
+        elif isinstance(node, yaml.SequenceNode):
+            kids = node.value
+        if not done:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if id(k) not in sizes)
+            continue
+        total = 1 + sum(sizes[id(k)] for k in kids)
+        if total > MAX_NODES:
+            raise ConfigError(
+                f"{source}:{node.start_mark.line + 1}: YAML expands to more than {MAX_NODES} values "
+                "(aliases repeated at every use: an alias bomb?)"
+            )
+        sizes[id(node)] = total
+    return root
+
+
+def _line_map(root) -> dict[tuple, int]:
+    """Map each key path (``('sinks', 0, 'path')``) to its 1-based line in the YAML.
+    A node reached again through an alias is not walked again (the graph may be a DAG)."""
+    out: dict[tuple, int] = {}
+    if root is None:
+        return out
+    walked: set[int] = set()
+    stack = [(root, ())]
+    while stack:
+        node, path = stack.pop()
+        out.setdefault(path, node.start_mark.line + 1)
+        if id(node) in walked:
+            continue
+        walked.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = k.value if isinstance(k, yaml.ScalarNode) else None
+                out[path + (key,)] = k.start_mark.line + 1
+                stack.append((v, path + (key,)))
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                stack.append((v, path + (i,)))
+    return out
+
+
+class _Errors:
+    def __init__(self, source: str, lines: dict):
+        self.source, self.lines, self.items = source, lines, []
+
+    def add(self, loc: tuple, msg: str) -> None:
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in self.lines:
+                line = self.lines[loc[:n]]
+                break
+        self.items.append(f"{self.source}:{line}: {msg}" if line else f"{self.source}: {msg}")
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            raise ConfigError("invalid pipeline config:\n  " + "\n  ".join(self.items))
+
+
+def _where(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s
+
+
+def _pydantic_errors(errs: _Errors, e: ValidationError, base: tuple, label: str, valid: list[str]) -> None:
+    for err in e.errors():
+        loc = tuple(err["loc"])
+        key = _where(loc)
+        if err["type"] == "extra_forbidden":
+            errs.add(base + loc, f"{label}: unknown parameter {key!r} (valid: {', '.join(valid) or 'none'})")
+        elif err["type"] == "missing":
+            errs.add(base, f"{label}: missing required parameter {key!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            errs.add(base + loc, f"{label}: parameter {key!r}: {msg}" if key else f"{label}: {msg}")
+
+
+def _paths(params: Params) -> list[tuple[str, Path]]:
+    """``(name, path)`` of every Path-valued parameter of a stage."""
+    return [(k, v) for k in type(params).model_fields if isinstance(v := getattr(params, k), Path)]
+
+
+def load_config(
+    path: str | os.PathLike,
+    registry: Registry | None = None,
+    output: str | os.PathLike | None = None,
+) -> PipelineSpec:
+    """Read and validate a pipeline YAML file.
+
+    Args:
+        path: the config file.
+        registry: plugins to resolve against (default: the installed ones).
+        output: overrides the config's ``output`` (relative to the current folder).
+    Raises:
+        ConfigError: unreadable file, bad YAML or any invalid setting (all listed at once).
+    """
+    path = Path(path)
+    try:
+        if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a pipeline config")
+        if not path.is_file() and path.exists():
+            raise ConfigError(f"{path}: not a regular file")
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8)") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a YAML text file (it holds NUL bytes)")
+    return parse_config(text, source=str(path), config_dir=path.resolve().parent, registry=registry, output=output, config_path=path)
+
+
+def parse_config(
+    text: str,
+    source: str = "<config>",
+    config_dir: str | os.PathLike = ".",
+    registry: Registry | None = None,
+    output: str | os.PathLike | None = None,
+    config_path: Path | None = None,
+) -> PipelineSpec:
+    """Validate a pipeline given as YAML text; see :func:`load_config`."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{source}: {len(text)} characters is too large for a pipeline config")
+    root = _compose(text, source)
+    try:
+        data = yaml.safe_load(text)
+    except RecursionError:
+        raise ConfigError(f"{source}: YAML nested too deeply to be a pipeline config") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: a pipeline config must be a mapping with source, sinks, output")
+    if output is not None:
+        data["output"] = str(Path(output).resolve())
+    registry = registry or get_registry()
+    errs = _Errors(source, _line_map(root))
+    ctx = {"config_dir": str(config_dir)}
+    try:
+        top = TopLevel.model_validate(data, context=ctx)
+    except ValidationError as e:
+        _pydantic_errors(errs, e, (), "config", list(TopLevel.model_fields))
+        errs.raise_if_any()
+        raise
+    ctx["output_dir"] = str(top.output)
+
+    def stage(kind: str, raw: dict, loc: tuple) -> Optional[StageConfig]:
+        label = _where(loc)
+        if not isinstance(raw, dict) or "plugin" not in raw:
+            errs.add(loc, f"{label}: needs 'plugin: NAME'")
+            return None
+        name = raw["plugin"]
+        try:
+            cls = registry.get(kind, str(name))
+        except ConfigError as e:
+            errs.add(loc + ("plugin",), f"{label}: {e}")
+            return None
+        label = f"{label} ({name})"
+        params = {k: v for k, v in raw.items() if k != "plugin"}
+        try:
+            p = cls.Params.model_validate(params, context=ctx)
+        except ValidationError as e:
+            _pydantic_errors(errs, e, loc, label, list(cls.Params.model_fields))
+            return None
+        return StageConfig(kind, str(name), cls, p, label)
+
+    src = stage("source", top.source, ("source",))
+    det = stage("detector", top.detector, ("detector",)) if top.detector is not None else None
+    ali = stage("aligner", top.aligner, ("aligner",)) if top.aligner is not None else None
+    augs = [stage("augmenter", a, ("augmenters", i)) for i, a in enumerate(top.augmenters)]
+    sinks = [stage("sink", s, ("sinks", i)) for i, s in enumerate(top.sinks)]
+    if top.executor is not None:
+        if top.workers is not None:
+            errs.add(("workers",), "config: give 'workers' or 'executor', not both (workers: N is short for "
+                     "executor: {plugin: processes, workers: N})")
+        ex = stage("executor", top.executor, ("executor",))
+    elif top.workers:
+        ex = stage("executor", {"plugin": "processes", "workers": top.workers}, ("workers",))
+    else:
+        ex = stage("executor", {"plugin": "inprocess"}, ("executor",))
+    errs.raise_if_any()
+
+    if ali is not None:
+        if det is None:
+            errs.add(("aligner",), f"{ali.where}: an aligner needs a detector (no faces to align)")
+        elif ali.cls.needs_landmarks and not det.cls.provides_landmarks:
+            errs.add(
+                ("aligner",),
+                f"{ali.where} needs five landmarks but {det.where} gives boxes only; "
+                "use a landmark detector or the 'boxcrop' aligner",
+            )
+    uniform = [i for i, sc in enumerate(sinks) if sc.cls.uniform_size]
+    if det is not None and ali is None and uniform:
+        errs.add(
+            ("sinks", uniform[0]),
+            f"{sinks[uniform[0]].where} stores images of one size, but {det.where} without an aligner passes "
+            "whole photos of every size; add an aligner (arcface, or boxcrop for box-only detectors)",
+        )
+    check_output(top.output, errs.add)
+    check_sinks(
+        top.output,
+        [(("sinks", i) + (k,), sc.where, v) for i, sc in enumerate(sinks) for k, v in _paths(sc.params)],
+        [(sc.where, v) for sc in [src, det, ali, *augs] if sc is not None for _, v in _paths(sc.params)],
+        errs.add,
+    )
+    errs.raise_if_any()
+    return PipelineSpec(
+        config_path=config_path,
+        output=top.output,
+        source=src,
+        detector=det,
+        aligner=ali,
+        augmenters=augs,
+        sinks=sinks,
+        quality=top.encode.quality,
+        executor=ex,
+        shard_size=top.shard_size,
+    )

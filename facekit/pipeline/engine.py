@@ -1,0 +1,264 @@
+"""The engine: source -> shards -> executor -> identity gate -> sinks, with stats.
+
+The reader (the source) streams items, cut into shards of whole identities
+(:mod:`facekit.pipeline.shards`); an executor plugin runs each shard through a
+:class:`~facekit.pipeline.worker.ShardWorker` (in this process, in worker processes, on a
+cluster) and :func:`~facekit.pipeline.executor.run_shards` hands the results back in shard
+order; each finished shard is kept in the work folder (:mod:`facekit.pipeline.work`) so a
+crashed run resumes; the identity gate decides each shard's identities and labels the kept
+faces; the writer hands them to every sink, writes ``rejects.tsv`` (``path, identity,
+reason, detail``; fields escaped as :mod:`facekit.formats.tsv` says) and the results table
+(:mod:`facekit.pipeline.results`, a row for every face and rejected image). Nothing is
+dropped silently.
+
+A run holds ``<output>/.facekit/lock`` (one run per output), first completes a publication
+a killed run left half done and removes the staging files dead runs left, then stages every
+output and publishes them together (:mod:`facekit.pipeline.publish`). A run that keeps no
+face, or whose stages fail the same way on the first images, raises and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from facekit.errors import FacekitError
+from facekit.formats.tsv import escape
+from facekit.pipeline.config import PipelineSpec
+from facekit.pipeline.executor import run_shards
+from facekit.pipeline.fingerprint import pipeline_fingerprint
+from facekit.pipeline.gate import IdentityGate, Row, StageErrorGuard
+from facekit.pipeline.publish import JOURNAL, STATE_DIR, Publication, clean_stale, recover
+from facekit.pipeline.results import RESULTS_FILE, ResultsWriter
+from facekit.pipeline.runlock import OutputLock
+from facekit.pipeline.shards import auto_shard_size, cut_shards
+from facekit.pipeline.work import WorkFolder
+
+log = logging.getLogger("facekit")
+
+
+@dataclass
+class Summary:
+    """What a run did. ``rejects`` counts rejected images/faces by reason; ``identities``
+    maps each identity name to ``{"label", "kept", "rejected"}`` (label -1: not admitted);
+    ``shards``: how many, how many were reused from a crashed run, how many ran again."""
+
+    images_read: int = 0
+    faces_kept: int = 0
+    identities_written: int = 0
+    identities_dropped: int = 0
+    rejects: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    executor: dict = field(default_factory=dict)
+    shards: dict = field(default_factory=dict)
+    sinks: dict = field(default_factory=dict)
+    results: str = ""
+    output: str = ""
+    identities: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _output_finals(spec: PipelineSpec) -> list[Path]:
+    finals = [spec.output / n for n in ("rejects.tsv", "summary.json", RESULTS_FILE)] + [spec.output / STATE_DIR / JOURNAL]
+    for sc in spec.sinks:
+        finals += [v for k in type(sc.params).model_fields if isinstance(v := getattr(sc.params, k), Path)]
+    return finals
+
+
+def _nothing_kept(summary: Summary, reasons: Counter, examples: list[str]) -> FacekitError:
+    counts = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "none"
+    more = "".join(f"\n  {e}" for e in examples)
+    return FacekitError(
+        f"no face was kept ({summary.images_read} images read; rejects: {counts}); nothing was written, "
+        f"previous outputs are unchanged{more}"
+    )
+
+
+def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
+    """Run a validated pipeline end to end.
+
+    Outputs (every sink's, ``rejects.tsv``, ``results.parquet``, ``summary.json``) are
+    published together only when the whole run succeeded; on error the previous outputs are
+    left as they were, and the shards finished so far stay in ``<output>/.facekit/work``
+    for the next run of the same pipeline to reuse.
+
+    Returns:
+        the :class:`Summary`.
+    Raises:
+        FacekitError: a stage cannot start, the stages fail systematically, a worker dies,
+            no face is kept, the output is locked by another run, a sink fails (the message
+            names the sink and its path).
+    """
+    t0 = time.perf_counter()
+    spec.output.mkdir(parents=True, exist_ok=True)
+    with OutputLock(spec.output):
+        if recover(spec.output):
+            log.warning("%s: completed the publication of a run that was interrupted", spec.output)
+        clean_stale(_output_finals(spec))
+        summary = _Run(spec, progress).run()
+    summary.seconds = round(time.perf_counter() - t0, 3)
+    return summary
+
+
+class _Run:
+    """One run's state: the writer side of the engine (gate, sinks, rejects, results)."""
+
+    def __init__(self, spec: PipelineSpec, progress: bool | None):
+        self.spec = spec
+        self.progress = progress
+        self.summary = Summary(output=str(spec.output))
+        self.reasons: Counter = Counter()
+        self.examples: list[str] = []
+
+    def run(self) -> Summary:
+        spec, summary = self.spec, self.summary
+        t0 = time.perf_counter()
+        source = spec.source.build()
+        sinks = [s.build() for s in spec.sinks]
+        executor = spec.executor.build()
+        sp = source.params
+        gate = IdentityGate(sp.start_id, sp.min_images)
+        guard = StageErrorGuard()
+        pub = Publication(spec.output)
+        self.rejects = open(pub.file(spec.output / "rejects.tsv"), "w", encoding="utf-8", newline="\n", errors="surrogateescape")
+        self.rejects.write("path\tidentity\treason\tdetail\n")
+        results = None
+        opened = []
+        started = False
+        shard_results = None
+        try:
+            results = ResultsWriter(pub.file(spec.output / RESULTS_FILE), len(sinks))
+            for sc, sink in zip(spec.sinks, sinks):
+                _sink_call(sc, sink.open, pub)
+                opened.append(sink)
+            executor.start(spec)
+            started = True
+            shown = self.progress if self.progress is not None else sys.stderr.isatty()
+            total = source.count() if shown or (spec.shard_size is None and executor.slots > 1) else None
+            shard_size = spec.shard_size or auto_shard_size(total, executor.slots)
+            work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec, shard_size))
+            if work.open():
+                log.warning("%s: resuming: reusing the shards a previous run of this pipeline finished", spec.output)
+            digests: dict[int, str] = {}
+
+            def reuse(shard):
+                digests[shard.index] = d = shard.digest()
+                return work.reuse(shard, d)
+
+            shard_results = run_shards(executor, cut_shards(source, shard_size), reuse)
+            bar = tqdm(total=total, desc="facekit", unit="img", disable=not shown)
+            n_shards = redone = 0
+            for res in shard_results:
+                digest = digests.pop(res.index)
+                if not res.reused:
+                    work.save(res, digest)
+                n_shards += 1
+                redone += res.attempts > 1
+                guard.check_shard(res)
+                summary.images_read += sum(oc.read for oc in res.outcomes)
+                self._write(gate.admit(res), spec.sinks, sinks, results)
+                if not bar.disable:
+                    bar.update(len(res.outcomes))
+                    bar.set_postfix(kept=summary.faces_kept, rejected=sum(self.reasons.values()), refresh=False)
+            bar.close()
+            executor.close()
+            started = False
+            if summary.faces_kept == 0:
+                raise _nothing_kept(summary, self.reasons, self.examples)
+            summary.identities_written = gate.admitted
+            summary.identities_dropped = gate.dropped
+            summary.rejects = dict(sorted(self.reasons.items()))
+            summary.executor = {"plugin": spec.executor.name, "workers": executor.workers()}
+            summary.shards = {"size": shard_size, "count": n_shards, "reused": work.reused, "run_again": redone}
+            summary.identities = {k: asdict(v) for k, v in gate.counts.items()}
+            for sc, sink in zip(spec.sinks, sinks):
+                summary.sinks[sc.where] = _sink_call(sc, sink.close)
+            self.rejects.close()
+            summary.results = str(spec.output / RESULTS_FILE)
+            results.close()
+            summary.seconds = round(time.perf_counter() - t0, 3)
+            with open(pub.file(spec.output / "summary.json"), "w", encoding="utf-8") as f:
+                f.write(json.dumps(summary.as_dict(), indent=2) + "\n")
+            pub.commit()
+            work.remove()  # published: the finished shards are no longer needed
+        except OSError as e:  # the run's own files (rejects, results, summary, work, journal)
+            _abort(executor if started else None, opened, self.rejects, results, pub, shard_results)
+            target = e.filename or spec.output
+            raise FacekitError(f"{target}: {e.strerror or e}" + (" (disk full?)" if e.errno == 28 else "")) from None
+        except BaseException:
+            _abort(executor if started else None, opened, self.rejects, results, pub, shard_results)
+            raise
+        return summary
+
+    def _write(self, rows: list[Row], configs, sinks, results: ResultsWriter) -> None:
+        """Hand a shard's rows on: kept faces to every sink, one identity at a time; each
+        reject to ``rejects.tsv``; every row, in source order, to the results table."""
+        kept = [r for r in rows if r.reject is None]
+        places: dict[int, list] = {}
+        i, n = 0, len(kept)
+        while i < n:
+            j = i + 1  # the kept faces of this identity (contiguous: a shard holds whole identities)
+            while j < n and kept[j].sample.label == kept[i].sample.label:
+                j += 1
+            batch = [r.sample for r in kept[i:j]]
+            out = [_sink_call(sc, sink.write_many, batch) for sc, sink in zip(configs, sinks)]
+            for k, r in enumerate(kept[i:j]):
+                places[id(r)] = [None if o is None else o[k] for o in out]
+            i = j
+        self.summary.faces_kept += n
+        for row in rows:
+            if row.reject is not None:
+                self._reject(row.reject)
+            results.add(row, places.get(id(row)))
+
+    def _reject(self, r) -> None:
+        if r.required:
+            detail = f": {r.detail}" if r.detail else ""
+            raise FacekitError(f"{r.path}: {r.reason}{detail}. {r.required}")
+        self.reasons[r.reason] += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"{r.path}: {r.reason}: {r.detail}")
+        self.rejects.write(f"{escape(r.path)}\t{escape(r.identity)}\t{escape(r.reason)}\t{escape(r.detail)}\n")
+
+
+def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -> None:
+    """Undo a failed run: stop the workers, let the sinks release their files, remove the
+    staging (or leave it to the next run's recovery once the journal exists). The work
+    folder stays: the next run resumes from it."""
+    if shard_results is not None:
+        shard_results.close()
+    if executor is not None:
+        try:
+            executor.close(cancel=True)
+        except Exception:
+            pass
+    for sink in sinks:
+        try:
+            sink.abort()
+        except Exception:
+            pass
+    if results is not None:
+        results.abort()
+    rejects.close()
+    pub.abort()
+
+
+def _sink_call(sc, fn, *args):
+    """Call a sink method; an OS error (disk full, permissions) names the sink and its path."""
+    try:
+        return fn(*args)
+    except OSError as e:
+        where = getattr(sc.params, "path", None)
+        target = e.filename or where
+        raise FacekitError(
+            f"{sc.where}: writing {target}: {e.strerror or e}" + (" (disk full?)" if e.errno == 28 else "")
+        ) from None

@@ -1,0 +1,156 @@
+"""The identity gate: decides each identity of a finished shard and labels its faces.
+
+Shards hold whole identities, so the gate decides one shard at a time, in shard order:
+an identity with at least ``min_images`` kept faces is admitted and gets the next class id
+(or keeps the label its source gave, e.g. the ``mxrec`` source keeping a dataset's labels);
+a smaller one is dropped and each of its faces becomes an ``identity_too_small`` reject.
+The gate hands on one :class:`Row` per face or reject, in source order, which the engine
+passes to the sinks (kept faces), the rejects file and the results table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from facekit.errors import FacekitError
+from facekit.pipeline.shards import ShardResult
+from facekit.stages import Reject, Sample
+
+IDENTITY_TOO_SMALL = "identity_too_small"
+STAGE_ERROR = "stage_error"
+#: a run stops when this many first images all fail in a stage with the same error
+SYSTEMATIC_ERRORS = 5
+
+
+@dataclass(slots=True)
+class Row:
+    """One line of the run's account: a kept face (``sample`` set, labelled, ``reject``
+    None), a face of a dropped identity (both set), or a rejected image (``reject`` only).
+    ``item``: the source item's position in its shard."""
+
+    item: int
+    sample: Optional[Sample]
+    reject: Optional[Reject]
+
+
+@dataclass
+class IdentityCount:
+    """Per-identity account for ``summary.json``: class id (-1 when not admitted), kept
+    faces, rejected images/faces."""
+
+    label: int = -1
+    kept: int = 0
+    rejected: int = 0
+
+
+class IdentityGate:
+    """Admits identities with ``min_images`` kept faces and numbers them from ``start_id``.
+
+    Raises FacekitError if the source yields an identity again after moving on, or mixes
+    set and unset labels within one identity.
+    """
+
+    def __init__(self, start_id: int, min_images: int):
+        self.next_id = start_id
+        self.min_images = min_images
+        self.done: set[str] = set()
+        self.admitted = 0
+        self.dropped = 0
+        self.counts: dict[str, IdentityCount] = {}
+
+    def admit(self, result: ShardResult) -> list[Row]:
+        """Decide the identities of ``result``; return its rows in source order."""
+        order: list[str] = []
+        faces: dict[str, list[Sample]] = {}
+        current = None
+        for oc in result.outcomes:
+            for s in oc.samples:
+                ident = s.identity
+                if ident != current:
+                    if ident in faces or ident in self.done:
+                        raise FacekitError(
+                            f"source yielded identity {ident!r} again after other identities ({s.path}); "
+                            "a source must keep each identity's images together"
+                        )
+                    faces[ident] = []
+                    order.append(ident)
+                    current = ident
+                faces[ident].append(s)
+        labels: dict[str, int] = {}
+        for ident in order:
+            buf = faces[ident]
+            self.done.add(ident)
+            if len(buf) < self.min_images:
+                self.dropped += 1
+                continue
+            given = {s.label for s in buf}
+            if any(lab >= 0 for lab in given):
+                if len(given) != 1:
+                    raise FacekitError(f"identity {ident!r}: the source gave several or partial labels {sorted(given)}")
+                labels[ident] = buf[0].label
+            else:
+                labels[ident] = self.next_id
+                self.next_id += 1
+            self.admitted += 1
+        rows: list[Row] = []
+        counts = self.counts
+        for i, oc in enumerate(result.outcomes):
+            for s in oc.samples:
+                c = counts.get(s.identity) or counts.setdefault(s.identity, IdentityCount())
+                label = labels.get(s.identity)
+                if label is None:
+                    n = len(faces[s.identity])
+                    detail = f"identity {s.identity!r} has {n} kept face(s) < min_images {self.min_images}"
+                    rows.append(Row(i, s, Reject(s.path, IDENTITY_TOO_SMALL, detail, s.identity, s.required)))
+                    c.rejected += 1
+                else:
+                    s.label = label  # the gate owns these samples: label them in place
+                    rows.append(Row(i, s, None))
+                    c.label, c.kept = label, c.kept + 1
+            for r in oc.rejects:
+                rows.append(Row(i, None, r))
+                c = counts.get(r.identity) or counts.setdefault(r.identity, IdentityCount())
+                c.rejected += 1
+        return rows
+
+
+class StageErrorGuard:
+    """Stops a run whose stages fail systematically: when each of the first ``n`` images
+    read ends in a ``stage_error`` reject with the same detail (a wrong model, a broken
+    plugin), every later image would too."""
+
+    def __init__(self, n: int = SYSTEMATIC_ERRORS):
+        self.n = n
+        self.seen = 0
+        self.detail: str | None = None
+        self.first_path = ""
+
+    def check_shard(self, result: ShardResult) -> None:
+        """Look at a shard's outcomes in order (cheap once decided)."""
+        for oc in result.outcomes:
+            if self.seen >= self.n:
+                return
+            self.check(oc.read, len(oc.samples), oc.rejects)
+
+    def check(self, read: int, kept: int, rejects: list[Reject]) -> None:
+        """Look at one source item's outcome (``read`` images, ``kept`` faces, its rejects).
+
+        Raises:
+            FacekitError: the first ``n`` images all failed with one stage error (the message
+                names it and the first image).
+        """
+        if self.seen >= self.n or not read:
+            return
+        errors = [r for r in rejects if r.reason == STAGE_ERROR]
+        if kept or not errors or (self.detail is not None and errors[0].detail != self.detail):
+            self.seen = self.n  # one image without that error: not systematic
+            return
+        if self.detail is None:
+            self.detail, self.first_path = errors[0].detail, errors[0].path
+        self.seen += 1
+        if self.seen == self.n:
+            raise FacekitError(
+                f"the first {self.n} images all failed in a stage with the same error, stopping: "
+                f"{self.detail} (first: {self.first_path})"
+            )

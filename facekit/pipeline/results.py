@@ -1,0 +1,130 @@
+"""The results table: one row per face kept or rejected and per rejected source image.
+
+``<output>/results.parquet`` (Apache Parquet, written with pyarrow) holds, in source order:
+
+============== ======================== =============================================
+column         type                     meaning
+============== ======================== =============================================
+path           string                   the source image (file path, ``rec:key``, ...)
+identity       string                   identity name as the source gave it
+label          int64                    class id written to the sinks; -1 when not kept
+reason         string (null when kept)  why the image or face was rejected
+detail         string (null when kept)  the reject's one-line detail
+face           int32 (null)             face index within the image
+score          float32 (null)           detection score
+box            list<float32>[4] (null)  x1, y1, x2, y2 in source-image pixels
+landmarks      list<float32>[10] (null) five points x0, y0, ..., x4, y4 in source pixels
+                                        (left eye, right eye, nose, left/right mouth)
+aligned        list<float32>[10] (null) the same five points in the aligned crop's pixels
+transform      list<float64>[6] (null)  2x3 affine source -> crop, row-major
+outputs        list<string>             per sink (``summary.json`` ``sinks`` order): where
+                                        the face went (RecordIO record id, file), or null
+============== ======================== =============================================
+
+Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
+only on the rows: equal for every executor and shard size.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facekit.pipeline.gate import Row
+
+RESULTS_FILE = "results.parquet"
+#: rows per Parquet row group (and the most rows held in memory)
+ROW_GROUP = 8192
+
+SCHEMA = pa.schema(
+    [
+        ("path", pa.string()),
+        ("identity", pa.string()),
+        ("label", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("face", pa.int32()),
+        ("score", pa.float32()),
+        ("box", pa.list_(pa.float32())),
+        ("landmarks", pa.list_(pa.float32())),
+        ("aligned", pa.list_(pa.float32())),
+        ("transform", pa.list_(pa.float64())),
+        ("outputs", pa.list_(pa.string())),
+    ]
+)
+
+
+def _flat(a) -> Optional[list]:
+    return None if a is None else a.reshape(-1).tolist()
+
+
+def _text(s: str) -> str:
+    """Text as Arrow stores it (UTF-8): undecodable bytes of odd file names kept as
+    ``\\x..`` escapes (file names on Linux are bytes)."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class ResultsWriter:
+    """Writes :class:`~facekit.pipeline.gate.Row` objects to a Parquet file, flat memory.
+
+    ``path``: the (staging) file; ``sinks``: how many sinks a row's ``outputs`` list has.
+    """
+
+    def __init__(self, path: Path, sinks: int):
+        self.path = path
+        self.sinks = sinks
+        self.writer = pq.ParquetWriter(str(path), SCHEMA, compression="zstd", write_statistics=False)
+        self.cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+        self.rows = 0
+
+    def add(self, row: Row, outputs: Optional[list]) -> None:
+        """Append ``row``; ``outputs``: its place in each sink (kept faces), else None."""
+        s, r = row.sample, row.reject
+        c = self.cols
+        src = s if s is not None else r
+        c["path"].append(_text(src.path))
+        c["identity"].append(_text(src.identity))
+        c["label"].append(s.label if s is not None and r is None else -1)
+        c["reason"].append(None if r is None else r.reason)
+        c["detail"].append(None if r is None else _text(r.detail))
+        if s is not None and s.score is not None:
+            c["face"].append(s.face_id)
+            c["score"].append(s.score)
+        else:
+            c["face"].append(None if s is None else s.face_id)
+            c["score"].append(None)
+        c["box"].append(_flat(None if s is None else s.box))
+        c["landmarks"].append(_flat(None if s is None else s.landmarks))
+        c["aligned"].append(_flat(None if s is None else s.aligned_landmarks))
+        c["transform"].append(_flat(None if s is None else s.transform))
+        c["outputs"].append(outputs if outputs is not None else [None] * self.sinks)
+        self.rows += 1
+        if len(c["path"]) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.cols["path"]:
+            return
+        self.writer.write_table(pa.table(self.cols, schema=SCHEMA), row_group_size=ROW_GROUP)
+        self.cols = {f.name: [] for f in SCHEMA}
+
+    def close(self) -> dict:
+        """Finish the file; returns ``{"path", "rows"}``."""
+        self._flush()
+        self.writer.close()
+        return {"rows": self.rows}
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        except Exception:
+            pass
+
+
+def read_results(path: Path) -> pa.Table:
+    """The results table of a run (``<output>/results.parquet``) as a pyarrow Table
+    (``.to_pandas()`` / ``.to_pylist()`` for notebooks)."""
+    return pq.read_table(str(path))

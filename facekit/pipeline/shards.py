@@ -1,0 +1,149 @@
+"""Shards: runs of whole identities cut from the source stream, the unit of work.
+
+A :class:`Shard` holds about ``shard_size`` source items (samples and source rejects) in
+source order, cut only where the identity changes, so every identity lies in one shard and
+the identity gate can decide it from that shard alone. A shard worker
+(:class:`facekit.pipeline.worker.ShardWorker`) turns a shard into a :class:`ShardResult`:
+one :class:`Outcome` per item plus stats. Shards are numbered from 0 in source order; the
+engine consumes results in that order whatever order an executor finishes them in, so the
+outputs never depend on the executor, its worker count or timing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+from facekit.stages import Reject, Sample
+
+#: shard size when the config sets none and the source cannot say how many items it has
+DEFAULT_SHARD_SIZE = 1000
+#: an automatic shard size is never below this (per-shard overhead) ...
+MIN_AUTO_SHARD_SIZE = 16
+#: ... and gives each executor slot about this many shards (load balance)
+SHARDS_PER_SLOT = 4
+#: the reason of the rejects a shard that failed every attempt leaves for its images
+SHARD_FAILED = "shard_failed"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one source item: its identity, the kept samples (encoded, one per
+    kept face or variant) and the rejects. ``read``: source images read (1, or 0 for a
+    reject the source made itself)."""
+
+    identity: str
+    samples: list = field(default_factory=list)
+    rejects: list = field(default_factory=list)
+    read: int = 0
+
+
+@dataclass
+class Shard:
+    """``items`` (:class:`Sample` / :class:`Reject`, source order) of whole identities;
+    ``index``: the shard's position in source order (0-based)."""
+
+    index: int
+    items: list
+
+    def digest(self) -> str:
+        """A fingerprint of this shard's input (hex): every item's key, path, identity and
+        label, the bytes it carries (hashed) or, for a file, its size and modification time.
+        A finished shard is reused only while its input digest is unchanged."""
+        h = hashlib.blake2b(digest_size=16)
+        for it in self.items:
+            if isinstance(it, Reject):
+                h.update(f"R\0{it.path}\0{it.identity}\0{it.reason}\0{it.detail}\n".encode("utf-8", "surrogateescape"))
+                continue
+            h.update(f"S\0{it.key}\0{it.path}\0{it.identity}\0{it.label}\0{it.stem}\0{it.record_key}\0".encode("utf-8", "surrogateescape"))
+            if it.data is not None:
+                h.update(hashlib.blake2b(it.data, digest_size=16).digest())
+            elif it.image is not None:
+                h.update(hashlib.blake2b(it.image.tobytes(), digest_size=16).digest())
+            else:
+                try:
+                    st = os.stat(it.path)
+                    h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
+                except OSError as e:
+                    h.update(f"missing {e.errno}".encode())
+            h.update(b"\n")
+        return h.hexdigest()
+
+
+@dataclass
+class ShardResult:
+    """A finished shard: ``outcomes[i]`` is what became of ``shard.items[i]``.
+
+    ``seconds``: the worker's time on it; ``attempts``: how many times it ran (more than 1
+    after a worker died); ``reused``: loaded from a previous run's work folder."""
+
+    index: int
+    outcomes: list
+    seconds: float = 0.0
+    attempts: int = 1
+    reused: bool = False
+
+    def stats(self) -> dict:
+        """Per-shard stats: items, images read, faces kept, rejects by reason, seconds,
+        attempts (what the shard's done file records)."""
+        reasons = Counter(r.reason for oc in self.outcomes for r in oc.rejects)
+        return {
+            "items": len(self.outcomes),
+            "images_read": sum(oc.read for oc in self.outcomes),
+            "faces_kept": sum(len(oc.samples) for oc in self.outcomes),
+            "rejects": dict(sorted(reasons.items())),
+            "seconds": round(self.seconds, 3),
+            "attempts": self.attempts,
+        }
+
+
+def _identity(item) -> str:
+    return item.identity
+
+
+def cut_shards(items: Iterable[Sample | Reject], shard_size: int) -> Iterator[Shard]:
+    """Cut a source stream into shards of whole identities.
+
+    A shard is closed at the first identity change after it holds ``shard_size`` items, so
+    a shard holds at least ``shard_size`` items (all but the last) and more when its last
+    identity is large. Raises ValueError for ``shard_size < 1``.
+    """
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, not {shard_size}")
+    index, current, last = 0, [], None
+    for it in items:
+        ident = _identity(it)
+        if len(current) >= shard_size and ident != last:
+            yield Shard(index, current)
+            index, current = index + 1, []
+        current.append(it)
+        last = ident
+    if current:
+        yield Shard(index, current)
+
+
+def auto_shard_size(count: int | None, slots: int) -> int:
+    """The shard size when the config sets none: :data:`DEFAULT_SHARD_SIZE`, made smaller
+    for a small job run by several workers so that each of the executor's ``slots`` gets
+    about :data:`SHARDS_PER_SLOT` shards (never below :data:`MIN_AUTO_SHARD_SIZE`).
+    ``count``: the source's item count, or None when unknown."""
+    if count is None or slots <= 1:
+        return DEFAULT_SHARD_SIZE
+    per = -(-count // (slots * SHARDS_PER_SLOT))
+    return max(MIN_AUTO_SHARD_SIZE, min(DEFAULT_SHARD_SIZE, per))
+
+
+def failed_result(shard: Shard, error: str, attempts: int) -> ShardResult:
+    """The result of a shard that failed every attempt: each of its images becomes a
+    :data:`SHARD_FAILED` reject carrying ``error``; the source's own rejects stay."""
+    outs = []
+    for it in shard.items:
+        if isinstance(it, Reject):
+            outs.append(Outcome(it.identity, rejects=[it]))
+        else:
+            detail = f"shard {shard.index} failed {attempts} time(s): {error}"
+            outs.append(Outcome(it.identity, rejects=[Reject(it.path, SHARD_FAILED, detail, it.identity, it.required)], read=1))
+    return ShardResult(shard.index, outs, attempts=attempts)

@@ -1,0 +1,267 @@
+"""The work folder: finished shards kept on disk so that a crashed run resumes.
+
+``<output>/.facekit/work/`` holds ``fingerprint.json`` and, per finished shard ``N``,
+``shard-N.parquet`` (every item's outcome: the kept faces' encoded bytes and fields, the
+rejects) and ``shard-N.done.json`` (the shard's stats, the pipeline fingerprint and the
+digest of the shard's input), written after the Parquet file, so a done file always means
+a whole shard. A rerun of the same pipeline reuses a shard when its done file carries the
+same fingerprint and input digest; a changed pipeline empties the folder first. The engine
+removes the folder once the run's outputs are published.
+
+The fingerprint covers what shapes a shard's product: the source, detector, aligner and
+augmenters with their parameters, the encode settings, the shard size, facekit's and each
+plugin's version and the content of every model file they read (SHA-256). It leaves out
+the output folder, the executor and the sinks: a run resumed with more workers, on a
+cluster, or with one more sink still reuses its shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from facekit.formats.atomic import atomic_write_text
+from facekit.pipeline.shards import Outcome, Shard, ShardResult
+from facekit.stages import Occlusion, PairRef, Reject, Sample
+
+WORK_DIR = "work"
+#: model files up to this size are hashed; a larger file (a source dataset) is known by
+#: its size and modification time
+HASH_LIMIT = 1 << 30
+#: a done file larger than this is not ours
+MAX_DONE_BYTES = 1 << 20
+
+_F32 = pa.list_(pa.float32())
+SCHEMA = pa.schema(
+    [
+        ("item", pa.int32()),
+        ("kind", pa.int8()),  # 0 kept sample, 1 reject, 2 an item that left nothing
+        ("read", pa.int8()),
+        ("key", pa.int64()),
+        ("path", pa.string()),
+        ("identity", pa.string()),
+        ("data", pa.large_binary()),
+        ("face_id", pa.int32()),
+        ("score", pa.float64()),
+        ("box", _F32),
+        ("landmarks", _F32),
+        ("aligned", _F32),
+        ("transform", pa.list_(pa.float64())),
+        ("label", pa.int64()),
+        ("stem", pa.string()),
+        ("record_key", pa.int64()),
+        ("per_face_identity", pa.bool_()),
+        ("required", pa.string()),
+        ("pair", pa.string()),  # PairRef fields as JSON
+        ("occ_data", pa.binary()),
+        ("occ_mask", pa.binary()),
+        ("occ_covered", pa.int64()),
+        ("occ_kind", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+
+
+def _t(s: str) -> str:
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "surrogatepass") if s else s
+
+
+def _u(s: Optional[str]) -> Optional[str]:
+    return s.encode("utf-8", "surrogatepass").decode("utf-8", "surrogateescape") if s else s
+
+
+def _arr(v, shape, dtype):
+    return None if v is None else np.asarray(v, dtype).reshape(shape)
+
+
+def result_table(result: ShardResult) -> pa.Table:
+    """A shard's outcomes as an Arrow table (:data:`SCHEMA`), lossless."""
+    cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+
+    def row(item, kind, read, s=None, r=None, ident=""):
+        c = cols
+        c["item"].append(item)
+        c["kind"].append(kind)
+        c["read"].append(read)
+        src = s if s is not None else r
+        c["path"].append(_t(src.path) if src is not None else "")
+        c["identity"].append(_t(src.identity) if src is not None else _t(ident))
+        c["reason"].append(None if r is None else _t(r.reason))
+        c["detail"].append(None if r is None else _t(r.detail))
+        c["required"].append(_t(src.required) if src is not None else "")
+        if s is None:
+            for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
+                      "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind"):
+                c[k].append(None)
+            return
+        c["key"].append(s.key)
+        c["data"].append(bytes(s.data) if s.data is not None else None)
+        c["face_id"].append(s.face_id)
+        c["score"].append(s.score)
+        c["box"].append(None if s.box is None else np.asarray(s.box, np.float32).reshape(-1).tolist())
+        c["landmarks"].append(None if s.landmarks is None else np.asarray(s.landmarks, np.float32).reshape(-1).tolist())
+        c["aligned"].append(
+            None if s.aligned_landmarks is None else np.asarray(s.aligned_landmarks, np.float32).reshape(-1).tolist()
+        )
+        c["transform"].append(None if s.transform is None else np.asarray(s.transform, np.float64).reshape(-1).tolist())
+        c["label"].append(s.label)
+        c["stem"].append(None if s.stem is None else _t(s.stem))
+        c["record_key"].append(s.record_key)
+        c["per_face_identity"].append(s.per_face_identity)
+        c["pair"].append(None if s.pair is None else json.dumps(s.pair.__dict__))
+        o = s.occlusion
+        c["occ_data"].append(None if o is None else o.data)
+        c["occ_mask"].append(None if o is None else o.mask)
+        c["occ_covered"].append(None if o is None else o.covered)
+        c["occ_kind"].append(None if o is None else o.kind)
+
+    for i, oc in enumerate(result.outcomes):
+        first = True
+        for s in oc.samples:
+            row(i, 0, oc.read if first else 0, s=s)
+            first = False
+        for r in oc.rejects:
+            row(i, 1, oc.read if first else 0, r=r)
+            first = False
+        if first:
+            row(i, 2, oc.read, ident=oc.identity)
+    return pa.table(cols, schema=SCHEMA)
+
+
+def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
+    """The outcomes :func:`result_table` stored (``items`` of them, in order).
+
+    Raises:
+        ValueError: the table does not describe ``items`` items.
+    """
+    outs: list[Optional[Outcome]] = [None] * items
+    for d in table.to_pylist():
+        i = d["item"]
+        if not 0 <= i < items:
+            raise ValueError(f"item {i} out of range")
+        oc = outs[i]
+        if oc is None:
+            oc = outs[i] = Outcome(_u(d["identity"]))
+        oc.read += d["read"]
+        if d["kind"] == 1:
+            oc.rejects.append(Reject(_u(d["path"]), _u(d["reason"]), _u(d["detail"]), _u(d["identity"]), _u(d["required"])))
+        elif d["kind"] == 0:
+            occ = None
+            if d["occ_data"] is not None:
+                occ = Occlusion(d["occ_data"], d["occ_mask"], d["occ_covered"], d["occ_kind"])
+            oc.samples.append(
+                Sample(
+                    key=d["key"],
+                    path=_u(d["path"]),
+                    identity=_u(d["identity"]),
+                    data=d["data"],
+                    face_id=d["face_id"],
+                    box=_arr(d["box"], (4,), np.float32),
+                    score=d["score"],
+                    landmarks=_arr(d["landmarks"], (5, 2), np.float32),
+                    aligned_landmarks=_arr(d["aligned"], (5, 2), np.float32),
+                    transform=_arr(d["transform"], (2, 3), np.float64),
+                    label=d["label"],
+                    occlusion=occ,
+                    stem=_u(d["stem"]),
+                    record_key=d["record_key"],
+                    per_face_identity=bool(d["per_face_identity"]),
+                    required=_u(d["required"]) or "",
+                    pair=None if d["pair"] is None else PairRef(**json.loads(d["pair"])),
+                )
+            )
+    if any(o is None for o in outs):
+        raise ValueError("items missing")
+    return outs  # type: ignore[return-value]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a model file (hex), or ``size:mtime`` for a file over :data:`HASH_LIMIT`."""
+    st = path.stat()
+    if st.st_size > HASH_LIMIT:
+        return f"size {st.st_size} mtime {st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class WorkFolder:
+    """Finished shards of one pipeline (``fingerprint``) under ``<state>/work``."""
+
+    def __init__(self, state_dir: Path, fingerprint: dict):
+        self.dir = state_dir / WORK_DIR
+        self.fingerprint = fingerprint
+        self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+        self.reused = 0
+
+    def open(self) -> int:
+        """Make the folder ready; empty it when it holds another pipeline's shards.
+        Returns how many finished shards it holds."""
+        fp = self.dir / "fingerprint.json"
+        try:
+            old = json.loads(fp.read_text("utf-8")) if fp.is_file() and fp.stat().st_size < MAX_DONE_BYTES else None
+        except (OSError, ValueError):
+            old = None
+        if not (isinstance(old, dict) and old.get("key") == self.key):
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(fp, json.dumps({"key": self.key, "pipeline": self.fingerprint}, indent=1, sort_keys=True) + "\n")
+            return 0
+        return sum(1 for _ in self.dir.glob("shard-*.done.json"))
+
+    def _paths(self, index: int) -> tuple[Path, Path]:
+        return self.dir / f"shard-{index:06d}.parquet", self.dir / f"shard-{index:06d}.done.json"
+
+    def reuse(self, shard: Shard, digest: str) -> Optional[Callable[[], ShardResult]]:
+        """A loader of ``shard``'s finished result when the folder has it for this pipeline
+        and this input, else None."""
+        data, done = self._paths(shard.index)
+        try:
+            if not done.is_file() or done.stat().st_size > MAX_DONE_BYTES:
+                return None
+            meta = json.loads(done.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("key") != self.key or meta.get("input") != digest:
+            return None
+        items = len(shard.items)
+        if meta.get("stats", {}).get("items") != items:
+            return None
+
+        def load() -> ShardResult:
+            try:
+                outs = table_outcomes(pq.read_table(str(data), schema=SCHEMA), items)
+            except (OSError, ValueError, pa.ArrowException) as e:
+                from facekit.errors import FacekitError
+
+                raise FacekitError(
+                    f"{data}: cannot read a finished shard ({type(e).__name__}: {e}); delete {self.dir} to start afresh"
+                ) from None
+            self.reused += 1
+            st = meta.get("stats", {})
+            return ShardResult(shard.index, outs, seconds=float(st.get("seconds", 0.0)), attempts=int(st.get("attempts", 1)), reused=True)
+
+        return load
+
+    def save(self, result: ShardResult, digest: str) -> None:
+        """Keep a finished shard: its Parquet file, then its done file (both atomic)."""
+        data, done = self._paths(result.index)
+        tmp = data.with_name(data.name + ".tmp")
+        pq.write_table(result_table(result), str(tmp), compression="none")
+        os.replace(tmp, data)
+        meta = {"index": result.index, "key": self.key, "input": digest, "stats": result.stats()}
+        atomic_write_text(done, json.dumps(meta, sort_keys=True) + "\n")
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,177 @@
+"""Shard work: decode -> detect (per batch) -> align -> augment -> encode.
+
+A :class:`ShardWorker` holds the per-sample stages of one pipeline and turns a
+:class:`~facekit.pipeline.shards.Shard` into a :class:`~facekit.pipeline.shards.ShardResult`:
+one :class:`~facekit.pipeline.shards.Outcome` (kept samples + rejects) per source item. It
+keeps no state between shards, so the same work runs in this process, in worker processes
+or on a cluster node. Images are detected :data:`BATCH` at a time through
+``Detector.detect_batch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from facekit.errors import SampleRejected, one_line
+from facekit.pipeline.config import PipelineSpec
+from facekit.pipeline.shards import Outcome, Shard, ShardResult
+from facekit.stages import Reject, Sample
+from facekit.vision.detection import find_faces_batch
+from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
+
+log = logging.getLogger("facekit")
+
+ALIGN_FAILED = "align_failed"
+STAGE_ERROR = "stage_error"
+#: images decoded and handed to the detector at once
+BATCH = 8
+
+
+def _reject(item: Sample, reason: str, detail: str) -> Reject:
+    return Reject(item.path, reason, detail, item.identity, item.required)
+
+
+def _stage_error(e: Exception) -> str:
+    return f"{type(e).__name__}: {one_line(e)}"
+
+
+class ShardWorker:
+    """Builds the per-sample stages of ``spec`` and processes shards.
+
+    ``threads``: the thread budget of this worker for stages that take one (onnxruntime
+    intra-op threads of a detector whose ``threads`` param is 0 = automatic, OpenCV); None
+    leaves the libraries' defaults (all cores).
+
+    Raises:
+        FacekitError / ConfigError: a stage cannot start (one line naming it).
+    """
+
+    def __init__(self, spec: PipelineSpec, threads: int | None = None):
+        det = spec.detector
+        if det is not None and threads and getattr(det.params, "threads", None) == 0:
+            det = det.with_params(threads=threads)
+        self.detector = det.build() if det else None
+        self.aligner = spec.aligner.build() if spec.aligner else None
+        self.augmenters = [a.build() for a in spec.augmenters]
+        self.quality = spec.quality
+        self._warned = False
+        #: False for a pass-through pipeline (no detector, aligner or augmenter): samples
+        #: keep their file bytes and are never decoded
+        self.needs_pixels = bool(self.detector or self.aligner or self.augmenters)
+
+    def __call__(self, shard: Shard) -> ShardResult:
+        t0 = time.perf_counter()
+        outs = self.process(shard.items)
+        return ShardResult(shard.index, outs, seconds=time.perf_counter() - t0)
+
+    def process(self, items: list) -> list[Outcome]:
+        """One :class:`Outcome` per item of ``items`` (:class:`Sample` / :class:`Reject`)."""
+        outs: list[Outcome] = []
+        for i in range(0, len(items), BATCH):
+            outs += self._batch(items[i : i + BATCH])
+        return outs
+
+    def _batch(self, items: list) -> list[Outcome]:
+        outs = [Outcome(it.identity) for it in items]
+        todo = []  # (index, sample, image)
+        for i, it in enumerate(items):
+            if isinstance(it, Reject):
+                outs[i].rejects.append(it)
+                continue
+            outs[i].read = 1
+            try:
+                if not self.needs_pixels:
+                    outs[i].samples.append(self._pass_through(it))
+                    continue
+                todo.append((i, *self._decode(it)))
+            except SampleRejected as r:
+                outs[i].rejects.append(_reject(it, r.reason, r.detail))
+            except Exception as e:  # a bug or model failure on one sample never stops the run
+                outs[i].rejects.append(self._error(it, e))
+        if not todo:
+            return outs
+        if self.detector is not None:
+            try:
+                found = find_faces_batch(self.detector, [im for _, _, im in todo])
+            except Exception:  # the batch failed: each image on its own says which
+                found = []
+                for _, _, im in todo:
+                    try:
+                        found.append(find_faces_batch(self.detector, [im])[0])
+                    except Exception as e:
+                        found.append(e)
+        else:
+            found = [None] * len(todo)
+        for (i, it, image), faces in zip(todo, found):
+            try:
+                if isinstance(faces, Exception):
+                    raise faces
+                outs[i].samples = self._faces(it, image, faces)
+            except SampleRejected as r:
+                outs[i].rejects.append(_reject(it, r.reason, r.detail))
+            except Exception as e:
+                outs[i].rejects.append(self._error(it, e))
+        return outs
+
+    def _error(self, item: Sample, e: Exception) -> Reject:
+        detail = _stage_error(e)
+        if not self._warned:
+            # one line for the user; the traceback only when debugging (FACEKIT_DEBUG)
+            log.warning("stage error on %s: %s", item.path, detail)
+            log.debug("stage error on %s", item.path, exc_info=e)
+            self._warned = True
+        return _reject(item, STAGE_ERROR, detail)
+
+    @staticmethod
+    def _pass_through(item: Sample) -> Sample:
+        """The file's bytes, untouched: read (bounded) and checked to be a whole image."""
+        if item.data is None:
+            data = read_file(item.path, item.max_bytes or MAX_FILE_BYTES)
+            check_image_header(data)  # no decode: a few microseconds
+            return item.replace(data=data)
+        return item
+
+    @staticmethod
+    def _decode(item: Sample) -> tuple[Sample, np.ndarray]:
+        """``(item with its file's bytes, decoded BGR pixels)``."""
+        if item.image is not None:
+            return item, item.image
+        if item.data is None:
+            item = item.replace(data=read_file(item.path, item.max_bytes or MAX_FILE_BYTES))
+        return item, decode_image(item.data)
+
+    def _faces(self, sample: Sample, image: np.ndarray, faces) -> list[Sample]:
+        if faces is not None:
+            samples = []
+            for i in range(len(faces)):
+                lmk = None if faces.landmarks is None else faces.landmarks[i]
+                s = sample.replace(
+                    face_id=i,
+                    box=faces.boxes[i],
+                    score=float(faces.scores[i]),
+                    landmarks=lmk,
+                    identity=f"{sample.identity}_{i}" if sample.per_face_identity else sample.identity,
+                )
+                if self.aligner is not None:
+                    try:
+                        crop, M = self.aligner.align_face(image, faces.boxes[i], lmk)
+                    except ValueError as e:
+                        raise SampleRejected(ALIGN_FAILED, str(e)) from None
+                    s = s.replace(image=crop, data=None, transform=M)
+                    if M is not None and lmk is not None:
+                        s.aligned_landmarks = (lmk @ M[:, :2].T + M[:, 2]).astype(np.float32)
+                else:
+                    s = s.replace(image=image)
+                samples.append(s)
+        else:
+            samples = [sample.replace(image=image)]
+        for aug in self.augmenters:
+            samples = [y for x in samples for y in aug.augment(x)]
+        for i, s in enumerate(samples):
+            if s.data is None:
+                s = s.replace(data=encode_jpeg(s.image, self.quality))
+            samples[i] = s.replace(image=None)  # only bytes travel on to the sinks
+        return samples

@@ -1,0 +1,103 @@
+"""Built-in executors: ``inprocess`` (shards run here, one at a time) and ``processes``
+(shards run in spawned worker processes). Written as any executor plugin is: a subclass of
+:class:`facekit.Executor` registered through ``register_executors``."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+import facekit
+from facekit.pipeline import ShardWorker, WorkerPool, set_threads
+
+
+class _Done:
+    """The handle of a shard run at submit time: its result or the error it raised."""
+
+    __slots__ = ("result", "error")
+
+    def __init__(self, result=None, error=None):
+        self.result, self.error = result, error
+
+
+class InprocessParams(facekit.ExecutorParams):
+    threads: Optional[int] = Field(
+        None, ge=1, le=1024, description="threads for the stages (onnxruntime, OpenCV); default: the libraries' own"
+    )
+
+
+class InprocessExecutor(facekit.Executor):
+    """Runs shards in this process, one at a time (no start-up cost, simplest to debug)."""
+
+    name = "inprocess"
+    description = "shards run in this process, one at a time"
+    Params = InprocessParams
+
+    def start(self, spec):
+        self.slots = 1
+        set_threads(self.params.threads)
+        self.worker = ShardWorker(spec, self.params.threads)
+
+    def submit(self, shard):
+        try:
+            return _Done(self.worker(shard))
+        except facekit.FacekitError as e:
+            return _Done(error=e)
+
+    def wait(self, handles):
+        return list(handles)
+
+    def result(self, handle):
+        if handle.error is not None:
+            raise handle.error
+        return handle.result
+
+
+class ProcessesParams(facekit.ExecutorParams):
+    workers: int = Field(2, ge=1, le=512, description="worker processes")
+    threads: Optional[int] = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="threads per worker for onnxruntime (detectors with threads: 0) and OpenCV; "
+        "1 so that N workers on N cores do not fight",
+    )
+    in_flight: int = Field(2, ge=1, le=64, description="shards queued per worker (memory stays flat)")
+
+
+class ProcessesExecutor(facekit.Executor):
+    """Runs shards in spawned worker processes that die with the run."""
+
+    name = "processes"
+    description = "shards run in spawned worker processes (workers, threads per worker)"
+    Params = ProcessesParams
+
+    def start(self, spec):
+        p = self.params
+        self.slots = p.workers * p.in_flight
+        self.pool = WorkerPool(spec, p.workers, p.threads)
+
+    def submit(self, shard):
+        return self.pool.submit(shard)
+
+    def wait(self, handles):
+        return self.pool.wait(handles)
+
+    def result(self, handle):
+        return self.pool.result(handle)
+
+    def close(self, cancel=False):
+        self.pool.stop(cancel)
+
+    def workers(self):
+        return self.params.workers
+
+
+@facekit.hookimpl
+def register_executors(register):
+    register(InprocessExecutor)
+    register(ProcessesExecutor)
+
+
+__all__ = ["InprocessExecutor", "ProcessesExecutor"]

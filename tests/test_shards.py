@@ -1,0 +1,201 @@
+"""Shards as the unit of work: cutting at identity boundaries, reassembly in shard order
+under an executor that finishes shards out of order, retries of lost shards, the gate."""
+
+from __future__ import annotations
+
+import pytest
+
+from facekit.errors import FacekitError
+from facekit.pipeline.executor import Executor, ShardFailed, run_shards
+from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate
+from facekit.pipeline.shards import (
+    SHARD_FAILED,
+    Outcome,
+    Shard,
+    ShardResult,
+    auto_shard_size,
+    cut_shards,
+)
+from facekit.stages import Reject, Sample
+
+
+def _items(spec: str):
+    """``"aab c"`` -> samples of identities a, a, b, c (a space: a source reject of c)."""
+    out = []
+    for i, ch in enumerate(spec.replace(" ", "")):
+        out.append(Sample(i, f"{ch}/{i}.jpg", ch))
+    return out
+
+
+def test_shards_hold_whole_identities_and_every_item_once():
+    items = _items("aaaabbcdddddde")
+    for size in (1, 2, 3, 5, 100):
+        shards = list(cut_shards(items, size))
+        assert [s.index for s in shards] == list(range(len(shards)))
+        assert [it for s in shards for it in s.items] == items
+        seen = set()
+        for s in shards:
+            ids = {it.identity for it in s.items}
+            assert not ids & seen, f"size {size}: an identity spans two shards"
+            seen |= ids
+            assert len(s.items) >= size or s is shards[-1]
+    assert [len(s.items) for s in cut_shards(items, 3)] == [4, 3, 6, 1]
+    assert [len(s.items) for s in cut_shards(items, 1)] == [4, 2, 1, 6, 1]
+    with pytest.raises(ValueError):
+        list(cut_shards(items, 0))
+
+
+def test_source_rejects_stay_with_their_identity():
+    items = [Sample(0, "a/1", "a"), Reject("a/2", "unreadable", "", "a"), Sample(1, "b/1", "b")]
+    shards = list(cut_shards(items, 1))
+    assert [[getattr(i, "path") for i in s.items] for s in shards] == [["a/1", "a/2"], ["b/1"]]
+
+
+def test_auto_shard_size_gives_every_slot_work():
+    assert auto_shard_size(None, 4) == 1000
+    assert auto_shard_size(100_000, 1) == 1000
+    assert auto_shard_size(300, 4) == 19  # 300 items over 4 slots x 4 shards
+    assert auto_shard_size(10, 4) == 16
+    assert auto_shard_size(10**7, 8) == 1000
+
+
+class _Handle:
+    def __init__(self, shard, attempt):
+        self.shard, self.attempt = shard, attempt
+
+
+class FakeExecutor(Executor):
+    """Finishes the shards in flight in reverse order; loses the work of the shards in
+    ``lose`` (index -> how many attempts are lost) the way a dying worker does."""
+
+    name = "fake"
+
+    def __init__(self, slots=3, lose=None, fatal=None):
+        super().__init__(self.Params(retries=2))
+        self.slots = slots
+        self.lose = dict(lose or {})
+        self.fatal = fatal
+        self.attempts: dict[int, int] = {}
+        self.in_flight_max = 0
+        self.live: set = set()
+        self.together: list[set] = []  # which shards were in flight when one failed
+
+    def submit(self, shard):
+        self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1
+        h = _Handle(shard, self.attempts[shard.index])
+        self.live.add(h)
+        self.in_flight_max = max(self.in_flight_max, len(self.live))
+        return h
+
+    def wait(self, handles):
+        return sorted(handles, key=lambda h: -h.shard.index)[:1]
+
+    def result(self, h):
+        self.live.discard(h)
+        i = h.shard.index
+        if i == self.fatal:
+            raise FacekitError("stage cannot start")
+        if self.lose.get(i, 0) >= h.attempt:
+            self.together.append((h.attempt, {x.shard.index for x in self.live} | {i}))
+            for other in list(self.live):  # a dead pool loses everything in flight
+                other.lost = True
+            raise ShardFailed(f"worker died on shard {i}")
+        if getattr(h, "lost", False):
+            raise ShardFailed("worker died beside another shard")
+        return ShardResult(i, [Outcome(it.identity, [it], [], 1) for it in h.shard.items])
+
+
+def test_results_come_back_in_shard_order_with_bounded_work_in_flight():
+    shards = list(cut_shards(_items("aabbccddeeffgghhii"), 2))
+    ex = FakeExecutor(slots=3)
+    got = [r.index for r in run_shards(ex, shards)]
+    assert got == list(range(len(shards)))
+    assert ex.in_flight_max == 3
+
+
+def test_a_lost_shard_runs_again_alone_then_becomes_rejects():
+    shards = list(cut_shards(_items("aabbccddee"), 2))
+    # shard 1 dies twice and succeeds the third time; shard 3 dies on every attempt
+    ex = FakeExecutor(slots=3, lose={1: 2, 3: 99})
+    results = list(run_shards(ex, shards))
+    assert [r.index for r in results] == [0, 1, 2, 3, 4]
+    assert results[1].attempts == 3 and results[1].outcomes[0].samples
+    bad = results[3]
+    assert bad.attempts == 3
+    assert [r.reason for oc in bad.outcomes for r in oc.rejects] == [SHARD_FAILED, SHARD_FAILED]
+    assert all(oc.read == 1 and not oc.samples for oc in bad.outcomes)
+    assert "worker died on shard 3" in bad.outcomes[0].rejects[0].detail
+    # the shards lost beside a dying one were not charged: each ran again and was kept
+    for r in results:
+        if r.index not in (1, 3):
+            assert r.outcomes[0].samples, r.index
+    # retries ran alone: every failure after the first of a shard had nothing beside it
+    assert any(len(t) > 1 for _, t in ex.together)
+    assert all(len(t) == 1 for attempt, t in ex.together if attempt > 1)
+
+
+def test_a_shard_failing_before_any_finished_stops_the_run():
+    shards = list(cut_shards(_items("aabb"), 2))
+    with pytest.raises(FacekitError, match="failed 3 time.*no shard has finished"):
+        list(run_shards(FakeExecutor(slots=1, lose={0: 99}), shards))
+
+
+def test_an_executor_error_stops_the_run():
+    shards = list(cut_shards(_items("aabb"), 2))
+    with pytest.raises(FacekitError, match="stage cannot start"):
+        list(run_shards(FakeExecutor(fatal=0), shards))
+
+
+def test_reused_shards_are_not_submitted():
+    shards = list(cut_shards(_items("aabbccdd"), 2))
+    ex = FakeExecutor(slots=2)
+    done = {1: ShardResult(1, [Outcome("b", [], [], 1)] * 2, reused=True)}
+    got = list(run_shards(ex, shards, reuse=lambda s: done.get(s.index)))
+    assert [r.index for r in got] == [0, 1, 2, 3] and got[1].reused
+    assert sorted(ex.attempts) == [0, 2, 3]
+
+
+def _result(index, spec):
+    """A shard result from ``"a+ a+ a- b+"``: identity letter, + kept face, - rejected."""
+    outs = []
+    for k, tok in enumerate(spec.split()):
+        ident, ok = tok[0], tok[1] == "+"
+        if ok:
+            outs.append(Outcome(ident, [Sample(k, f"{ident}{k}", ident)], [], 1))
+        else:
+            outs.append(Outcome(ident, [], [Reject(f"{ident}{k}", "no_face", "", ident)], 1))
+    return ShardResult(index, outs)
+
+
+def test_gate_labels_admitted_identities_in_order_and_rejects_small_ones():
+    gate = IdentityGate(start_id=10, min_images=2)
+    rows = gate.admit(_result(0, "a+ a- a+ b+ c+ c+"))
+    assert [(r.sample.label if r.reject is None else r.reject.reason) for r in rows] == [
+        10, "no_face", 10, IDENTITY_TOO_SMALL, 11, 11
+    ]
+    assert [r.item for r in rows] == [0, 1, 2, 3, 4, 5]
+    rows = gate.admit(_result(1, "d+ d+ d+"))
+    assert {r.sample.label for r in rows} == {12}
+    assert gate.admitted == 3 and gate.dropped == 1
+    assert gate.counts["a"].__dict__ == {"label": 10, "kept": 2, "rejected": 1}
+    assert gate.counts["b"].__dict__ == {"label": -1, "kept": 0, "rejected": 1}
+
+
+def test_gate_refuses_an_identity_that_comes_back():
+    gate = IdentityGate(0, 1)
+    gate.admit(_result(0, "a+ b+"))
+    with pytest.raises(FacekitError, match="identity 'a' again"):
+        gate.admit(_result(1, "a+"))
+    with pytest.raises(FacekitError, match="identity 'x' again"):
+        IdentityGate(0, 1).admit(_result(0, "x+ y+ x+"))
+
+
+def test_shard_digest_changes_with_the_input(tmp_path):
+    f = tmp_path / "a.jpg"
+    f.write_bytes(b"one")
+    s = Shard(0, [Sample(0, str(f), "a")])
+    d1 = s.digest()
+    assert Shard(0, [Sample(0, str(f), "a")]).digest() == d1
+    f.write_bytes(b"three")
+    assert s.digest() != d1
+    assert Shard(0, [Sample(0, "x", "a", data=b"1")]).digest() != Shard(0, [Sample(0, "x", "a", data=b"2")]).digest()
