@@ -237,6 +237,10 @@ class Augmenter(Stage):
     """Turns one (aligned) sample into zero or more samples (e.g. masked variants)."""
 
     kind = "augmenter"
+    #: whether :meth:`augment` needs the face's five landmarks in crop coordinates
+    #: (``Sample.aligned_landmarks``, set after a landmark detector and an aligner) or an
+    #: already aligned crop (no detector): ``validate`` refuses a pipeline that gives neither
+    needs_landmarks: ClassVar[bool] = False
 
     def augment(self, sample: Sample) -> Iterable[Sample]:
         """Return the samples to pass on; ``sample.image`` is set (BGR uint8). A returned

@@ -48,6 +48,7 @@ class FacemaskAugmenter(facekit.Augmenter):
     name = "facemask"
     description = "face mask from the aligned landmarks (masked copy + occlusion mask, or replace)"
     Params = FacemaskParams
+    needs_landmarks = True
 
     def __init__(self, params):
         super().__init__(params)

@@ -131,3 +131,36 @@ def test_validate_cli(tmp_path, root):
     r = facekit_cli("validate", bad)
     assert r.returncode == 2
     assert "bad.yaml:2" in r.stderr and "unknown source plugin 'nope'" in r.stderr
+
+
+def test_landmark_augmenter_needs_aligned_faces(tmp_path, root):
+    msg = config_error(tmp_path, f"""
+        output: out
+        source: {{plugin: folders, root: {root}}}
+        detector: {{plugin: haar}}
+        aligner: {{plugin: boxcrop}}
+        augmenters: [{{plugin: facemask}}]
+        sinks: [{{plugin: folders, path: faces}}]
+        """)
+    assert "augmenters[0] (facemask) needs the five landmarks" in msg and "gives boxes only" in msg
+    assert "pipeline.yaml:6:" in msg
+
+
+def test_executor_settings_are_checked(tmp_path, root):
+    base = f"output: out\nsource: {{plugin: folders, root: {root}}}\nsinks: [{{plugin: folders, path: faces}}]\n"
+    msg = config_error(tmp_path, base + "executor: {plugin: cluster9}\n")
+    assert "unknown executor plugin 'cluster9'" in msg and "inprocess, processes" in msg
+    msg = config_error(tmp_path, base + "workers: 2\nexecutor: {plugin: processes}\n")
+    assert "give 'workers' or 'executor', not both" in msg
+    msg = config_error(tmp_path, base + "executor: {plugin: processes, workers: 0}\n")
+    assert "executor (processes): parameter 'workers'" in msg
+    assert "shard_size" in config_error(tmp_path, base + "shard_size: 0\n")
+    from facekit.pipeline.config import load_config
+
+    spec = load_config(write_config(tmp_path, base + "workers: 3\n"))
+    assert spec.executor.name == "processes" and spec.workers == 3 and spec.executor.params.threads == 1
+    spec = load_config(write_config(tmp_path, base + "executor: {plugin: processes, workers: 2, threads: 2}\n"))
+    spec.set_workers(4)  # -w 4 keeps the other settings
+    assert spec.workers == 4 and spec.executor.params.threads == 2
+    spec.set_workers(0)
+    assert spec.executor.name == "inprocess" and spec.workers == 0

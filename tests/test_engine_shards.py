@@ -201,3 +201,9 @@ def test_a_changed_pipeline_does_not_reuse_stale_shards(tmp_path, photos, scrfd_
     same = _config(tmp_path, photos, scrfd_model, "{plugin: inprocess}", 7, name="q.yaml")
     s = run(load_config(same), progress=False)
     assert s.shards["reused"] >= 3
+    # resume: false reuses nothing and keeps nothing
+    assert _kill_when(cfg, out, 3) >= 3
+    spec = load_config(same)
+    spec.resume = False
+    assert run(spec, progress=False).shards["reused"] == 0
+    assert not (out / ".facekit" / "work").exists()

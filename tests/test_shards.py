@@ -199,3 +199,47 @@ def test_shard_digest_changes_with_the_input(tmp_path):
     f.write_bytes(b"three")
     assert s.digest() != d1
     assert Shard(0, [Sample(0, "x", "a", data=b"1")]).digest() != Shard(0, [Sample(0, "x", "a", data=b"2")]).digest()
+
+
+def test_a_finished_shard_round_trips_through_the_work_folder_exactly(tmp_path):
+    import numpy as np
+
+    from facekit.pipeline.work import WorkFolder
+    from facekit.stages import Occlusion, PairRef
+
+    odd = "id\udcff/caf\u00e9\t1.jpg"  # undecodable byte, accent, tab: kept exactly
+    s = Sample(
+        7, odd, "id\udcff", data=b"\xff\xd8jpeg", face_id=2, box=np.array([1, 2, 30.5, 40.25], np.float32),
+        score=0.987654321, landmarks=np.arange(10, dtype=np.float32).reshape(5, 2) / 3,
+        aligned_landmarks=np.arange(10, dtype=np.float32).reshape(5, 2) * 1.5,
+        transform=np.array([[0.7, -0.1, 3.3], [0.1, 0.7, -2.2]]), label=4,
+        occlusion=Occlusion(b"occ", b"mask", 123, "surgical/blue"), stem="00012", record_key=12,
+        per_face_identity=True, pair=PairRef(3, 1, True, 10, "pairs.txt:5", False), required="why",
+    )
+    outs = [
+        Outcome("id\udcff", [s, s.replace(face_id=3)], [], 1),
+        Outcome("b", [], [Reject("b/x.jpg", "no_face", "found none", "b", "needed")], 1),
+        Outcome("c", [], [Reject("c/y", "unreadable", "FIFO", "c")], 0),
+        Outcome("d", [], [], 1),  # an augmenter that dropped the sample
+    ]
+    shard = Shard(5, [s] * 4)
+    work = WorkFolder(tmp_path, {"p": 1})
+    assert work.open() == 0
+    work.save(ShardResult(5, outs, seconds=1.5), "digest")
+    assert WorkFolder(tmp_path, {"p": 2}).reuse(shard, "digest") is None  # another pipeline
+    work = WorkFolder(tmp_path, {"p": 1})
+    assert work.open() == 1
+    assert work.reuse(shard, "other input") is None
+    back = work.reuse(shard, "digest")()
+    assert back.reused and back.index == 5
+    for a, b in zip(outs, back.outcomes):
+        assert (a.identity, a.read, a.rejects) == (b.identity, b.read, b.rejects)
+        assert len(a.samples) == len(b.samples)
+        for x, y in zip(a.samples, b.samples):
+            for k, v in x.__dict__.items():
+                w = y.__dict__[k]
+                if isinstance(v, np.ndarray):
+                    assert v.dtype == w.dtype and np.array_equal(v, w), k
+                else:
+                    assert v == w, k
+    assert WorkFolder(tmp_path, {"p": 2}).open() == 0  # a changed pipeline empties it

@@ -48,6 +48,11 @@ class TopLevel(Params):
     shard_size: Optional[int] = Field(
         None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000)"
     )
+    resume: bool = Field(
+        True,
+        description="keep finished shards in <output>/.facekit/work so a crashed run resumes (costs disk: "
+        "about one more copy of the kept faces until the outputs are published)",
+    )
 
 
 @dataclass
@@ -89,6 +94,7 @@ class PipelineSpec:
     quality: int = 95
     executor: Optional[StageConfig] = None
     shard_size: Optional[int] = None
+    resume: bool = True
 
     @property
     def workers(self) -> int:
@@ -323,6 +329,14 @@ def parse_config(
                 f"{ali.where} needs five landmarks but {det.where} gives boxes only; "
                 "use a landmark detector or the 'boxcrop' aligner",
             )
+    for i, aug in enumerate(augs):
+        if aug.cls.needs_landmarks and det is not None and (ali is None or not det.cls.provides_landmarks):
+            why = "gives boxes only" if not det.cls.provides_landmarks else "has no aligner after it"
+            errs.add(
+                ("augmenters", i),
+                f"{aug.where} needs the five landmarks of aligned faces, but {det.where} {why}; use a landmark "
+                "detector and an aligner (arcface), or feed already aligned crops without a detector",
+            )
     uniform = [i for i, sc in enumerate(sinks) if sc.cls.uniform_size]
     if det is not None and ali is None and uniform:
         errs.add(
@@ -349,4 +363,5 @@ def parse_config(
         quality=top.encode.quality,
         executor=ex,
         shard_size=top.shard_size,
+        resume=top.resume,
     )

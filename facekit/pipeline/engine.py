@@ -34,7 +34,7 @@ from facekit.formats.tsv import escape
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.executor import run_shards
 from facekit.pipeline.fingerprint import pipeline_fingerprint
-from facekit.pipeline.gate import IdentityGate, Row, StageErrorGuard
+from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageErrorGuard
 from facekit.pipeline.publish import JOURNAL, STATE_DIR, Publication, clean_stale, recover
 from facekit.pipeline.results import RESULTS_FILE, ResultsWriter
 from facekit.pipeline.runlock import OutputLock
@@ -145,7 +145,7 @@ class _Run:
             shown = self.progress if self.progress is not None else sys.stderr.isatty()
             total = source.count() if shown or (spec.shard_size is None and executor.slots > 1) else None
             shard_size = spec.shard_size or auto_shard_size(total, executor.slots)
-            work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec, shard_size))
+            work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec, shard_size), spec.resume)
             if work.open():
                 log.warning("%s: resuming: reusing the shards a previous run of this pipeline finished", spec.output)
             digests: dict[int, str] = {}
@@ -201,7 +201,17 @@ class _Run:
 
     def _write(self, rows: list[Row], configs, sinks, results: ResultsWriter) -> None:
         """Hand a shard's rows on: kept faces to every sink, one identity at a time; each
-        reject to ``rejects.tsv``; every row, in source order, to the results table."""
+        reject to ``rejects.tsv``; every row, in source order, to the results table.
+
+        Raises:
+            FacekitError: a reject of a required image (``Reject.required``), before any of
+                the shard's faces reach the sinks (naming the image's own reject, not the
+                ``identity_too_small`` of its partner).
+        """
+        required = [r.reject for r in rows if r.reject is not None and r.reject.required]
+        if required:
+            own = [r for r in required if r.reason != IDENTITY_TOO_SMALL]
+            self._reject((own or required)[0])
         kept = [r for r in rows if r.reject is None]
         places: dict[int, list] = {}
         i, n = 0, len(kept)

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from facekit.errors import FacekitError
-from facekit.pipeline.shards import ShardResult
+from facekit.pipeline.shards import STAGE_ERROR, ShardResult
 from facekit.stages import Reject, Sample
 
 IDENTITY_TOO_SMALL = "identity_too_small"
-STAGE_ERROR = "stage_error"
 #: a run stops when this many first images all fail in a stage with the same error
 SYSTEMATIC_ERRORS = 5
 

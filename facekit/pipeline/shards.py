@@ -27,6 +27,8 @@ MIN_AUTO_SHARD_SIZE = 16
 SHARDS_PER_SLOT = 4
 #: the reason of the rejects a shard that failed every attempt leaves for its images
 SHARD_FAILED = "shard_failed"
+#: the reason of an image a stage failed on with an exception (a bug, a model error)
+STAGE_ERROR = "stage_error"
 
 
 @dataclass(slots=True)

@@ -46,8 +46,8 @@ SCHEMA = pa.schema(
         ("kind", pa.int8()),  # 0 kept sample, 1 reject, 2 an item that left nothing
         ("read", pa.int8()),
         ("key", pa.int64()),
-        ("path", pa.string()),
-        ("identity", pa.string()),
+        ("path", pa.binary()),
+        ("identity", pa.binary()),
         ("data", pa.large_binary()),
         ("face_id", pa.int32()),
         ("score", pa.float64()),
@@ -56,27 +56,29 @@ SCHEMA = pa.schema(
         ("aligned", _F32),
         ("transform", pa.list_(pa.float64())),
         ("label", pa.int64()),
-        ("stem", pa.string()),
+        ("stem", pa.binary()),
         ("record_key", pa.int64()),
         ("per_face_identity", pa.bool_()),
-        ("required", pa.string()),
-        ("pair", pa.string()),  # PairRef fields as JSON
+        ("required", pa.binary()),
+        ("pair", pa.binary()),  # PairRef fields as JSON
         ("occ_data", pa.binary()),
         ("occ_mask", pa.binary()),
         ("occ_covered", pa.int64()),
-        ("occ_kind", pa.string()),
-        ("reason", pa.string()),
-        ("detail", pa.string()),
+        ("occ_kind", pa.binary()),
+        ("reason", pa.binary()),
+        ("detail", pa.binary()),
     ]
 )
 
 
-def _t(s: str) -> str:
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "surrogatepass") if s else s
+def _t(s: Optional[str]) -> Optional[bytes]:
+    """Text as stored: UTF-8 bytes, undecodable bytes of odd file names kept as they were
+    (``surrogateescape``), so any name round-trips exactly."""
+    return None if s is None else s.encode("utf-8", "surrogateescape")
 
 
-def _u(s: Optional[str]) -> Optional[str]:
-    return s.encode("utf-8", "surrogatepass").decode("utf-8", "surrogateescape") if s else s
+def _u(b: Optional[bytes]) -> Optional[str]:
+    return None if b is None else b.decode("utf-8", "surrogateescape")
 
 
 def _arr(v, shape, dtype):
@@ -93,11 +95,11 @@ def result_table(result: ShardResult) -> pa.Table:
         c["kind"].append(kind)
         c["read"].append(read)
         src = s if s is not None else r
-        c["path"].append(_t(src.path) if src is not None else "")
+        c["path"].append(_t(src.path) if src is not None else b"")
         c["identity"].append(_t(src.identity) if src is not None else _t(ident))
         c["reason"].append(None if r is None else _t(r.reason))
         c["detail"].append(None if r is None else _t(r.detail))
-        c["required"].append(_t(src.required) if src is not None else "")
+        c["required"].append(_t(src.required) if src is not None else b"")
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
                       "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind"):
@@ -117,12 +119,12 @@ def result_table(result: ShardResult) -> pa.Table:
         c["stem"].append(None if s.stem is None else _t(s.stem))
         c["record_key"].append(s.record_key)
         c["per_face_identity"].append(s.per_face_identity)
-        c["pair"].append(None if s.pair is None else json.dumps(s.pair.__dict__))
+        c["pair"].append(None if s.pair is None else _t(json.dumps(s.pair.__dict__)))
         o = s.occlusion
         c["occ_data"].append(None if o is None else o.data)
         c["occ_mask"].append(None if o is None else o.mask)
         c["occ_covered"].append(None if o is None else o.covered)
-        c["occ_kind"].append(None if o is None else o.kind)
+        c["occ_kind"].append(None if o is None else _t(o.kind))
 
     for i, oc in enumerate(result.outcomes):
         first = True
@@ -157,7 +159,7 @@ def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
         elif d["kind"] == 0:
             occ = None
             if d["occ_data"] is not None:
-                occ = Occlusion(d["occ_data"], d["occ_mask"], d["occ_covered"], d["occ_kind"])
+                occ = Occlusion(d["occ_data"], d["occ_mask"], d["occ_covered"], _u(d["occ_kind"]))
             oc.samples.append(
                 Sample(
                     key=d["key"],
@@ -176,7 +178,7 @@ def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
                     record_key=d["record_key"],
                     per_face_identity=bool(d["per_face_identity"]),
                     required=_u(d["required"]) or "",
-                    pair=None if d["pair"] is None else PairRef(**json.loads(d["pair"])),
+                    pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
                 )
             )
     if any(o is None for o in outs):
@@ -199,7 +201,8 @@ def file_digest(path: Path) -> str:
 class WorkFolder:
     """Finished shards of one pipeline (``fingerprint``) under ``<state>/work``."""
 
-    def __init__(self, state_dir: Path, fingerprint: dict):
+    def __init__(self, state_dir: Path, fingerprint: dict, enabled: bool = True):
+        self.enabled = enabled
         self.dir = state_dir / WORK_DIR
         self.fingerprint = fingerprint
         self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
@@ -209,6 +212,9 @@ class WorkFolder:
         """Make the folder ready; empty it when it holds another pipeline's shards.
         Returns how many finished shards it holds."""
         fp = self.dir / "fingerprint.json"
+        if not self.enabled:  # resume: false: no finished shard is kept, none is reused
+            shutil.rmtree(self.dir, ignore_errors=True)
+            return 0
         try:
             old = json.loads(fp.read_text("utf-8")) if fp.is_file() and fp.stat().st_size < MAX_DONE_BYTES else None
         except (OSError, ValueError):
@@ -226,6 +232,8 @@ class WorkFolder:
     def reuse(self, shard: Shard, digest: str) -> Optional[Callable[[], ShardResult]]:
         """A loader of ``shard``'s finished result when the folder has it for this pipeline
         and this input, else None."""
+        if not self.enabled:
+            return None
         data, done = self._paths(shard.index)
         try:
             if not done.is_file() or done.stat().st_size > MAX_DONE_BYTES:
@@ -256,6 +264,8 @@ class WorkFolder:
 
     def save(self, result: ShardResult, digest: str) -> None:
         """Keep a finished shard: its Parquet file, then its done file (both atomic)."""
+        if not self.enabled:
+            return
         data, done = self._paths(result.index)
         tmp = data.with_name(data.name + ".tmp")
         pq.write_table(result_table(result), str(tmp), compression="none")

@@ -17,7 +17,7 @@ import numpy as np
 
 from facekit.errors import SampleRejected, one_line
 from facekit.pipeline.config import PipelineSpec
-from facekit.pipeline.shards import Outcome, Shard, ShardResult
+from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Reject, Sample
 from facekit.vision.detection import find_faces_batch
 from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
@@ -25,7 +25,7 @@ from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_ima
 log = logging.getLogger("facekit")
 
 ALIGN_FAILED = "align_failed"
-STAGE_ERROR = "stage_error"
+
 #: images decoded and handed to the detector at once
 BATCH = 8
 
