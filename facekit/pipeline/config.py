@@ -48,10 +48,12 @@ class TopLevel(Params):
     shard_size: Optional[int] = Field(
         None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000)"
     )
-    resume: bool = Field(
-        True,
+    resume: Optional[bool] = Field(
+        None,
         description="keep finished shards in <output>/.facekit/work so a crashed run resumes (costs disk: "
-        "about one more copy of the kept faces until the outputs are published)",
+        "about one more copy of the kept faces until the outputs are published); default: on when the "
+        "pipeline decodes images (a detector, aligner or augmenter), off for pass-through packing, which "
+        "is as fast to redo as to resume",
     )
 
 
@@ -94,7 +96,7 @@ class PipelineSpec:
     quality: int = 95
     executor: Optional[StageConfig] = None
     shard_size: Optional[int] = None
-    resume: bool = True
+    resume: bool = True  # see TopLevel.resume
 
     @property
     def workers(self) -> int:
@@ -363,5 +365,5 @@ def parse_config(
         quality=top.encode.quality,
         executor=ex,
         shard_size=top.shard_size,
-        resume=top.resume,
+        resume=top.resume if top.resume is not None else bool(det or ali or augs),
     )

@@ -145,12 +145,15 @@ class _Run:
             shown = self.progress if self.progress is not None else sys.stderr.isatty()
             total = source.count() if shown or (spec.shard_size is None and executor.slots > 1) else None
             shard_size = spec.shard_size or auto_shard_size(total, executor.slots)
-            work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec, shard_size), spec.resume)
+            fp = pipeline_fingerprint(spec, shard_size) if spec.resume else None
+            work = WorkFolder(spec.output / STATE_DIR, fp, spec.resume)
             if work.open():
                 log.warning("%s: resuming: reusing the shards a previous run of this pipeline finished", spec.output)
             digests: dict[int, str] = {}
 
             def reuse(shard):
+                if not work.enabled:
+                    return None
                 digests[shard.index] = d = shard.digest()
                 return work.reuse(shard, d)
 
@@ -158,7 +161,7 @@ class _Run:
             bar = tqdm(total=total, desc="facekit", unit="img", disable=not shown)
             n_shards = redone = 0
             for res in shard_results:
-                digest = digests.pop(res.index)
+                digest = digests.pop(res.index, None)
                 if not res.reused:
                     work.save(res, digest)
                 n_shards += 1

@@ -201,7 +201,7 @@ def file_digest(path: Path) -> str:
 class WorkFolder:
     """Finished shards of one pipeline (``fingerprint``) under ``<state>/work``."""
 
-    def __init__(self, state_dir: Path, fingerprint: dict, enabled: bool = True):
+    def __init__(self, state_dir: Path, fingerprint: Optional[dict], enabled: bool = True):
         self.enabled = enabled
         self.dir = state_dir / WORK_DIR
         self.fingerprint = fingerprint
@@ -246,6 +246,11 @@ class WorkFolder:
         items = len(shard.items)
         if meta.get("stats", {}).get("items") != items:
             return None
+        try:  # the footer is read now: a file cut short (power loss) makes the shard run again
+            if pq.read_metadata(str(data)).schema.to_arrow_schema() != SCHEMA:
+                return None
+        except (OSError, ValueError, pa.ArrowException):
+            return None
 
         def load() -> ShardResult:
             try:
@@ -271,7 +276,11 @@ class WorkFolder:
         pq.write_table(result_table(result), str(tmp), compression="none")
         os.replace(tmp, data)
         meta = {"index": result.index, "key": self.key, "input": digest, "stats": result.stats()}
-        atomic_write_text(done, json.dumps(meta, sort_keys=True) + "\n")
+        # renamed into place (a crash never leaves half a done file), not fsynced: after a
+        # power loss an unreadable shard is simply run again (see reuse)
+        tmp = done.with_name(done.name + ".tmp")
+        tmp.write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, done)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
