@@ -268,8 +268,9 @@ class WorkFolder:
         return load
 
     def save(self, result: ShardResult, digest: str) -> None:
-        """Keep a finished shard: its Parquet file, then its done file (both atomic)."""
-        if not self.enabled:
+        """Keep a finished shard: its Parquet file, then its done file (both atomic). A
+        failed shard is not kept: the next run tries it again."""
+        if not self.enabled or result.failed:
             return
         data, done = self._paths(result.index)
         tmp = data.with_name(data.name + ".tmp")
