@@ -86,7 +86,8 @@ def make_tree(identities: Path, root: Path, n: int) -> int:
     """Symlink the identity folders' photos under ``root``, repeated under new identity names
     (``<name>_r<k>``), until ``n`` photos (the last identity may be cut short). Returns the
     number of photos."""
-    src = [(d.name, sorted(f for f in d.iterdir() if f.suffix.lower() in EXTS)) for d in sorted(identities.iterdir()) if d.is_dir()]
+    dirs = sorted(d for d in identities.iterdir() if d.is_dir())
+    src = [(d.name, sorted(f for f in d.iterdir() if f.suffix.lower() in EXTS)) for d in dirs]
     if not any(files for _, files in src):
         raise SystemExit(f"{identities}: no photos in identity folders")
     count, k = 0, 0
@@ -309,17 +310,14 @@ def run_peer(peer: Peer, root: Path, work: Path, model: Path, style: str, shard_
         me = [sys.executable, str(Path(__file__).resolve()), "--child"]
         args = [peer.kind, str(root), str(out), str(model), str(peer.threads)]
         parts = peer.procs if peer.kind == "floor" else 1
+
+        def child_cmd(i: int) -> list[str]:  # several floor processes: one core each, a part each
+            cpus = _cpus(1, i) if parts > 1 else _cpus(peer.cores)
+            return ["taskset", "-c", cpus, *me, *args, *([str(i), str(parts)] if peer.kind == "floor" else [])]
+
         t0 = time.perf_counter()
-        procs = [
-            subprocess.Popen(
-                ["taskset", "-c", _cpus(1, i) if parts > 1 else _cpus(peer.cores), *me, *args, *([str(i), str(parts)] if peer.kind == "floor" else [])],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                env=env,
-            )
-            for i in range(parts)
-        ]
+        pipe = subprocess.PIPE
+        procs = [subprocess.Popen(child_cmd(i), stdout=pipe, stderr=pipe, text=True, env=env) for i in range(parts)]
         rs = [_result(p, peer.name) for p in procs]
         wall = time.perf_counter() - t0
         res = {
