@@ -322,7 +322,10 @@ def run_peer(peer: Peer, root: Path, work: Path, model: Path, style: str, shard_
         if p.returncode != 0:
             raise SystemExit(f"{peer.name} failed (exit {p.returncode}): {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
         s = json.loads((out / "summary.json").read_text())
-        res = {"faces": s.get("faces_kept"), "run_s": s.get("seconds")}
+        faces = s.get("faces_kept")
+        if faces is None:  # another summary layout: the sink's own count
+            faces = next((v.get("images") for v in s.get("sinks", {}).values() if isinstance(v, dict)), None)
+        res = {"faces": faces, "run_s": s.get("seconds")}
     else:
         me = [sys.executable, str(Path(__file__).resolve()), "--child"]
         args = [peer.kind, str(root), str(out), str(model), str(peer.threads)]
