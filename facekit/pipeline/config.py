@@ -38,6 +38,7 @@ class TopLevel(Params):
     source: dict
     detector: Optional[dict] = None
     aligner: Optional[dict] = None
+    recognizer: Optional[dict] = None
     augmenters: list[dict] = Field(default_factory=list)
     sinks: list[dict] = Field(min_length=1)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
@@ -91,6 +92,7 @@ class PipelineSpec:
     source: StageConfig
     detector: Optional[StageConfig]
     aligner: Optional[StageConfig]
+    recognizer: Optional[StageConfig] = None
     augmenters: list[StageConfig] = field(default_factory=list)
     sinks: list[StageConfig] = field(default_factory=list)
     quality: int = 95
@@ -309,6 +311,7 @@ def parse_config(
     src = stage("source", top.source, ("source",))
     det = stage("detector", top.detector, ("detector",)) if top.detector is not None else None
     ali = stage("aligner", top.aligner, ("aligner",)) if top.aligner is not None else None
+    rec = stage("recognizer", top.recognizer, ("recognizer",)) if top.recognizer is not None else None
     augs = [stage("augmenter", a, ("augmenters", i)) for i, a in enumerate(top.augmenters)]
     sinks = [stage("sink", s, ("sinks", i)) for i, s in enumerate(top.sinks)]
     if top.executor is not None:
@@ -331,6 +334,14 @@ def parse_config(
                 f"{ali.where} needs five landmarks but {det.where} gives boxes only; "
                 "use a landmark detector or the 'boxcrop' aligner",
             )
+    if rec is not None and det is not None and ali is None:
+        errs.add(("recognizer",), f"{rec.where} embeds aligned faces: add an aligner after {det.where}")
+    if det is not None and det.params.select == "identity" and rec is None:
+        errs.add(
+            ("detector", "select"),
+            f"{det.where}: select: identity compares faces with a recognition model: add "
+            "'recognizer: {plugin: onnx, model: ...}'",
+        )
     for i, aug in enumerate(augs):
         if aug.cls.needs_landmarks and det is not None and (ali is None or not det.cls.provides_landmarks):
             why = "gives boxes only" if not det.cls.provides_landmarks else "has no aligner after it"
@@ -360,10 +371,11 @@ def parse_config(
         source=src,
         detector=det,
         aligner=ali,
+        recognizer=rec,
         augmenters=augs,
         sinks=sinks,
         quality=top.encode.quality,
         executor=ex,
         shard_size=top.shard_size,
-        resume=top.resume if top.resume is not None else bool(det or ali or augs),
+        resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),
     )

@@ -46,7 +46,7 @@ def _stage(sc: StageConfig) -> dict:
 def pipeline_fingerprint(spec: PipelineSpec, shard_size: int) -> dict:
     """A JSON-able dict describing everything that shapes a shard's product (see the module
     docstring). Model files are read once to hash them (about 0.1 s per 100 MB)."""
-    stages = [spec.source, spec.detector, spec.aligner, *spec.augmenters]
+    stages = [spec.source, spec.detector, spec.aligner, spec.recognizer, *spec.augmenters]
     return {
         "facekit": _version(),
         "shard_size": shard_size,

@@ -65,6 +65,9 @@ SCHEMA = pa.schema(
         ("occ_mask", pa.binary()),
         ("occ_covered", pa.int64()),
         ("occ_kind", pa.binary()),
+        ("embedding", _F32),
+        ("similarity", pa.float64()),
+        ("flag", pa.binary()),
         ("reason", pa.binary()),
         ("detail", pa.binary()),
     ]
@@ -102,7 +105,8 @@ def result_table(result: ShardResult) -> pa.Table:
         c["required"].append(_t(src.required) if src is not None else b"")
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
-                      "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind"):
+                      "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind",
+                      "embedding", "similarity", "flag"):
                 c[k].append(None)
             return
         c["key"].append(s.key)
@@ -125,6 +129,9 @@ def result_table(result: ShardResult) -> pa.Table:
         c["occ_mask"].append(None if o is None else o.mask)
         c["occ_covered"].append(None if o is None else o.covered)
         c["occ_kind"].append(None if o is None else _t(o.kind))
+        c["embedding"].append(None if s.embedding is None else np.asarray(s.embedding, np.float32).reshape(-1).tolist())
+        c["similarity"].append(s.similarity)
+        c["flag"].append(_t(s.flag))
 
     for i, oc in enumerate(result.outcomes):
         first = True
@@ -179,6 +186,9 @@ def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
                     per_face_identity=bool(d["per_face_identity"]),
                     required=_u(d["required"]) or "",
                     pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
+                    embedding=None if d["embedding"] is None else np.asarray(d["embedding"], np.float32),
+                    similarity=d["similarity"],
+                    flag=_u(d["flag"]) or "",
                 )
             )
     if any(o is None for o in outs):
