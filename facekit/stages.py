@@ -161,6 +161,11 @@ class Stage:
 
 class SourceParams(Params):
     start_id: int = Field(0, ge=0, description="class id of the first admitted identity")
+    exclude: Optional[InputPath] = Field(
+        None,
+        description="a file of identities to leave out, one per line (e.g. from 'facekit overlap --exclude'); "
+        "their images are rejects with reason excluded",
+    )
     min_images: int = Field(
         2, ge=1, description="identities with fewer kept faces are left out of every sink and reported"
     )
