@@ -91,14 +91,14 @@ def load_registry(entry_points=None) -> Registry:
     pm = make_plugin_manager()
     reg = Registry()
     eps = entry_points if entry_points is not None else md.entry_points(group=ENTRY_POINT_GROUP)
+    described: dict = {}  # id(dist) -> (name, version): one METADATA parse per distribution
     for ep in sorted(eps, key=lambda e: e.name):
         dist = getattr(ep, "dist", None)
-        info = PluginInfo(
-            name=ep.name,
-            version=dist.version if dist else "",
-            distribution=dist.metadata["Name"] if dist else "",
-            module=ep.value,
-        )
+        if dist is not None and id(dist) not in described:
+            meta = dist.metadata
+            described[id(dist)] = (meta["Name"] or "", meta["Version"] or "")
+        distribution, version = described[id(dist)] if dist is not None else ("", "")
+        info = PluginInfo(name=ep.name, version=version, distribution=distribution, module=ep.value)
         reg.plugins[ep.name] = info
         try:
             module = ep.load()
