@@ -139,3 +139,18 @@ def test_importing_the_public_packages_is_cheap():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "", f"importing facekit's packages loaded: {r.stdout.strip()}"
+
+
+def test_cli_start_imports_no_model_runtime():
+    """The command line loads every plugin to call its ``register_commands`` hook: neither
+    that nor facekit's commands import onnxruntime, onnx, torch or TensorFlow."""
+    code = (
+        "import sys; from facekit.cli.main import main; "
+        "print(' '.join(sorted(main.commands))); "
+        "print(' '.join(m for m in ('onnxruntime', 'onnx', 'torch', 'tensorflow') if m in sys.modules))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    commands, loaded = (r.stdout.splitlines() + [""])[:2]
+    assert commands == "eval inspect mask-sheet pairs plugins reindex run validate verify"
+    assert loaded == "", f"the command line's start loaded {loaded}"

@@ -200,8 +200,11 @@ def _distribution(reg, plugin: str) -> str:
     return info.distribution if info is not None else ""
 
 
-add_plugin_commands(main)
-
-
 if __name__ == "__main__":
-    main()
+    # python -m facekit.cli.main: the package has imported this module as facekit.cli.main
+    # already (hooks called there); run that group rather than call every hook again here.
+    from facekit.cli.main import main as _facekit
+
+    _facekit()
+else:
+    add_plugin_commands(main)
