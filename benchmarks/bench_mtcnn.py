@@ -10,7 +10,10 @@ through its plugin (``detect``, BGR in), the package as its users call it
 ``.ci-venv-mtcnn-tf/bin/python``, made by ``.ci/mtcnn-tf-env.sh``) with the same thread
 budget: onnxruntime intra-op ``--threads``, inter-op 1; TensorFlow intra-op ``--threads``,
 inter-op 1. Rounds are interleaved (package, facekit, package, ...) over the whole photo
-set after one warm-up image; the table gives the best and the median round.
+set after one warm-up image; the table gives the best and the median round (wall clock),
+the CPU time of the best-CPU round (all threads of the process) and the ratios; the ratio of
+each package round to the facekit round after it is printed too (the machine's load moves
+both alike within a pair). Progress goes to stderr.
 Start-up (fresh process: imports + model build + first image) is measured apart.
 """
 
@@ -61,9 +64,9 @@ LOOP = """
     detect(images[0])
     print(json.dumps({"startup": time.perf_counter() - t0}), flush=True)
     for line in sys.stdin:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         faces = sum(detect(im) for im in images)
-        print(json.dumps({"seconds": time.perf_counter() - t, "faces": faces}), flush=True)
+        print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c, "faces": faces}), flush=True)
 """
 
 
@@ -94,31 +97,43 @@ def main() -> None:
             )
             procs[name] = (p, json.loads(p.stdout.readline())["startup"])
         rounds = {name: [] for name in procs}
+        cpu = {name: [] for name in procs}
         faces = {}
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             for name, (p, _) in procs.items():
                 p.stdin.write("go\n")
                 p.stdin.flush()
                 r = json.loads(p.stdout.readline())
                 rounds[name].append(r["seconds"])
+                cpu[name].append(r["cpu"])
                 faces[name] = r["faces"]
+                print(f"round {i + 1}: {name} {r['seconds']:.1f} s", file=sys.stderr, flush=True)
         for p, _ in procs.values():
             p.stdin.close()
             p.wait()
     n = len(paths)
-    print(f"{n} photos ({pixels / n / 1e6:.2f} Mpixel mean), {args.threads} threads, {args.rounds} interleaved rounds")
+    load = os.getloadavg()[0]
+    print(
+        f"{n} photos ({pixels / n / 1e6:.2f} Mpixel mean), {args.threads} threads, {args.rounds} interleaved rounds,"
+        f" load average {load:.1f} at the end"
+    )
     print()
-    print("| detector | faces | best round | median round | images/s (best) | start-up | vs package |")
-    print("|---|---|---|---|---|---|---|")
-    base = min(rounds["mtcnn package"])
+    print(
+        "| detector | faces | best round | median round | images/s (best) | CPU s (best) | start-up"
+        " | vs package (best) | vs package (median) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    base, base_med = min(rounds["mtcnn package"]), statistics.median(rounds["mtcnn package"])
     for name, (_, startup) in procs.items():
         best, med = min(rounds[name]), statistics.median(rounds[name])
         print(
-            f"| {name} | {faces[name]} | {best:.1f} s | {med:.1f} s | {n / best:.2f} | {startup:.1f} s"
-            f" | {base / best:.2f}x |"
+            f"| {name} | {faces[name]} | {best:.1f} s | {med:.1f} s | {n / best:.2f} | {min(cpu[name]):.1f} s"
+            f" | {startup:.1f} s | {base / best:.2f}x | {base_med / med:.2f}x |"
         )
     print()
     print("all rounds (s):", json.dumps({k: [round(v, 2) for v in vs] for k, vs in rounds.items()}))
+    pairs = [a / b for a, b in zip(rounds["mtcnn package"], rounds["facekit"])]
+    print("per-round ratio (package / facekit):", json.dumps([round(r, 2) for r in pairs]))
 
 
 if __name__ == "__main__":
