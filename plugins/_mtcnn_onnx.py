@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -255,20 +257,35 @@ def resize_area(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     bit for bit: each output pixel is the area-weighted mean of the input pixels its cell
     covers, with TensorFlow's float32 cell bounds and summation order (along x, then y).
     Returns ``(out_h, out_w, C)`` float32."""
-    return resize_area_transposed(transpose_hw(np.asarray(image, np.float32)), out_h, out_w)
+    chw = resize_area_chw(transpose_hw(np.asarray(image, np.float32)), out_h, out_w)
+    return np.ascontiguousarray(chw.transpose(1, 2, 0))
 
 
-def resize_area_transposed(transposed: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+def resize_area_chw(transposed: np.ndarray, out_h: int, out_w: int, map_parts=map, parts: int = 1) -> np.ndarray:
     """:func:`resize_area` of the image whose transpose ``(W, H, C)`` float32 contiguous is
-    given (a pyramid resizes one image many times: it is transposed once).
-    Returns ``(out_h, out_w, C)`` float32, not transposed."""
-    w, h = transposed.shape[:2]
+    given (a pyramid resizes one image many times: it is transposed once), returned planar:
+    ``(C, out_h, out_w)`` float32 (the networks' layout).
+
+    The output columns are cut into ``parts`` bands computed independently (each output
+    pixel by the same operations in the same order whatever the cut), through ``map_parts``
+    (``map``, or a thread pool's: numpy releases the GIL in these loops)."""
+    w, h, c = transposed.shape
     ix, wx, sx = _area_weights(w, out_w)
     iy, wy, sy = _area_weights(h, out_h)
-    # gathering whole rows of the (W, H, C) image is ~3x faster than gathering columns
-    cols = _weighted_rows(transposed, ix, wx)  # (out_w, H, C): the sums along x
-    out = _weighted_rows(transpose_hw(cols), iy, wy)  # (out_h, out_w, C): then along y
-    out *= np.float32(1.0) / (sy * sx)
+    scale = np.float32(1.0) / (sy * sx)
+    out = np.empty((c, out_h, out_w), np.float32)
+
+    def band(bounds):
+        a, b = bounds
+        # gathering whole rows of the (W, H, C) image is ~3x faster than gathering columns
+        cols = _weighted_rows(transposed, ix[a:b], wx[a:b])  # (b - a, H, C): the sums along x
+        rows = _weighted_rows(transpose_hw(cols), iy, wy)  # (out_h, b - a, C): then along y
+        rows *= scale
+        out[:, :, a:b] = rows.transpose(2, 0, 1)
+
+    cuts = np.linspace(0, out_w, max(1, min(parts, out_w)) + 1).astype(int)
+    for _ in map_parts(band, list(zip(cuts[:-1], cuts[1:]))):
+        pass
     return out
 
 
@@ -449,6 +466,15 @@ class MtcnnOnnx:
         self.sessions = {
             name: ort.InferenceSession(models[name], so, providers=["CPUExecutionProvider"]) for name in models
         }
+        # the pyramid's resizes run between the networks' runs, on the same thread budget
+        self.resize_threads = threads or os.cpu_count() or 1
+        self._pool = ThreadPoolExecutor(self.resize_threads, "mtcnn-resize") if self.resize_threads > 1 else None
+
+    def _resize(self, img, out_h, out_w):
+        """One pyramid level, ``(3, out_h, out_w)``; cut in bands over the thread budget when
+        it is large enough to pay for the threads' hand-over."""
+        parts = self.resize_threads if out_w * img.shape[1] >= 100_000 else 1
+        return resize_area_chw(img, out_h, out_w, self._pool.map if parts > 1 else map, parts)
 
     def _run(self, name, x):
         return self.sessions[name].run(None, {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)})
@@ -488,8 +514,8 @@ class MtcnnOnnx:
             sh, sw = (np.asarray([h, w]) * scale).astype(np.int64)  # tf.image.resize truncates
             if min(sh, sw) < 12:
                 continue  # see the module docstring
-            scaled = resize_area_transposed(img, int(sh), int(sw))
-            reg, prob = self._run("pnet", scaled[None])
+            scaled = self._resize(img, int(sh), int(sw))
+            reg, prob = self.sessions["pnet"].run(None, {"input": scaled[None]})
             conf = prob[0, 0]
             yy, xx = np.nonzero(conf > s.threshold_pnet)
             r = reg[0][:, yy, xx].astype(np.float64)  # (4, n); float64 as the package's
