@@ -1,6 +1,6 @@
 """MTCNN: facekit's ``mtcnn`` detector (onnxruntime) vs the ``mtcnn`` 1.0.0 package (TensorFlow).
 
-    python benchmarks/bench_mtcnn.py [--threads 2] [--rounds 3] [--limit N]
+    python benchmarks/bench_mtcnn.py [--threads 2] [--rounds 3] [--limit N] [--baseline DIR]
 
 Both detect faces in the same decoded photos (every image under ``../shared/data/images``
 or ``$FACEKIT_TEST_DATA/images``, decoded once here and handed over as ``.npy``): facekit
@@ -15,6 +15,10 @@ the CPU time of the best-CPU round (all threads of the process) and the ratios; 
 each package round to the facekit round after it is printed too (the machine's load moves
 both alike within a pair). Progress goes to stderr.
 Start-up (fresh process: imports + model build + first image) is measured apart.
+``--baseline DIR`` adds a third peer, "facekit baseline": the same worker with ``DIR`` first
+on its ``PYTHONPATH``, DIR holding another version's ``facekit_plugins`` package (e.g.
+``mkdir -p DIR/facekit_plugins && git archive COMMIT plugins | tar -x --strip-components=1
+-C DIR/facekit_plugins``), to compare two versions under the same load.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ WORKER = {
         from facekit.plugins import get_registry
         cls = get_registry().get("detector", "mtcnn")
         det = cls(cls.Params(select="all", threads=THREADS))
+        print("facekit detector from", sys.modules[cls.__module__].__file__, file=sys.stderr)
         def detect(rgb):
             return len(det.detect(rgb[:, :, ::-1]))
     """,
@@ -75,6 +80,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="first N photos only (0: all)")
+    ap.add_argument("--baseline", help="a folder holding another version's facekit_plugins package")
     args = ap.parse_args()
     data = Path(os.environ.get("FACEKIT_TEST_DATA", REPO.parent / "shared" / "data"))
     tf_python = os.environ.get("FACEKIT_MTCNN_TF_PYTHON", str(REPO / ".ci-venv-mtcnn-tf" / "bin" / "python"))
@@ -89,11 +95,16 @@ def main() -> None:
             pixels += bgr.shape[0] * bgr.shape[1]
             np.save(f"{tmp}/{i}.npy", np.ascontiguousarray(bgr[:, :, ::-1]))
         procs = {}
-        for name, python in (("mtcnn package", tf_python), ("facekit", sys.executable)):
-            code = textwrap.dedent(WORKER[name]).replace("THREADS", str(args.threads)) + textwrap.dedent(LOOP)
+        peers = [("mtcnn package", tf_python, env), ("facekit", sys.executable, env)]
+        if args.baseline:
+            path = os.pathsep.join(filter(None, [str(Path(args.baseline).resolve()), env.get("PYTHONPATH")]))
+            peers.insert(1, ("facekit baseline", sys.executable, dict(env, PYTHONPATH=path)))
+        for name, python, peer_env in peers:
+            worker = WORKER["facekit" if name.startswith("facekit") else name]
+            code = textwrap.dedent(worker).replace("THREADS", str(args.threads)) + textwrap.dedent(LOOP)
             p = subprocess.Popen(
                 [python, "-c", code, tmp, str(len(paths))],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=peer_env,
             )
             procs[name] = (p, json.loads(p.stdout.readline())["startup"])
         rounds = {name: [] for name in procs}
@@ -132,8 +143,10 @@ def main() -> None:
         )
     print()
     print("all rounds (s):", json.dumps({k: [round(v, 2) for v in vs] for k, vs in rounds.items()}))
-    pairs = [a / b for a, b in zip(rounds["mtcnn package"], rounds["facekit"])]
-    print("per-round ratio (package / facekit):", json.dumps([round(r, 2) for r in pairs]))
+    for name in rounds:
+        if name != "mtcnn package":
+            pairs = [a / b for a, b in zip(rounds["mtcnn package"], rounds[name])]
+            print(f"per-round ratio (package / {name}):", json.dumps([round(r, 2) for r in pairs]))
 
 
 if __name__ == "__main__":
