@@ -71,7 +71,8 @@ LOOP = """
     for line in sys.stdin:
         t, c = time.perf_counter(), time.process_time()
         faces = sum(detect(im) for im in images)
-        print(json.dumps({"seconds": time.perf_counter() - t, "cpu": time.process_time() - c, "faces": faces}), flush=True)
+        r = {"seconds": time.perf_counter() - t, "cpu": time.process_time() - c, "faces": faces}
+        print(json.dumps(r), flush=True)
 """
 
 

@@ -289,13 +289,15 @@ def resize_area_chw(transposed: np.ndarray, out_h: int, out_w: int, map_parts=ma
     return out
 
 
-def crop_and_resize(image: np.ndarray, boxes: np.ndarray, size: int, transposed: np.ndarray | None = None) -> np.ndarray:
+def crop_and_resize(
+    image: np.ndarray | None, boxes: np.ndarray, size: int, transposed: np.ndarray | None = None
+) -> np.ndarray:
     """``tf.image.crop_and_resize(image[None], boxes, zeros, (size, size))`` (bilinear,
     extrapolation value 0) for one ``(H, W, C)`` image.
 
     boxes: ``(N, 4)`` normalised ``y1, x1, y2, x2`` (pixel / image size); sampled at
     ``y1 * (H - 1) + i * (y2 - y1) * (H - 1) / (size - 1)``. transposed: the image as
-    ``(W, H, C)`` float32 instead (then ``image`` is only asked its shape). Returns
+    ``(W, H, C)`` float32 instead (then ``image`` is not read: None). Returns
     ``(N, size, size, C)`` float32; samples outside the image are 0.
     """
     if transposed is None:
@@ -424,7 +426,6 @@ def normalized_transposed(image: np.ndarray, bgr: bool = False) -> np.ndarray:
     return out
 
 
-
 @dataclass
 class MtcnnSettings:
     """The package's ``detect_faces`` keyword defaults (StagePNet/RNet/ONet.__call__)."""
@@ -468,13 +469,17 @@ class MtcnnOnnx:
         }
         # the pyramid's resizes run between the networks' runs, on the same thread budget
         self.resize_threads = threads or os.cpu_count() or 1
-        self._pool = ThreadPoolExecutor(self.resize_threads, "mtcnn-resize") if self.resize_threads > 1 else None
+        self._pool, self._pool_pid = None, None
 
     def _resize(self, img, out_h, out_w):
         """One pyramid level, ``(3, out_h, out_w)``; cut in bands over the thread budget when
         it is large enough to pay for the threads' hand-over."""
         parts = self.resize_threads if out_w * img.shape[1] >= 100_000 else 1
-        return resize_area_chw(img, out_h, out_w, self._pool.map if parts > 1 else map, parts)
+        if parts == 1:
+            return resize_area_chw(img, out_h, out_w)
+        if self._pool_pid != os.getpid():  # made on first use, and again in a forked child
+            self._pool, self._pool_pid = ThreadPoolExecutor(self.resize_threads, "mtcnn-resize"), os.getpid()
+        return resize_area_chw(img, out_h, out_w, self._pool.map, parts)
 
     def _run(self, name, x):
         return self.sessions[name].run(None, {"input": np.ascontiguousarray(x.transpose(0, 3, 1, 2), np.float32)})
