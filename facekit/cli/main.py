@@ -128,6 +128,10 @@ main.add_command(mask_sheet_command)
 for _cmd in cli_rec.main.commands.values():
     main.add_command(_cmd)
 
+from facekit.cli.report import report_command, show_command  # noqa: E402  (facekit report, facekit show)
+main.add_command(report_command)
+main.add_command(show_command)
+
 
 if __name__ == "__main__":
     main()
