@@ -45,7 +45,7 @@ MARKER = ".facekit-report"
 TILE = 72
 COLS = 10
 SOURCE_SIDE = 200
-LABELS_PER_PAGE = 2000
+LABELS_PER_PAGE = 1000
 
 
 def _env() -> Environment:

@@ -38,7 +38,8 @@ class RunOutput:
     Attributes:
         root: the folder. summary: ``summary.json`` as a dict.
         sinks: ``[(plugin, Path or None)]`` in ``outputs`` order; a sink path recorded
-            under the run's old output folder is rebased onto ``root`` (a moved output).
+            under the run's output folder (``summary["output"]``) is taken relative to
+            ``root``, so a moved or copied output reads its own files.
     Raises:
         FacekitError: not a folder, no or unreadable ``summary.json``, no
             ``results.parquet`` or one without facekit's columns (names the file).
@@ -79,13 +80,13 @@ class RunOutput:
             path = None
             if isinstance(p, str):
                 path = Path(p)
-                if not path.exists() and old:
+                if not path.is_absolute():
+                    path = root / path
+                elif old:  # sinks lie inside the output: follow the output where it is now
                     try:
-                        path = root / Path(p).relative_to(old)
+                        path = root / path.relative_to(old)
                     except ValueError:
                         pass
-                elif not path.is_absolute():
-                    path = root / path
             self.sinks.append((plugin, path))
 
     def iter_rows(self, batch: int = 8192) -> Iterator[dict]:
