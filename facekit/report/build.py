@@ -284,6 +284,9 @@ class _Report:
         for e in entries:
             pager.add(e)
         pager.finish()
+        if not pager.pages:  # the header links labels-0001.html on every page
+            self.render("labels.html", pager.file(0), items=[], page=1, prev=None, next=None, title="Name -> label")
+            pager.pages.append({"file": pager.file(0), "first": "", "last": "", "count": 0})
         return pager.pages
 
 
