@@ -200,6 +200,10 @@ def _distribution(reg, plugin: str) -> str:
     info = reg.plugins.get(plugin)
     return info.distribution if info is not None else ""
 
+from facekit.cli.report import report_command, show_command  # noqa: E402  (facekit report, facekit show)
+main.add_command(report_command)
+main.add_command(show_command)
+
 
 if __name__ == "__main__":
     # python -m facekit.cli.main: the package has imported this module as facekit.cli.main
