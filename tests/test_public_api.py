@@ -152,5 +152,5 @@ def test_cli_start_imports_no_model_runtime():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     commands, loaded = (r.stdout.splitlines() + [""])[:2]
-    assert commands == "eval inspect mask-sheet overlap pairs plugins reindex run validate verify"
+    assert commands == "eval inspect mask-sheet overlap pairs plugins reindex report run show validate verify"
     assert loaded == "", f"the command line's start loaded {loaded}"

@@ -248,3 +248,30 @@ def test_report_is_paged_and_bounded_for_many_identities(tmp_path):
     assert all(f'href="identities-{i:04d}.html"' in index for i in range(1, 31))
     assert "identities-0031.html" not in index
     assert (rep / "labels-0003.html").exists() and not (rep / "labels-0004.html").exists()
+
+
+def test_report_true_in_a_pipeline_writes_it_after_the_publication(tmp_path, data_dir):
+    from conftest import link_aligned_112
+
+    root = link_aligned_112(data_dir, tmp_path / "root")
+    cfg = write_config(tmp_path, f"""
+        output: out
+        report: true
+        source: {{plugin: folders, root: {root}, min_images: 1}}
+        sinks: [{{plugin: folders, path: faces}}]
+        """)
+    s = run(load_config(cfg), progress=False)
+    assert s.report == str(tmp_path / "out" / "report" / "index.html")
+    assert (tmp_path / "out" / "report" / "index.html").is_file()
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["faces_kept"] == s.faces_kept
+    msg = None
+    try:
+        write_config(tmp_path, f"""
+            output: out2
+            source: {{plugin: folders, root: {root}}}
+            sinks: [{{plugin: folders, path: report}}]
+            """, "clash.yaml")
+        load_config(tmp_path / "clash.yaml")
+    except Exception as e:  # the report folder is the run's own
+        msg = str(e)
+    assert msg and "report" in msg

@@ -1,5 +1,5 @@
 """facekit's built-in commands, a plugin like any other: ``eval``, ``pairs``,
-``mask-sheet``, ``overlap`` and the RecordIO tools ``inspect``, ``verify``, ``reindex``.
+``mask-sheet``, ``overlap``, ``report``, ``show`` and the RecordIO tools ``inspect``, ``verify``, ``reindex``.
 
 Found through the ``facekit`` entry-point group (``commands = "facekit.cli.commands"`` in
 ``pyproject.toml``) and added by the ``register_commands(cli)`` hook, exactly as a
@@ -20,10 +20,13 @@ def register_commands(cli):
     from facekit.cli.masks import mask_sheet_command
     from facekit.cli.overlap import overlap_command
     from facekit.cli.pairs import pairs_command
+    from facekit.cli.report import report_command, show_command
 
     cli.add_command(eval_command)
     cli.add_command(pairs_command)
     cli.add_command(mask_sheet_command)
     cli.add_command(overlap_command)
+    cli.add_command(report_command)
+    cli.add_command(show_command)
     for cmd in rec.main.commands.values():  # inspect, verify, reindex
         cli.add_command(cmd)

@@ -115,6 +115,8 @@ def run(config, output, workers, quiet):
         click.echo(f"sink {where}: {json.dumps(st)}")
     click.echo(f"rejects file       {spec.output / 'rejects.tsv'}")
     click.echo(f"results table      {s.results}")
+    if s.report:
+        click.echo(f"QA report          {s.report}")
 
 
 @main.command()
@@ -199,10 +201,6 @@ def add_plugin_commands(cli: "FacekitGroup") -> None:
 def _distribution(reg, plugin: str) -> str:
     info = reg.plugins.get(plugin)
     return info.distribution if info is not None else ""
-
-from facekit.cli.report import report_command, show_command  # noqa: E402  (facekit report, facekit show)
-main.add_command(report_command)
-main.add_command(show_command)
 
 
 if __name__ == "__main__":

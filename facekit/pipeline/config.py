@@ -49,6 +49,7 @@ class TopLevel(Params):
     shard_size: Optional[int] = Field(
         None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000)"
     )
+    report: bool = Field(False, description="write the HTML QA report to <output>/report once the outputs are published")
     resume: Optional[bool] = Field(
         None,
         description="keep finished shards in <output>/.facekit/work so a crashed run resumes (costs disk: "
@@ -99,6 +100,7 @@ class PipelineSpec:
     executor: Optional[StageConfig] = None
     shard_size: Optional[int] = None
     resume: bool = True  # see TopLevel.resume
+    report: bool = False
 
     @property
     def workers(self) -> int:
@@ -378,4 +380,5 @@ def parse_config(
         executor=ex,
         shard_size=top.shard_size,
         resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),
+        report=top.report,
     )

@@ -61,6 +61,7 @@ class Summary:
     shards: dict = field(default_factory=dict)
     sinks: dict = field(default_factory=dict)
     results: str = ""
+    report: str = ""
     output: str = ""
     identities: dict = field(default_factory=dict)
 
@@ -106,8 +107,23 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
             log.warning("%s: completed the publication of a run that was interrupted", spec.output)
         clean_stale(_output_finals(spec))
         summary = _Run(spec, progress).run()
+        if spec.report:  # after the publication: a report that fails does not undo the run
+            summary.report = _report(spec.output)
     summary.seconds = round(time.perf_counter() - t0, 3)
     return summary
+
+
+def _report(output: Path) -> str:
+    """Write ``<output>/report`` (:func:`facekit.report.build_report`); returns its
+    ``index.html``, or "" after a one-line warning when it cannot be written."""
+    from facekit.report.build import build_report
+
+    try:
+        build_report(output)
+    except (FacekitError, OSError) as e:
+        log.warning("%s: the QA report was not written: %s", output, e)
+        return ""
+    return str(output / "report" / "index.html")
 
 
 class _Run:

@@ -22,7 +22,7 @@ SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/l
 #: folders that are never an output themselves (their sub-folders may be)
 SYSTEM_FOLDERS = ("/", "/home", "/root", "/var", "/opt", "/srv", "/tmp", "/mnt", "/media", "/snap", "/Users", "/Volumes")
 #: names the run writes in ``output`` itself
-RUN_FILES = ("rejects.tsv", "summary.json", ".facekit")
+RUN_FILES = ("rejects.tsv", "summary.json", "results.parquet", "report", ".facekit")
 
 
 def _real(p: Path) -> Path:
