@@ -3,6 +3,7 @@
     python benchmarks/bench_detect_align.py [--rounds 3] [--copies 3]
     python benchmarks/bench_detect_align.py --rss [--counts 1000,50000,1000000]
     python benchmarks/bench_detect_align.py --decode [--rounds 5]
+    python benchmarks/bench_detect_align.py --reduced
 
 Photos: the shared ``images/`` tree (``../shared/data`` or ``FACEKIT_TEST_DATA``: identities,
 group, negatives, edge cases), each used ``--copies`` times (the original, a horizontally
@@ -307,6 +308,62 @@ def decode(a) -> None:
         print(f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} |")
 
 
+# ---------------------------------------------------------------- reduced-scale decode
+
+
+def reduced(a) -> None:
+    """Reduced-scale JPEG decode on the shared photos at least twice the detector input:
+    decode time (full vs 1/k), detection on the 1/k decode against the full decode, and the
+    aligned crop from the 1/k pixels against the crop from the full decode (same
+    landmarks: the full path's), and the full path's crop with the 1/k path's landmarks."""
+    import cv2
+    import numpy as np
+
+    from facekit.errors import SampleRejected
+    from facekit.vision.align import estimate_norm, norm_crop
+    from facekit.vision.detection import find_faces
+    from facekit.vision.images import decode_image, decode_image_reduced
+
+    det = _facekit_detector()
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        "| photo | size | k | decode full / 1/k (ms, best of 5) | landmarks max diff (px, % of face) | score diff "
+        "| crop from 1/k pixels: max / mean | full crop, 1/k landmarks: max / mean |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for p in sorted((DATA / "images").rglob("*.jpg")):
+        data = p.read_bytes()
+        small, k = decode_image_reduced(data, 640)
+        if k == 1:
+            continue
+        tf, tr = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            full = decode_image(data)
+            tf.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            decode_image_reduced(data, 640)
+            tr.append(time.perf_counter() - t)
+        try:
+            F, R = find_faces(det, full), find_faces(det, small)
+        except SampleRejected as e:
+            print(f"| {p.name} | {full.shape[1]}x{full.shape[0]} | {k} | {min(tf) * 1e3:.1f} / {min(tr) * 1e3:.1f} | {e} | | | |")
+            continue
+        lf, lr = F.landmarks[0], R.landmarks[0] * k
+        side = float(min(F.boxes[0, 2] - F.boxes[0, 0], F.boxes[0, 3] - F.boxes[0, 1]))
+        dl = float(np.abs(lr - lf).max())
+        ref = norm_crop(full, lf).astype(np.int16)
+        M = estimate_norm(lf) @ np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2], [0, 0, 1.0]])
+        d1 = np.abs(cv2.warpAffine(small, M, (112, 112), borderValue=0.0) - ref)
+        d2 = np.abs(norm_crop(full, lr) - ref)
+        print(
+            f"| {p.name} | {full.shape[1]}x{full.shape[0]} | {k} | {min(tf) * 1e3:.1f} / {min(tr) * 1e3:.1f} | "
+            f"{dl:.2f} ({100 * dl / side:.1f}%) | {float(R.scores[0] - F.scores[0]):+.4f} | {d1.max()} / {d1.mean():.2f} | "
+            f"{d2.max()} / {d2.mean():.2f} |",
+            flush=True,
+        )
+
+
 # ---------------------------------------------------------------- peak RSS
 
 
@@ -387,13 +444,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--copies", type=int, default=3)
     ap.add_argument("--decode", action="store_true", help="decode time only")
+    ap.add_argument("--reduced", action="store_true", help="reduced-scale JPEG decode: time, detections, crops")
     ap.add_argument("--rss", action="store_true", help="peak RSS of packing / reading N synthetic records")
     ap.add_argument("--counts", default="1000,50000,1000000")
     ap.add_argument("--modes", default="pack,dataset,unpack", help="which --rss measurements")
     ap.add_argument("--tmp", default=None, help="folder for the synthetic trees (--rss)")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    (rss if a.rss else decode if a.decode else bench)(a)
+    (rss if a.rss else reduced if a.reduced else decode if a.decode else bench)(a)
 
 
 if __name__ == "__main__":
