@@ -685,7 +685,10 @@ class IndexedRecordIOReader(RecordIOReader):
             )
         n = len(self.key_array)
         self._k0 = int(self.key_array[0]) if n else 0
-        self._dense = bool(n) and bool((self.key_array == np.arange(self._k0, self._k0 + n)).all())
+        # keys k0, k0 + 1, ...: strictly increasing from k0 to k0 + n - 1 (1 byte a record of
+        # transient memory, not an arange and a comparison of the whole idx)
+        ka = self.key_array
+        self._dense = bool(n) and int(ka[-1]) - self._k0 == n - 1 and bool((ka[1:] > ka[:-1]).all())
         self._map: dict | None = None
         self._keys: list | None = None
 
