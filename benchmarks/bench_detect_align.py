@@ -19,10 +19,11 @@ thread budget: onnxruntime's and OpenCV's default of one thread per core):
   file written to ``<identity>/``;
 - ``onnxruntime``: the floor: session creation plus ``session.run`` on exactly the
   letterboxed inputs facekit feeds its detector for these images (recorded beforehand);
-- ``facekit w0`` / ``facekit w2``: ``facekit run`` (in process): ``folders`` source ->
-  ``retinaface`` (the same SCRFD) -> ``arcface`` -> ``folders`` sink, ``workers: 0`` / ``2``;
-- ``facekit w2 t1``: ``workers: 2`` with ``threads: 1`` on the detector (what a per-worker
-  thread split would give).
+- ``facekit``: ``facekit run`` (in process): ``folders`` source -> ``retinaface`` (the same
+  SCRFD, its default ``threads: 0``) -> ``arcface`` -> ``folders`` sink, with ``workers: 0``
+  (in this process, the libraries' default threads), ``workers: 2`` (short for the next
+  one) and ``executor: {plugin: processes, workers: 2}`` (two spawned workers, one
+  onnxruntime/OpenCV thread each by default).
 
 ``--rss``: peak RSS (``ru_maxrss`` of a child process) of packing N synthetic records with
 the pass-through packer (``folders`` -> ``mxrec``, no detector: hard links to a few aligned
@@ -180,17 +181,16 @@ def peer_onnxruntime(feeds_path: Path) -> dict:
     return {"load_s": t_load, "total_s": time.perf_counter() - t0, "inferences": len(feeds)}
 
 
-def peer_facekit(root: Path, out: Path, workers: int, threads: int) -> dict:
+def peer_facekit(root: Path, out: Path, executor: str) -> dict:
     from facekit.pipeline.config import load_config
     from facekit.pipeline.engine import run
 
     cfg = out.parent / f"pipeline-{out.name}.yaml"
-    det_threads = f", threads: {threads}" if threads else ""
     cfg.write_text(
         f"output: {out}\n"
-        f"workers: {workers}\n"
+        f"{executor}\n"
         f"source: {{plugin: folders, root: {root}, min_images: 1}}\n"
-        f"detector: {{plugin: retinaface, model: {MODEL}{det_threads}}}\n"
+        f"detector: {{plugin: retinaface, model: {MODEL}}}\n"
         "aligner: {plugin: arcface}\n"
         "sinks: [{plugin: folders, path: faces}]\n"
     )
@@ -199,12 +199,13 @@ def peer_facekit(root: Path, out: Path, workers: int, threads: int) -> dict:
     return {"total_s": time.perf_counter() - t0, "crops": s.faces_kept}
 
 
+W0, W2, EX2 = "facekit workers: 0", "facekit workers: 2", "facekit executor: {plugin: processes, workers: 2}"
 PEERS = {
     "insightface loop": ["insightface"],
     "onnxruntime (floor)": ["onnxruntime"],
-    "facekit workers: 0": ["facekit", "0", "0"],
-    "facekit workers: 2": ["facekit", "2", "0"],
-    "facekit workers: 2, threads: 1": ["facekit", "2", "1"],
+    W0: ["facekit", "workers: 0"],
+    W2: ["facekit", "workers: 2"],
+    EX2: ["facekit", "executor: {plugin: processes, workers: 2}"],
 }
 
 
@@ -215,7 +216,7 @@ def child(argv: list[str]) -> None:
     elif kind == "onnxruntime":
         r = peer_onnxruntime(Path(argv[3]))
     else:
-        r = peer_facekit(root, out, int(argv[3]), int(argv[4]))
+        r = peer_facekit(root, out, argv[3])
     print("RESULT " + json.dumps(r))
 
 
@@ -270,12 +271,16 @@ def bench(a) -> None:
                 f"| {k} | {i.get('crops', '-')} | {i.get('inferences', '-')} | {med[k]:.2f} | {min(v):.2f} | "
                 f"{med[k] / n * 1e3:.1f} ms | {base / med[k]:.2f}x |"
             )
-        w0 = med["facekit workers: 0"]
+        w0, floor = med[W0], med["onnxruntime (floor)"]
         print(
-            f"\nfacekit workers: 0 / onnxruntime floor: {w0 / med['onnxruntime (floor)']:.2f}x the time; "
-            f"workers: 2 vs 0: {w0 / med['facekit workers: 2']:.2f}x; "
-            f"workers: 2 threads: 1 vs 0: {w0 / med['facekit workers: 2, threads: 1']:.2f}x"
+            f"\nfacekit {W0[8:]} vs the insightface loop: {base / w0:.2f}x (target >= 1.5x); "
+            f"{W2[8:]}: {base / med[W2]:.2f}x; {EX2[8:]}: {base / med[EX2]:.2f}x"
         )
+        print(
+            f"facekit {W0[8:]} / onnxruntime floor: {w0 / floor:.2f}x the time (target <= 1.25x); "
+            f"{W2[8:]} / floor: {med[W2] / floor:.2f}x"
+        )
+        print(f"{W2[8:]} vs {W0[8:]}: {w0 / med[W2]:.2f}x (target >= 1.7x); {EX2[8:]} vs {W0[8:]}: {w0 / med[EX2]:.2f}x")
 
 
 # ---------------------------------------------------------------- decode only
@@ -391,8 +396,9 @@ print("RESULT", n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf
 def rss(a) -> None:
     crops = sorted((DATA / "aligned_112").rglob("*.jpg"))[:8]
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("| records | pack peak RSS | pack time | FaceRecDataset read peak RSS | rec -> folders peak RSS |")
-    print("|---|---|---|---|---|")
+    print("| records | pack peak RSS | pack time | FaceRecDataset read peak RSS | read time | rec -> folders peak RSS | time |")
+    print("|---|---|---|---|---|---|---|")
+    peaks: dict[str, list[float]] = {"pack": [], "FaceRecDataset": [], "rec -> folders": []}
     base = Path(a.tmp) if a.tmp else None
     for count in [int(c) for c in a.counts.split(",")]:
         with tempfile.TemporaryDirectory(prefix="facekit-rss-", dir=base) as tmp:
@@ -431,10 +437,19 @@ def rss(a) -> None:
                 print(f"  {count:,} {mode}: peak RSS {int(kb) / 1024:.0f} MiB, {float(secs):.1f} s", file=sys.stderr, flush=True)
                 if mode == "pack":
                     shutil.rmtree(root)  # the tree's directory entries are not needed any more
+            for name, (mib, _) in zip(peaks, res):
+                peaks[name].append(mib)
             print(
-                f"| {count:,} | {res[0][0]:.0f} MiB | {res[0][1]:.1f} s | {res[1][0]:.0f} MiB | {res[2][0]:.0f} MiB |",
+                f"| {count:,} | {res[0][0]:.0f} MiB | {res[0][1]:.1f} s | {res[1][0]:.0f} MiB | {res[1][1]:.1f} s | "
+                f"{res[2][0]:.0f} MiB | {res[2][1]:.1f} s |",
                 flush=True,
             )
+    for name, v in peaks.items():
+        v = [x for x in v if x == x]
+        if len(v) > 1:
+            spread = max(v) / min(v) - 1
+            verdict = "within 10%" if spread <= 0.10 else "NOT within 10%"
+            print(f"{name}: peak RSS {min(v):.0f} .. {max(v):.0f} MiB: +{100 * spread:.1f}% ({verdict})")
 
 
 def main() -> None:
