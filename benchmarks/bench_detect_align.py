@@ -3,6 +3,7 @@
     python benchmarks/bench_detect_align.py [--rounds 3] [--copies 3]
     python benchmarks/bench_detect_align.py --rss [--counts 1000,50000,1000000]
     python benchmarks/bench_detect_align.py --decode [--rounds 5]
+    python benchmarks/bench_detect_align.py --reduced
 
 Photos: the shared ``images/`` tree (``../shared/data`` or ``FACEKIT_TEST_DATA``: identities,
 group, negatives, edge cases), each used ``--copies`` times (the original, a horizontally
@@ -18,10 +19,11 @@ thread budget: onnxruntime's and OpenCV's default of one thread per core):
   file written to ``<identity>/``;
 - ``onnxruntime``: the floor: session creation plus ``session.run`` on exactly the
   letterboxed inputs facekit feeds its detector for these images (recorded beforehand);
-- ``facekit w0`` / ``facekit w2``: ``facekit run`` (in process): ``folders`` source ->
-  ``retinaface`` (the same SCRFD) -> ``arcface`` -> ``folders`` sink, ``workers: 0`` / ``2``;
-- ``facekit w2 t1``: ``workers: 2`` with ``threads: 1`` on the detector (what a per-worker
-  thread split would give).
+- ``facekit``: ``facekit run`` (in process): ``folders`` source -> ``retinaface`` (the same
+  SCRFD, its default ``threads: 0``) -> ``arcface`` -> ``folders`` sink, with ``workers: 0``
+  (in this process, the libraries' default threads), ``workers: 2`` (short for the next
+  one) and ``executor: {plugin: processes, workers: 2}`` (two spawned workers, one
+  onnxruntime/OpenCV thread each by default).
 
 ``--rss``: peak RSS (``ru_maxrss`` of a child process) of packing N synthetic records with
 the pass-through packer (``folders`` -> ``mxrec``, no detector: hard links to a few aligned
@@ -158,17 +160,16 @@ def peer_onnxruntime(feeds_path: Path) -> dict:
     return {"load_s": t_load, "total_s": time.perf_counter() - t0, "inferences": len(feeds)}
 
 
-def peer_facekit(root: Path, out: Path, workers: int, threads: int) -> dict:
+def peer_facekit(root: Path, out: Path, executor: str) -> dict:
     from facekit.pipeline.config import load_config
     from facekit.pipeline.engine import run
 
     cfg = out.parent / f"pipeline-{out.name}.yaml"
-    det_threads = f", threads: {threads}" if threads else ""
     cfg.write_text(
         f"output: {out}\n"
-        f"workers: {workers}\n"
+        f"{executor}\n"
         f"source: {{plugin: folders, root: {root}, min_images: 1}}\n"
-        f"detector: {{plugin: retinaface, model: {MODEL}{det_threads}}}\n"
+        f"detector: {{plugin: retinaface, model: {MODEL}}}\n"
         "aligner: {plugin: arcface}\n"
         "sinks: [{plugin: folders, path: faces}]\n"
     )
@@ -177,12 +178,13 @@ def peer_facekit(root: Path, out: Path, workers: int, threads: int) -> dict:
     return {"total_s": time.perf_counter() - t0, "crops": s.faces_kept}
 
 
+W0, W2, EX2 = "facekit workers: 0", "facekit workers: 2", "facekit executor: {plugin: processes, workers: 2}"
 PEERS = {
     "insightface loop": ["insightface"],
     "onnxruntime (floor)": ["onnxruntime"],
-    "facekit workers: 0": ["facekit", "0", "0"],
-    "facekit workers: 2": ["facekit", "2", "0"],
-    "facekit workers: 2, threads: 1": ["facekit", "2", "1"],
+    W0: ["facekit", "workers: 0"],
+    W2: ["facekit", "workers: 2"],
+    EX2: ["facekit", "executor: {plugin: processes, workers: 2}"],
 }
 
 
@@ -193,7 +195,7 @@ def child(argv: list[str]) -> None:
     elif kind == "onnxruntime":
         r = peer_onnxruntime(Path(argv[3]))
     else:
-        r = peer_facekit(root, out, int(argv[3]), int(argv[4]))
+        r = peer_facekit(root, out, argv[3])
     print("RESULT " + json.dumps(r))
 
 
@@ -248,12 +250,16 @@ def bench(a) -> None:
                 f"| {k} | {i.get('crops', '-')} | {i.get('inferences', '-')} | {med[k]:.2f} | {min(v):.2f} | "
                 f"{med[k] / n * 1e3:.1f} ms | {base / med[k]:.2f}x |"
             )
-        w0 = med["facekit workers: 0"]
+        w0, floor = med[W0], med["onnxruntime (floor)"]
         print(
-            f"\nfacekit workers: 0 / onnxruntime floor: {w0 / med['onnxruntime (floor)']:.2f}x the time; "
-            f"workers: 2 vs 0: {w0 / med['facekit workers: 2']:.2f}x; "
-            f"workers: 2 threads: 1 vs 0: {w0 / med['facekit workers: 2, threads: 1']:.2f}x"
+            f"\nfacekit {W0[8:]} vs the insightface loop: {base / w0:.2f}x (target >= 1.5x); "
+            f"{W2[8:]}: {base / med[W2]:.2f}x; {EX2[8:]}: {base / med[EX2]:.2f}x"
         )
+        print(
+            f"facekit {W0[8:]} / onnxruntime floor: {w0 / floor:.2f}x the time (target <= 1.25x); "
+            f"{W2[8:]} / floor: {med[W2] / floor:.2f}x"
+        )
+        print(f"{W2[8:]} vs {W0[8:]}: {w0 / med[W2]:.2f}x (target >= 1.7x); {EX2[8:]} vs {W0[8:]}: {w0 / med[EX2]:.2f}x")
 
 
 # ---------------------------------------------------------------- decode only
@@ -286,6 +292,62 @@ def decode(a) -> None:
         print(f"| {k} | {statistics.median(v):.2f} | {min(v):.2f} |")
 
 
+# ---------------------------------------------------------------- reduced-scale decode
+
+
+def reduced(a) -> None:
+    """Reduced-scale JPEG decode on the shared photos at least twice the detector input:
+    decode time (full vs 1/k), detection on the 1/k decode against the full decode, and the
+    aligned crop from the 1/k pixels against the crop from the full decode (same
+    landmarks: the full path's), and the full path's crop with the 1/k path's landmarks."""
+    import cv2
+    import numpy as np
+
+    from facekit.errors import SampleRejected
+    from facekit.vision.align import estimate_norm, norm_crop
+    from facekit.vision.detection import find_faces
+    from facekit.vision.images import decode_image, decode_image_reduced
+
+    det = _facekit_detector()
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(
+        "| photo | size | k | decode full / 1/k (ms, best of 5) | landmarks max diff (px, % of face) | score diff "
+        "| crop from 1/k pixels: max / mean | full crop, 1/k landmarks: max / mean |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for p in sorted((DATA / "images").rglob("*.jpg")):
+        data = p.read_bytes()
+        small, k = decode_image_reduced(data, 640)
+        if k == 1:
+            continue
+        tf, tr = [], []
+        for _ in range(5):
+            t = time.perf_counter()
+            full = decode_image(data)
+            tf.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            decode_image_reduced(data, 640)
+            tr.append(time.perf_counter() - t)
+        try:
+            F, R = find_faces(det, full), find_faces(det, small)
+        except SampleRejected as e:
+            print(f"| {p.name} | {full.shape[1]}x{full.shape[0]} | {k} | {min(tf) * 1e3:.1f} / {min(tr) * 1e3:.1f} | {e} | | | |")
+            continue
+        lf, lr = F.landmarks[0], R.landmarks[0] * k
+        side = float(min(F.boxes[0, 2] - F.boxes[0, 0], F.boxes[0, 3] - F.boxes[0, 1]))
+        dl = float(np.abs(lr - lf).max())
+        ref = norm_crop(full, lf).astype(np.int16)
+        M = estimate_norm(lf) @ np.array([[k, 0, (k - 1) / 2], [0, k, (k - 1) / 2], [0, 0, 1.0]])
+        d1 = np.abs(cv2.warpAffine(small, M, (112, 112), borderValue=0.0) - ref)
+        d2 = np.abs(norm_crop(full, lr) - ref)
+        print(
+            f"| {p.name} | {full.shape[1]}x{full.shape[0]} | {k} | {min(tf) * 1e3:.1f} / {min(tr) * 1e3:.1f} | "
+            f"{dl:.2f} ({100 * dl / side:.1f}%) | {float(R.scores[0] - F.scores[0]):+.4f} | {d1.max()} / {d1.mean():.2f} | "
+            f"{d2.max()} / {d2.mean():.2f} |",
+            flush=True,
+        )
+
+
 # ---------------------------------------------------------------- peak RSS
 
 
@@ -313,8 +375,9 @@ print("RESULT", n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf
 def rss(a) -> None:
     crops = sorted((DATA / "aligned_112").rglob("*.jpg"))[:8]
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    print("| records | pack peak RSS | pack time | FaceRecDataset read peak RSS | rec -> folders peak RSS |")
-    print("|---|---|---|---|---|")
+    print("| records | pack peak RSS | pack time | FaceRecDataset read peak RSS | read time | rec -> folders peak RSS | time |")
+    print("|---|---|---|---|---|---|---|")
+    peaks: dict[str, list[float]] = {"pack": [], "FaceRecDataset": [], "rec -> folders": []}
     base = Path(a.tmp) if a.tmp else None
     for count in [int(c) for c in a.counts.split(",")]:
         with tempfile.TemporaryDirectory(prefix="facekit-rss-", dir=base) as tmp:
@@ -353,10 +416,19 @@ def rss(a) -> None:
                 print(f"  {count:,} {mode}: peak RSS {int(kb) / 1024:.0f} MiB, {float(secs):.1f} s", file=sys.stderr, flush=True)
                 if mode == "pack":
                     shutil.rmtree(root)  # the tree's directory entries are not needed any more
+            for name, (mib, _) in zip(peaks, res):
+                peaks[name].append(mib)
             print(
-                f"| {count:,} | {res[0][0]:.0f} MiB | {res[0][1]:.1f} s | {res[1][0]:.0f} MiB | {res[2][0]:.0f} MiB |",
+                f"| {count:,} | {res[0][0]:.0f} MiB | {res[0][1]:.1f} s | {res[1][0]:.0f} MiB | {res[1][1]:.1f} s | "
+                f"{res[2][0]:.0f} MiB | {res[2][1]:.1f} s |",
                 flush=True,
             )
+    for name, v in peaks.items():
+        v = [x for x in v if x == x]
+        if len(v) > 1:
+            spread = max(v) / min(v) - 1
+            verdict = "within 10%" if spread <= 0.10 else "NOT within 10%"
+            print(f"{name}: peak RSS {min(v):.0f} .. {max(v):.0f} MiB: +{100 * spread:.1f}% ({verdict})")
 
 
 def main() -> None:
@@ -366,13 +438,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--copies", type=int, default=3)
     ap.add_argument("--decode", action="store_true", help="decode time only")
+    ap.add_argument("--reduced", action="store_true", help="reduced-scale JPEG decode: time, detections, crops")
     ap.add_argument("--rss", action="store_true", help="peak RSS of packing / reading N synthetic records")
     ap.add_argument("--counts", default="1000,50000,1000000")
     ap.add_argument("--modes", default="pack,dataset,unpack", help="which --rss measurements")
     ap.add_argument("--tmp", default=None, help="folder for the synthetic trees (--rss)")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    (rss if a.rss else decode if a.decode else bench)(a)
+    (rss if a.rss else reduced if a.reduced else decode if a.decode else bench)(a)
 
 
 if __name__ == "__main__":

@@ -120,3 +120,55 @@ def test_worker_sets_aligned_landmarks(data_dir, scrfd_model, tmp_path):
     want = s.landmarks @ s.transform[:, :2].T + s.transform[:, 2]
     assert np.allclose(s.aligned_landmarks, want, atol=1e-4)
     assert np.linalg.norm(s.aligned_landmarks - template_for(112), axis=1).max() < 8
+
+
+def test_umeyama_bit_identical_to_scikit_image(real_faces):
+    """estimate_norm's numpy Umeyama gives the very matrix scikit-image's
+    SimilarityTransform (what insightface's estimate_norm calls) gives: on the real
+    detections, on random float32 / float64 landmarks, mirrored and near-degenerate ones."""
+    from skimage.transform import SimilarityTransform
+
+    from facekit.vision.align import umeyama
+
+    def reference(src, dst):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = SimilarityTransform()
+            t.estimate(src, dst)
+        return t.params
+
+    rng = np.random.default_rng(13)
+    cases = [lmk for _, lmk in real_faces]
+    for _ in range(300):
+        lmk = template_for(112) * rng.uniform(0.2, 30) + rng.uniform(-500, 3000, 2)
+        lmk = lmk + rng.normal(0, rng.uniform(0, 20), (5, 2))
+        cases.append(lmk.astype(rng.choice([np.float32, np.float64])))
+    cases.append(cases[-1] * np.array([-1, 1], cases[-1].dtype))  # mirrored: det(A) < 0
+    cases.append(np.tile(np.float32([[10, 20]]), (5, 1)) + np.float32([[0, 0]] * 4 + [[1e-3, 0]]))
+    for lmk in cases:
+        for size in (112, 224, 128):
+            dst = template_for(size)
+            want = reference(lmk, dst)
+            got = umeyama(lmk, dst)
+            assert np.array_equal(got, want, equal_nan=True), (lmk, got, want)
+            assert got.dtype == want.dtype
+
+
+def test_estimate_norm_does_not_import_scikit_image():
+    """Aligning must not import scikit-image / SciPy (~0.1-0.2 s of start-up per worker)."""
+    code = (
+        "import sys, numpy as np\n"
+        "from facekit.vision.align import norm_crop, template_for\n"
+        "norm_crop(np.zeros((200, 200, 3), np.uint8), template_for(112) + 30)\n"
+        "bad = [m for m in ('skimage', 'scipy') if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_estimate_norm_degenerate_landmarks():
+    with pytest.raises(ValueError, match="degenerate"):
+        estimate_norm(np.full((5, 2), 7.0, np.float32))

@@ -239,7 +239,8 @@ class FaceRecPart:
         self._reader: Optional[RecordIOReader] = r
         self._pid = os.getpid()
         self.records = len(r)
-        self.duplicate_keys = int(len(r.key_array) - len(np.unique(r.key_array)))
+        # dense keys (the usual idx) cannot repeat: no sorted copy of the keys to count them
+        self.duplicate_keys = 0 if r._dense else int(len(r.key_array) - len(np.unique(r.key_array)))
         self.header0 = self._detect_header(r)
         if layout == "auto":
             layout = "insightface" if self.header0 else "plain"

@@ -343,6 +343,10 @@ class IndexedRecordIOWriter(RecordIOWriter):
 _IDX_RE = re.compile(rb"(?:-?[0-9]{1,19}\t[0-9]{1,19}\n)*(?:-?[0-9]{1,19}\t[0-9]{1,19}\n?)?")
 
 
+#: bytes of an idx parsed at once (about 4k lines: ~1.5 MB of transient tokens)
+_IDX_BLOCK = 1 << 16
+
+
 def _parse_idx_slow(path: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
     keys, offs = [], []
     for lineno, line in enumerate(data.split(b"\n"), 1):
@@ -379,17 +383,44 @@ def load_idx(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             non-negative offset; the message names the file, line number and line.
     """
     path = os.fspath(path)
+    # Fast path for a well-formed idx, in blocks of whole lines so that memory stays flat
+    # (the arrays, plus one block's tokens): lines counted first, then each block checked
+    # by one C-level match and converted at once into its rows.
     with open(path, "rb") as f:
+        n = 0
+        last = b"\n"
+        while block := f.read(_IDX_BLOCK):
+            n += block.count(b"\n")
+            last = block[-1:]
+        n += last != b"\n"  # a last line without its newline
+        keys = np.empty(n, np.int64)
+        offs = np.empty(n, np.int64)
+        f.seek(0)
+        i, carry = 0, b""
+        while True:
+            block = f.read(_IDX_BLOCK)
+            data = carry + block
+            if block:
+                end = data.rfind(b"\n") + 1
+                data, carry = data[:end], data[end:]
+            if data:
+                if not _IDX_RE.fullmatch(data):
+                    break
+                try:
+                    arr = np.array(data.split(), dtype=object).astype(np.int64).reshape(-1, 2)
+                except (ValueError, OverflowError):
+                    break
+                if i + len(arr) > n:  # the file changed under us: the slow path decides
+                    break
+                keys[i : i + len(arr)] = arr[:, 0]
+                offs[i : i + len(arr)] = arr[:, 1]
+                i += len(arr)
+            if not block:
+                if i == n:
+                    return keys, offs
+                break
+        f.seek(0)
         data = f.read()
-    # Fast path for a well-formed idx: one C-level match, then a vectorised conversion.
-    if _IDX_RE.fullmatch(data):
-        tokens = data.split()
-        try:
-            arr = np.array(tokens, dtype=object).astype(np.int64).reshape(-1, 2)
-        except (ValueError, OverflowError):
-            arr = None
-        if arr is not None:
-            return np.ascontiguousarray(arr[:, 0]), np.ascontiguousarray(arr[:, 1])
     return _parse_idx_slow(path, data)
 
 
@@ -654,7 +685,10 @@ class IndexedRecordIOReader(RecordIOReader):
             )
         n = len(self.key_array)
         self._k0 = int(self.key_array[0]) if n else 0
-        self._dense = bool(n) and bool((self.key_array == np.arange(self._k0, self._k0 + n)).all())
+        # keys k0, k0 + 1, ...: strictly increasing from k0 to k0 + n - 1 (1 byte a record of
+        # transient memory, not an arange and a comparison of the whole idx)
+        ka = self.key_array
+        self._dense = bool(n) and int(ka[-1]) - self._k0 == n - 1 and bool((ka[1:] > ka[:-1]).all())
         self._map: dict | None = None
         self._keys: list | None = None
 

@@ -1,8 +1,9 @@
 """Five-point face alignment to the ArcFace template ("norm crop").
 
 Reproduces ``insightface.utils.face_align.norm_crop`` pixel for pixel: least-squares
-similarity transform (Umeyama, as ``skimage.transform.SimilarityTransform`` estimates it)
-from the five landmarks to the template, then ``cv2.warpAffine`` (bilinear, black border).
+similarity transform from the five landmarks to the template (Umeyama: the arithmetic of
+``skimage.transform.SimilarityTransform``'s estimate, bit for bit, without importing
+scikit-image and SciPy), then ``cv2.warpAffine`` (bilinear, black border).
 See ``shared/docs/FORMATS.md`` section 4.
 """
 
@@ -55,20 +56,62 @@ def estimate_norm(landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     if lmk.shape != (5, 2) or not np.all(np.isfinite(lmk)):
         raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {lmk.shape}")
     dst = template_for(size)
-    # scikit-image (and scipy behind it) is imported on first use only: pipelines that
-    # never align should not pay ~0.15 s of start-up for it.
-    from skimage.transform import SimilarityTransform
-
     with np.errstate(all="ignore"):
-        if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26
-            tform = SimilarityTransform.from_estimate(lmk, dst)
-            ok = bool(tform)
-        else:
-            tform = SimilarityTransform()
-            ok = tform.estimate(lmk, dst)
-    if not ok or not np.all(np.isfinite(tform.params)):
+        T = umeyama(lmk, dst)
+    if not np.all(np.isfinite(T)):
         raise ValueError("degenerate landmarks: no similarity transform to the template")
-    return tform.params[0:2, :]
+    return T[0:2, :]
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Least-squares similarity transform (rotation, uniform scale, translation) mapping
+    ``src`` points onto ``dst`` points (Umeyama, PAMI 1991).
+
+    The same arithmetic, operation for operation and in the inputs' dtypes, as
+    scikit-image's ``skimage.transform._geometric._umeyama(src, dst, estimate_scale=True)``
+    (0.26), which ``SimilarityTransform.estimate`` / ``from_estimate`` and so insightface's
+    ``estimate_norm`` call: the results are bit-identical (tests/test_align.py), without
+    importing scikit-image and SciPy (~0.1-0.2 s per worker process).
+
+    Args:
+        src: ``(N, D)`` float array (float32 or float64), source points.
+        dst: ``(N, D)`` float array, destination points.
+    Returns:
+        ``(D + 1, D + 1)`` float64 homogeneous matrix; all NaN when the problem is not
+        well-conditioned (every source point the same).
+    """
+    src = np.asarray(src)
+    dst = np.asarray(dst)
+    num, dim = src.shape
+    src_mean = src.mean(axis=0)
+    dst_mean = dst.mean(axis=0)
+    src_demean = src - src_mean
+    dst_demean = dst - dst_mean
+    A = dst_demean.T @ src_demean / num  # Eq. (38)
+    d = np.ones((dim,), dtype=np.float64)  # Eq. (39)
+    if np.linalg.det(A) < 0:
+        d[dim - 1] = -1
+    T = np.eye(dim + 1, dtype=np.float64)
+    U, S, V = np.linalg.svd(A)
+    # Eq. (40) and (43); rank from the singular values as numpy's matrix_rank does
+    tol = S.max() * np.max(A.shape) * np.finfo(float).eps
+    rank = np.count_nonzero(S > tol)
+    if rank == 0:
+        return np.nan * T
+    elif rank == dim - 1:
+        if np.linalg.det(U) * np.linalg.det(V) > 0:
+            T[:dim, :dim] = U @ V
+        else:
+            s = d[dim - 1]
+            d[dim - 1] = -1
+            T[:dim, :dim] = U @ np.diag(d) @ V
+            d[dim - 1] = s
+    else:
+        T[:dim, :dim] = U @ np.diag(d) @ V
+    scale = 1.0 / src_demean.var(axis=0).sum() * (S @ d)  # Eq. (41) and (42)
+    T[:dim, dim] = dst_mean - scale * (T[:dim, :dim] @ src_mean.T)
+    T[:dim, :dim] *= scale
+    return T
 
 
 def norm_crop(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:

@@ -365,6 +365,66 @@ def decode_image(data: bytes) -> np.ndarray:
     return _decode_pil(data)
 
 
+#: DCT scale denominators libjpeg-turbo decodes at exactly (a reduced pixel is a k x k
+#: block of full pixels)
+REDUCTIONS = (8, 4, 2)
+
+
+def decode_image_reduced(data: bytes, min_side: int) -> tuple[np.ndarray, int]:
+    """Decode at a reduced JPEG DCT scale for a consumer that needs only ``min_side``
+    pixels on the longer side (a detector's input size).
+
+    A JPEG (YCbCr, grayscale or RGB; what the fast path of :func:`decode_image` takes) is
+    decoded by libjpeg-turbo at ``1/k`` of its size, ``k`` the largest of 8, 4, 2 whose
+    decode keeps the longer side at least ``min_side``: the same pixels as
+    ``cv2.imread(path, cv2.IMREAD_REDUCED_COLOR_k)`` (tests/test_decode_scaled.py), EXIF
+    orientation applied. Reduced pixel ``(x, y)`` is the ``k x k`` block of full pixels
+    starting at ``(k x, k y)``: a point at ``p`` in the reduced image's pixel-centre
+    coordinates is at ``k (p + 0.5) - 0.5`` in the full image; detections (boxes and
+    landmarks in the detectors' ``p / scale`` convention) map back by ``* k``. Everything
+    else (small images, other formats, JPEGs libjpeg-turbo complains about) is
+    :func:`decode_image`'s full decode, ``k = 1``.
+
+    Not a substitute for the full decode where insightface parity matters: DCT-scaled
+    pixels are an area average, not the bilinear ``cv2.resize`` of the full image that
+    SCRFD's letterbox feeds the model, so detections move (up to ~6 px in full-image
+    pixels on the shared 1000-2500 px photos) and so do the aligned crops
+    (``python benchmarks/bench_detect_align.py --reduced``).
+
+    Args:
+        data: the encoded file bytes.
+        min_side: the longer side the result must keep, in pixels (> 0).
+    Returns:
+        ``(image, k)``: ``(H', W', 3)`` uint8 BGR, ``H' = ceil(H / k)`` (upright sizes),
+        and ``k`` in 1, 2, 4, 8.
+    Raises:
+        SampleRejected: as :func:`decode_image`.
+    """
+    if data[:3] == b"\xff\xd8\xff":
+        try:
+            import simplejpeg
+
+            h, w, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        except Exception:  # not decodable here: decode_image gives the reason
+            h = w = 0
+            colorspace = None
+        if colorspace in ("YCbCr", "Gray", "RGB") and h * w <= Image.MAX_IMAGE_PIXELS:
+            for k in REDUCTIONS:
+                rh, rw = -(-h // k), -(-w // k)
+                if max(rh, rw) < min_side:
+                    continue
+                try:
+                    bgr = simplejpeg.decode_jpeg(
+                        data, "BGR", fastdct=False, fastupsample=False, min_height=rh, min_width=rw, strict=True
+                    )
+                except Exception:  # any libjpeg complaint: the full decode decides
+                    break
+                if bgr.shape[:2] != (rh, rw):  # pragma: no cover - libjpeg-turbo always has 1/k
+                    break
+                return apply_orientation(bgr, jpeg_orientation(data)), k
+    return decode_image(data), 1
+
+
 def _decode_pil(data: bytes) -> np.ndarray:
     """:func:`decode_image` by Pillow (every format, the reject reasons)."""
     try:
