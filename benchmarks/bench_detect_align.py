@@ -42,10 +42,10 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("FACEKIT_TEST_DATA", REPO.parent / "shared" / "data"))
+from _common import REPO, data_root, insightface_face
+
+DATA = data_root()
 MODEL = DATA / "models" / "detection" / "scrfd_500m_bnkps.onnx"
-PAD, PAD_MIN_FACE = 0.5, 0.3  # facekit's defaults, used by the insightface loop too
 
 
 # ---------------------------------------------------------------- the photo tree
@@ -83,7 +83,6 @@ def tree_files(root: Path) -> list[Path]:
 
 def peer_insightface(root: Path, out: Path) -> dict:
     import cv2
-    import numpy as np
     from insightface.model_zoo import get_model
     from insightface.utils.face_align import norm_crop
 
@@ -97,31 +96,11 @@ def peer_insightface(root: Path, out: Path) -> dict:
         img = cv2.imread(str(f))
         if img is None:
             continue
-        h, w = img.shape[:2]
-        boxes, kps = det.detect(img, input_size=(640, 640))
-        inferences += 1
-        if len(boxes) == 0:  # pad and retry (tight chips)
-            dy, dx = int(round(h * PAD)), int(round(w * PAD))
-            padded = cv2.copyMakeBorder(img, dy, dy, dx, dx, cv2.BORDER_CONSTANT, value=(0, 0, 0))
-            boxes, kps = det.detect(padded, input_size=(640, 640))
-            inferences += 1
-            if len(boxes):
-                boxes = boxes - np.array([dx, dy, dx, dy, 0], np.float32)
-                kps = kps - np.array([dx, dy], np.float32)
-                side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-                keep = side >= PAD_MIN_FACE * min(h, w)
-                boxes, kps = boxes[keep], kps[keep]
-        if len(boxes) == 0:
+        kps, n_inf = insightface_face(det, img)
+        inferences += n_inf
+        if kps is None:
             continue
-        side = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        boxes, kps = boxes[side >= 20], kps[side >= 20]
-        if len(boxes) == 0:
-            continue
-        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-        cx = (boxes[:, 0] + boxes[:, 2]) / 2 - w // 2
-        cy = (boxes[:, 1] + boxes[:, 3]) / 2 - h // 2
-        i = int(np.argmax(area - 2.0 * (cx * cx + cy * cy)))
-        crop = norm_crop(img, kps[i], 112)
+        crop = norm_crop(img, kps, 112)
         ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), 95])
         d = out / f.parent.name
         d.mkdir(parents=True, exist_ok=True)

@@ -87,6 +87,11 @@ class Sample:
     - required: non-empty when the run cannot go on without this image (a verification
       pair): a reject of it stops the run, and this text, saying why and what to change,
       ends the error message.
+
+    Set by the worker when the pipeline has a recognizer: embedding ``(D,)`` float32,
+    L2-normalised; with ``select: identity``, similarity: cosine similarity to the
+    identity's centre, and flag: ``far_from_identity`` for a likely label-noise face ("":
+    none).
     """
 
     key: int
@@ -108,6 +113,9 @@ class Sample:
     per_face_identity: bool = False
     pair: Optional[PairRef] = None
     required: str = ""
+    embedding: Optional[np.ndarray] = None
+    similarity: Optional[float] = None
+    flag: str = ""
 
     def replace(self, **changes) -> "Sample":
         """A shallow copy with ``changes`` applied (like ``dataclasses.replace``, which
@@ -153,6 +161,11 @@ class Stage:
 
 class SourceParams(Params):
     start_id: int = Field(0, ge=0, description="class id of the first admitted identity")
+    exclude: Optional[InputPath] = Field(
+        None,
+        description="a file of identities to leave out, one per line (e.g. from 'facekit overlap --exclude'); "
+        "their images are rejects with reason excluded",
+    )
     min_images: int = Field(
         2, ge=1, description="identities with fewer kept faces are left out of every sink and reported"
     )
@@ -233,6 +246,23 @@ class Aligner(Stage):
         return self.align(image, box, landmarks), self.transform(image.shape, box, landmarks)
 
 
+class RecognizerParams(Params):
+    """Base of every recognizer's parameters."""
+
+
+class Recognizer(Stage):
+    """Embeds aligned faces (a face-recognition model): the worker calls :meth:`embed` on
+    the aligned crops of each batch and stores ``Sample.embedding``."""
+
+    kind = "recognizer"
+    Params = RecognizerParams
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        """Embeddings of aligned crops (each ``(S, S, 3)`` uint8 BGR): ``(N, D)`` float32,
+        L2-normalised (cosine similarity is a dot product)."""
+        raise NotImplementedError
+
+
 class Augmenter(Stage):
     """Turns one (aligned) sample into zero or more samples (e.g. masked variants)."""
 
@@ -288,7 +318,7 @@ class Sink(Stage):
         pass
 
 
-KINDS = ("source", "detector", "aligner", "augmenter", "sink")
+KINDS = ("source", "detector", "aligner", "recognizer", "augmenter", "sink")
 
 __all__ = [
     "Aligner",
@@ -303,6 +333,8 @@ __all__ = [
     "OutputPath",
     "PairRef",
     "Params",
+    "Recognizer",
+    "RecognizerParams",
     "Reject",
     "Sample",
     "SampleRejected",

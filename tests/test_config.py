@@ -157,6 +157,8 @@ def test_executor_settings_are_checked(tmp_path, root):
     assert "shard_size" in config_error(tmp_path, base + "shard_size: 0\n")
     from facekit.pipeline.config import load_config
 
+    assert not load_config(write_config(tmp_path, base)).resume  # pass-through: redone, not resumed
+    assert load_config(write_config(tmp_path, base + "resume: true\n")).resume
     spec = load_config(write_config(tmp_path, base + "workers: 3\n"))
     assert spec.executor.name == "processes" and spec.workers == 3 and spec.executor.params.threads == 1
     spec = load_config(write_config(tmp_path, base + "executor: {plugin: processes, workers: 2, threads: 2}\n"))

@@ -243,3 +243,14 @@ def test_a_finished_shard_round_trips_through_the_work_folder_exactly(tmp_path):
                 else:
                     assert v == w, k
     assert WorkFolder(tmp_path, {"p": 2}).open() == 0  # a changed pipeline empties it
+
+
+def test_a_failed_shard_is_not_kept_for_the_next_run(tmp_path):
+    from facekit.pipeline.shards import failed_result
+    from facekit.pipeline.work import WorkFolder
+
+    shard = Shard(0, _items("aab"))
+    work = WorkFolder(tmp_path, {"p": 1})
+    work.open()
+    work.save(failed_result(shard, "worker died", 3), "d")
+    assert work.reuse(shard, "d") is None

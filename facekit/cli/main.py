@@ -125,6 +125,9 @@ from facekit.cli.pairs import pairs_command  # noqa: E402
 main.add_command(eval_command)
 main.add_command(pairs_command)
 main.add_command(mask_sheet_command)
+from facekit.cli.overlap import overlap_command  # noqa: E402
+
+main.add_command(overlap_command)
 for _cmd in cli_rec.main.commands.values():
     main.add_command(_cmd)
 

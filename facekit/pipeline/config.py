@@ -38,6 +38,7 @@ class TopLevel(Params):
     source: dict
     detector: Optional[dict] = None
     aligner: Optional[dict] = None
+    recognizer: Optional[dict] = None
     augmenters: list[dict] = Field(default_factory=list)
     sinks: list[dict] = Field(min_length=1)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
@@ -48,10 +49,12 @@ class TopLevel(Params):
     shard_size: Optional[int] = Field(
         None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000)"
     )
-    resume: bool = Field(
-        True,
+    resume: Optional[bool] = Field(
+        None,
         description="keep finished shards in <output>/.facekit/work so a crashed run resumes (costs disk: "
-        "about one more copy of the kept faces until the outputs are published)",
+        "about one more copy of the kept faces until the outputs are published); default: on when the "
+        "pipeline decodes images (a detector, aligner or augmenter), off for pass-through packing, which "
+        "is as fast to redo as to resume",
     )
 
 
@@ -89,12 +92,13 @@ class PipelineSpec:
     source: StageConfig
     detector: Optional[StageConfig]
     aligner: Optional[StageConfig]
+    recognizer: Optional[StageConfig] = None
     augmenters: list[StageConfig] = field(default_factory=list)
     sinks: list[StageConfig] = field(default_factory=list)
     quality: int = 95
     executor: Optional[StageConfig] = None
     shard_size: Optional[int] = None
-    resume: bool = True
+    resume: bool = True  # see TopLevel.resume
 
     @property
     def workers(self) -> int:
@@ -307,6 +311,7 @@ def parse_config(
     src = stage("source", top.source, ("source",))
     det = stage("detector", top.detector, ("detector",)) if top.detector is not None else None
     ali = stage("aligner", top.aligner, ("aligner",)) if top.aligner is not None else None
+    rec = stage("recognizer", top.recognizer, ("recognizer",)) if top.recognizer is not None else None
     augs = [stage("augmenter", a, ("augmenters", i)) for i, a in enumerate(top.augmenters)]
     sinks = [stage("sink", s, ("sinks", i)) for i, s in enumerate(top.sinks)]
     if top.executor is not None:
@@ -329,6 +334,14 @@ def parse_config(
                 f"{ali.where} needs five landmarks but {det.where} gives boxes only; "
                 "use a landmark detector or the 'boxcrop' aligner",
             )
+    if rec is not None and det is not None and ali is None:
+        errs.add(("recognizer",), f"{rec.where} embeds aligned faces: add an aligner after {det.where}")
+    if det is not None and det.params.select == "identity" and rec is None:
+        errs.add(
+            ("detector", "select"),
+            f"{det.where}: select: identity compares faces with a recognition model: add "
+            "'recognizer: {plugin: onnx, model: ...}'",
+        )
     for i, aug in enumerate(augs):
         if aug.cls.needs_landmarks and det is not None and (ali is None or not det.cls.provides_landmarks):
             why = "gives boxes only" if not det.cls.provides_landmarks else "has no aligner after it"
@@ -358,10 +371,11 @@ def parse_config(
         source=src,
         detector=det,
         aligner=ali,
+        recognizer=rec,
         augmenters=augs,
         sinks=sinks,
         quality=top.encode.quality,
         executor=ex,
         shard_size=top.shard_size,
-        resume=top.resume,
+        resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),
     )

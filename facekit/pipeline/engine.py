@@ -40,6 +40,7 @@ from facekit.pipeline.results import RESULTS_FILE, ResultsWriter
 from facekit.pipeline.runlock import OutputLock
 from facekit.pipeline.shards import auto_shard_size, cut_shards
 from facekit.pipeline.work import WorkFolder
+from facekit.stages import Reject, Sample
 
 log = logging.getLogger("facekit")
 
@@ -145,20 +146,24 @@ class _Run:
             shown = self.progress if self.progress is not None else sys.stderr.isatty()
             total = source.count() if shown or (spec.shard_size is None and executor.slots > 1) else None
             shard_size = spec.shard_size or auto_shard_size(total, executor.slots)
-            work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec, shard_size), spec.resume)
+            fp = pipeline_fingerprint(spec, shard_size) if spec.resume else None
+            work = WorkFolder(spec.output / STATE_DIR, fp, spec.resume)
             if work.open():
                 log.warning("%s: resuming: reusing the shards a previous run of this pipeline finished", spec.output)
             digests: dict[int, str] = {}
 
             def reuse(shard):
+                if not work.enabled:
+                    return None
                 digests[shard.index] = d = shard.digest()
                 return work.reuse(shard, d)
 
-            shard_results = run_shards(executor, cut_shards(source, shard_size), reuse)
+            items = excluding(source, sp.exclude) if getattr(sp, "exclude", None) else source
+            shard_results = run_shards(executor, cut_shards(items, shard_size), reuse)
             bar = tqdm(total=total, desc="facekit", unit="img", disable=not shown)
             n_shards = redone = 0
             for res in shard_results:
-                digest = digests.pop(res.index)
+                digest = digests.pop(res.index, None)
                 if not res.reused:
                     work.save(res, digest)
                 n_shards += 1
@@ -238,6 +243,33 @@ class _Run:
         if len(self.examples) < 5:
             self.examples.append(f"{r.path}: {r.reason}: {r.detail}")
         self.rejects.write(f"{escape(r.path)}\t{escape(r.identity)}\t{escape(r.reason)}\t{escape(r.detail)}\n")
+
+
+EXCLUDED = "excluded"
+#: an exclude file larger than this is refused (a name a line: millions of identities fit)
+MAX_EXCLUDE_BYTES = 256 << 20
+
+
+def excluding(items, path: Path):
+    """The source's items, those of the identities listed in ``path`` (one per line, as the
+    source names them: folder names, class ids of a RecordIO set) turned into
+    ``excluded`` rejects.
+
+    Raises:
+        FacekitError: the file is unreadable or too large (names it).
+    """
+    try:
+        if path.stat().st_size > MAX_EXCLUDE_BYTES:
+            raise FacekitError(f"{path}: {path.stat().st_size} bytes is too large for an exclude list")
+        names = {ln.strip() for ln in path.read_bytes().decode("utf-8", "surrogateescape").splitlines()} - {""}
+    except OSError as e:
+        raise FacekitError(f"{path}: cannot read the exclude list: {e.strerror or e}") from None
+    detail = f"identity listed in {path}"
+    for it in items:
+        if it.identity in names and isinstance(it, Sample):
+            yield Reject(it.path, EXCLUDED, detail, it.identity, it.required)
+        else:
+            yield it
 
 
 def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -> None:

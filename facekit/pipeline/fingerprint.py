@@ -9,11 +9,19 @@ and the sinks are left out: they do not change a shard's product.
 
 from __future__ import annotations
 
+import importlib.metadata
 from pathlib import Path
 
 from facekit.pipeline.config import PipelineSpec, StageConfig
 from facekit.pipeline.work import file_digest
 from facekit.plugins import get_registry
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("facekit")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
 
 
 def _stage(sc: StageConfig) -> dict:
@@ -38,11 +46,9 @@ def _stage(sc: StageConfig) -> dict:
 def pipeline_fingerprint(spec: PipelineSpec, shard_size: int) -> dict:
     """A JSON-able dict describing everything that shapes a shard's product (see the module
     docstring). Model files are read once to hash them (about 0.1 s per 100 MB)."""
-    from facekit import __version__
-
-    stages = [spec.source, spec.detector, spec.aligner, *spec.augmenters]
+    stages = [spec.source, spec.detector, spec.aligner, spec.recognizer, *spec.augmenters]
     return {
-        "facekit": __version__,
+        "facekit": _version(),
         "shard_size": shard_size,
         "quality": spec.quality,
         "stages": [_stage(sc) for sc in stages if sc is not None],

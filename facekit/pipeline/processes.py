@@ -114,7 +114,7 @@ class WorkerPool:
     def result(self, fut: cf.Future) -> ShardResult:
         try:
             return fut.result()
-        except cf.process.BrokenProcessPool:
+        except (cf.process.BrokenProcessPool, cf.CancelledError):  # a dead pool, or one stopped for it
             if fut.pool is self.pool:  # start a fresh pool for the next shards
                 self.stop(cancel=True)
             raise ShardFailed(

@@ -19,6 +19,9 @@ aligned        list<float32>[10] (null) the same five points in the aligned crop
 transform      list<float64>[6] (null)  2x3 affine source -> crop, row-major
 outputs        list<string>             per sink (``summary.json`` ``sinks`` order): where
                                         the face went (RecordIO record id, file), or null
+similarity     float32 (null)           ``select: identity``: cosine similarity to the
+                                        identity's other kept faces
+flag           string (null)            ``far_from_identity``: likely label noise
 ============== ======================== =============================================
 
 Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
@@ -53,6 +56,8 @@ SCHEMA = pa.schema(
         ("aligned", pa.list_(pa.float32())),
         ("transform", pa.list_(pa.float64())),
         ("outputs", pa.list_(pa.string())),
+        ("similarity", pa.float32()),
+        ("flag", pa.string()),
     ]
 )
 
@@ -101,6 +106,8 @@ class ResultsWriter:
         c["aligned"].append(_flat(None if s is None else s.aligned_landmarks))
         c["transform"].append(_flat(None if s is None else s.transform))
         c["outputs"].append(outputs if outputs is not None else [None] * self.sinks)
+        c["similarity"].append(None if s is None else s.similarity)
+        c["flag"].append(None if s is None or not s.flag else s.flag)
         self.rows += 1
         if len(c["path"]) >= ROW_GROUP:
             self._flush()

@@ -80,13 +80,15 @@ class ShardResult:
     """A finished shard: ``outcomes[i]`` is what became of ``shard.items[i]``.
 
     ``seconds``: the worker's time on it; ``attempts``: how many times it ran (more than 1
-    after a worker died); ``reused``: loaded from a previous run's work folder."""
+    after a worker died); ``reused``: loaded from a previous run's work folder; ``failed``:
+    every attempt was lost and its images are ``shard_failed`` rejects."""
 
     index: int
     outcomes: list
     seconds: float = 0.0
     attempts: int = 1
     reused: bool = False
+    failed: bool = False
 
     def stats(self) -> dict:
         """Per-shard stats: items, images read, faces kept, rejects by reason, seconds,
@@ -148,4 +150,4 @@ def failed_result(shard: Shard, error: str, attempts: int) -> ShardResult:
         else:
             detail = f"shard {shard.index} failed {attempts} time(s): {error}"
             outs.append(Outcome(it.identity, rejects=[Reject(it.path, SHARD_FAILED, detail, it.identity, it.required)], read=1))
-    return ShardResult(shard.index, outs, attempts=attempts)
+    return ShardResult(shard.index, outs, attempts=attempts, failed=True)

@@ -65,6 +65,9 @@ SCHEMA = pa.schema(
         ("occ_mask", pa.binary()),
         ("occ_covered", pa.int64()),
         ("occ_kind", pa.binary()),
+        ("embedding", _F32),
+        ("similarity", pa.float64()),
+        ("flag", pa.binary()),
         ("reason", pa.binary()),
         ("detail", pa.binary()),
     ]
@@ -102,7 +105,8 @@ def result_table(result: ShardResult) -> pa.Table:
         c["required"].append(_t(src.required) if src is not None else b"")
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
-                      "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind"):
+                      "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind",
+                      "embedding", "similarity", "flag"):
                 c[k].append(None)
             return
         c["key"].append(s.key)
@@ -125,6 +129,9 @@ def result_table(result: ShardResult) -> pa.Table:
         c["occ_mask"].append(None if o is None else o.mask)
         c["occ_covered"].append(None if o is None else o.covered)
         c["occ_kind"].append(None if o is None else _t(o.kind))
+        c["embedding"].append(None if s.embedding is None else np.asarray(s.embedding, np.float32).reshape(-1).tolist())
+        c["similarity"].append(s.similarity)
+        c["flag"].append(_t(s.flag))
 
     for i, oc in enumerate(result.outcomes):
         first = True
@@ -179,6 +186,9 @@ def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
                     per_face_identity=bool(d["per_face_identity"]),
                     required=_u(d["required"]) or "",
                     pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
+                    embedding=None if d["embedding"] is None else np.asarray(d["embedding"], np.float32),
+                    similarity=d["similarity"],
+                    flag=_u(d["flag"]) or "",
                 )
             )
     if any(o is None for o in outs):
@@ -201,7 +211,7 @@ def file_digest(path: Path) -> str:
 class WorkFolder:
     """Finished shards of one pipeline (``fingerprint``) under ``<state>/work``."""
 
-    def __init__(self, state_dir: Path, fingerprint: dict, enabled: bool = True):
+    def __init__(self, state_dir: Path, fingerprint: Optional[dict], enabled: bool = True):
         self.enabled = enabled
         self.dir = state_dir / WORK_DIR
         self.fingerprint = fingerprint
@@ -246,6 +256,11 @@ class WorkFolder:
         items = len(shard.items)
         if meta.get("stats", {}).get("items") != items:
             return None
+        try:  # the footer is read now: a file cut short (power loss) makes the shard run again
+            if pq.read_metadata(str(data)).schema.to_arrow_schema() != SCHEMA:
+                return None
+        except (OSError, ValueError, pa.ArrowException):
+            return None
 
         def load() -> ShardResult:
             try:
@@ -263,15 +278,20 @@ class WorkFolder:
         return load
 
     def save(self, result: ShardResult, digest: str) -> None:
-        """Keep a finished shard: its Parquet file, then its done file (both atomic)."""
-        if not self.enabled:
+        """Keep a finished shard: its Parquet file, then its done file (both atomic). A
+        failed shard is not kept: the next run tries it again."""
+        if not self.enabled or result.failed:
             return
         data, done = self._paths(result.index)
         tmp = data.with_name(data.name + ".tmp")
         pq.write_table(result_table(result), str(tmp), compression="none")
         os.replace(tmp, data)
         meta = {"index": result.index, "key": self.key, "input": digest, "stats": result.stats()}
-        atomic_write_text(done, json.dumps(meta, sort_keys=True) + "\n")
+        # renamed into place (a crash never leaves half a done file), not fsynced: after a
+        # power loss an unreadable shard is simply run again (see reuse)
+        tmp = done.with_name(done.name + ".tmp")
+        tmp.write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, done)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

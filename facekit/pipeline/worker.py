@@ -19,6 +19,7 @@ from facekit.errors import SampleRejected, one_line
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Reject, Sample
+from facekit.pipeline.identity import choose_faces
 from facekit.vision.detection import find_faces_batch
 from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
 
@@ -55,6 +56,12 @@ class ShardWorker:
             det = det.with_params(threads=threads)
         self.detector = det.build() if det else None
         self.aligner = spec.aligner.build() if spec.aligner else None
+        rec = spec.recognizer
+        if rec is not None and threads and getattr(rec.params, "threads", None) == 0:
+            rec = rec.with_params(threads=threads)
+        self.recognizer = rec.build() if rec else None
+        #: select: identity: faces are chosen per identity once the shard's faces are known
+        self.by_identity = bool(det and det.params.select == "identity")
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
         self._warned = False
@@ -68,11 +75,38 @@ class ShardWorker:
         return ShardResult(shard.index, outs, seconds=time.perf_counter() - t0)
 
     def process(self, items: list) -> list[Outcome]:
-        """One :class:`Outcome` per item of ``items`` (:class:`Sample` / :class:`Reject`)."""
+        """One :class:`Outcome` per item of ``items`` (:class:`Sample` / :class:`Reject`).
+
+        Each batch is decoded, detected, aligned and embedded; its faces are then augmented
+        and encoded, except under ``select: identity``, where they wait for the identity
+        choice of the whole shard (a shard holds whole identities)."""
         outs: list[Outcome] = []
         for i in range(0, len(items), BATCH):
-            outs += self._batch(items[i : i + BATCH])
+            batch = self._batch(items[i : i + BATCH])
+            if not self.by_identity:
+                for oc in batch:
+                    self._finish(oc)
+            outs += batch
+        if self.by_identity:
+            choose_faces(outs, self.detector.params)
+            for oc in outs:
+                self._finish(oc)
         return outs
+
+    def _finish(self, oc: Outcome) -> None:
+        """Augment and encode an outcome's faces (a failure rejects the image)."""
+        if not oc.samples or oc.samples[0].image is None:
+            return
+        try:
+            oc.samples = self._encode(oc.samples)
+        except SampleRejected as r:
+            first = oc.samples[0]
+            oc.samples = []
+            oc.rejects.append(Reject(first.path, r.reason, r.detail, oc.identity, first.required))
+        except Exception as e:
+            first = oc.samples[0]
+            oc.samples = []
+            oc.rejects.append(self._error(first.replace(identity=oc.identity), e))
 
     def _batch(self, items: list) -> list[Outcome]:
         outs = [Outcome(it.identity) for it in items]
@@ -114,7 +148,28 @@ class ShardWorker:
                 outs[i].rejects.append(_reject(it, r.reason, r.detail))
             except Exception as e:
                 outs[i].rejects.append(self._error(it, e))
+        if self.recognizer is not None:
+            self._embed(outs)
         return outs
+
+    def _embed(self, outs: list[Outcome]) -> None:
+        """Embed the aligned faces of a batch with one recognizer call (a failure rejects
+        the images of the batch that had faces)."""
+        faces = [s for oc in outs for s in oc.samples]
+        if not faces:
+            return
+        try:
+            emb = np.asarray(self.recognizer.embed([s.image for s in faces]), np.float32)
+            if emb.shape[0] != len(faces):
+                raise ValueError(f"recognizer returned {emb.shape[0]} embeddings for {len(faces)} faces")
+        except Exception as e:
+            for oc in outs:
+                if oc.samples:
+                    oc.rejects.append(self._error(oc.samples[0], e))
+                    oc.samples = []
+            return
+        for s, e in zip(faces, emb):
+            s.embedding = e
 
     def _error(self, item: Sample, e: Exception) -> Reject:
         detail = _stage_error(e)
@@ -168,10 +223,15 @@ class ShardWorker:
                 samples.append(s)
         else:
             samples = [sample.replace(image=image)]
+        return samples
+
+    def _encode(self, samples: list[Sample]) -> list[Sample]:
+        """Augment then encode (JPEG at ``encode.quality``) the faces of one image; only the
+        bytes travel on to the sinks."""
         for aug in self.augmenters:
             samples = [y for x in samples for y in aug.augment(x)]
         for i, s in enumerate(samples):
             if s.data is None:
                 s = s.replace(data=encode_jpeg(s.image, self.quality))
-            samples[i] = s.replace(image=None)  # only bytes travel on to the sinks
+            samples[i] = s.replace(image=None)
         return samples

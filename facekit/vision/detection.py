@@ -53,9 +53,30 @@ class Detections:
 
 
 class DetectorParams(Params):
-    select: Literal["largest_central", "all", "reject"] = Field(
+    select: Literal["largest_central", "all", "reject", "identity"] = Field(
         "largest_central",
-        description="several faces: keep the one maximising area - 2*squared centre offset, keep all, or reject the image",
+        description="several faces: keep the one maximising area - 2*squared centre offset, keep all, reject the "
+        "image, or (identity, with a recognizer) keep the face closest to its identity's centre",
+    )
+    identity_min_similarity: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="select: identity: a photo whose faces are all less similar (cosine) than this to the identity's "
+        "centre is rejected as identity_mismatch",
+    )
+    flag_below: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="select: identity: kept faces less similar than this to their identity's centre are flagged "
+        "far_from_identity in results.parquet (likely label noise)",
+    )
+    reject_below: Optional[float] = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="select: identity: kept faces less similar than this are rejected as label_noise (default: none)",
     )
     min_size: float = Field(20.0, ge=0, description="faces whose box's shorter side is below this (pixels) are rejected")
     pad: float = Field(
@@ -66,6 +87,19 @@ class DetectorParams(Params):
         ge=0,
         le=1,
         description="faces found only by the padded retry must span this fraction of the image's shorter side",
+    )
+    rotate: Literal["off", "auto"] = Field(
+        "off",
+        description="auto: when no face is found, the kept face's landmarks show it sideways or upside down, or "
+        "its score is below rotate_below, detect on the photo turned by 90, 180 and 270 degrees too and keep the "
+        "upright face with the highest score (photos stored sideways or upside down)",
+    )
+    rotate_below: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="rotate: auto also tries the turns when the kept face scores below this (detectors find upside-down "
+        "faces with lower scores and landmarks that look upright)",
     )
 
 
@@ -192,10 +226,86 @@ def find_faces_batch(detector, images: list) -> list:
     out = []
     for im, off, det in zip(images, offsets, dets):
         try:
-            out.append(_finish(detector, im, det, off))
+            found = _finish(detector, im, det, off)
         except SampleRejected as r:
-            out.append(r)
+            found = r
+        if p.rotate == "auto" and _doubtful(found, p.rotate_below):
+            found = _rotated(detector, im, found)
+        out.append(found)
     return out
+
+
+#: ``cv2.rotate`` codes turning an image by 90, 180 and 270 degrees clockwise
+_TURNS = ((90, cv2.ROTATE_90_CLOCKWISE), (180, cv2.ROTATE_180), (270, cv2.ROTATE_90_COUNTERCLOCKWISE))
+
+
+def is_upright(landmarks: np.ndarray) -> bool:
+    """Whether five landmarks ``(5, 2)`` (left eye, right eye, nose, left mouth, right mouth;
+    pixels) show an upright face: the eye line within 45 degrees of horizontal, left eye
+    on the image's left, and the mouth below the eyes."""
+    eye = landmarks[1] - landmarks[0]
+    mouth_y = (landmarks[3, 1] + landmarks[4, 1]) / 2
+    eyes_y = (landmarks[0, 1] + landmarks[1, 1]) / 2
+    return bool(eye[0] > 0 and abs(eye[1]) < eye[0] and mouth_y > eyes_y)
+
+
+def _doubtful(found, below: float) -> bool:
+    """Whether ``rotate: auto`` tries the turned photo: no face, a face whose landmarks are
+    not upright, or a best score below ``below``."""
+    if isinstance(found, SampleRejected):
+        return found.reason == NO_FACE
+    if found.landmarks is not None and not all(is_upright(lm) for lm in found.landmarks):
+        return True
+    return float(found.scores.max()) < below
+
+
+def turn_back(det: Detections, angle: int, shape) -> Detections:
+    """Map detections made on the image turned clockwise by ``angle`` (90, 180, 270) back
+    to the coordinates of the original image of ``shape`` ``(H, W, ...)``. Landmarks keep
+    their meaning (left eye stays the face's left eye)."""
+    h, w = shape[:2]
+
+    def back(pts: np.ndarray) -> np.ndarray:
+        x, y = pts[..., 0], pts[..., 1]
+        if angle == 90:  # original (x, y) -> turned (h - 1 - y, x)
+            ox, oy = y, h - 1 - x
+        elif angle == 180:
+            ox, oy = w - 1 - x, h - 1 - y
+        else:  # 270: original (x, y) -> turned (y, w - 1 - x)
+            ox, oy = w - 1 - y, x
+        return np.stack([ox, oy], -1).astype(np.float32)
+
+    b = det.boxes
+    corners = back(np.stack([b[:, [0, 1]], b[:, [2, 3]]], 1))
+    boxes = np.concatenate([corners.min(1), corners.max(1)], 1).astype(np.float32)
+    lmk = None if det.landmarks is None else back(det.landmarks)
+    return Detections(boxes, det.scores, lmk)
+
+
+def _rotated(detector, image: np.ndarray, found):
+    """``rotate: auto``: of ``found`` (when upright) and the results on the image turned by
+    90/180/270 degrees (mapped back to the original image's coordinates), the upright one
+    with the highest score; ``found`` as it was when none is upright."""
+    best, best_score = None, -1.0
+    if not isinstance(found, SampleRejected) and (found.landmarks is None or all(is_upright(lm) for lm in found.landmarks)):
+        best, best_score = found, float(found.scores.max())
+    for angle, code in _TURNS:
+        turned = cv2.rotate(image, code)
+        first = turned
+        offset = None
+        if detector.params.pad > 0 and is_face_chip(turned.shape):
+            first, dx, dy = pad_image(turned, detector.params.pad)
+            offset = (dx, dy)
+        try:
+            det = _finish(detector, turned, detector.detect(first), offset)
+        except SampleRejected:
+            continue
+        if det.landmarks is not None and not all(is_upright(lm) for lm in det.landmarks):
+            continue
+        score = float(det.scores.max())
+        if score > best_score:
+            best, best_score = turn_back(det, angle, image.shape), score
+    return best if best is not None else found
 
 
 def _finish(detector, image: np.ndarray, det: Detections, offset) -> Detections:
@@ -228,4 +338,4 @@ def _finish(detector, image: np.ndarray, det: Detections, offset) -> Detections:
             raise SampleRejected(MULTIPLE_FACES, f"{len(det)} faces found and select is 'reject'")
         if p.select == "largest_central":
             det = det.take([largest_central_index(det.boxes, image.shape)])
-    return det
+    return det  # "all" and "identity" keep every face (identity picks one per photo later)

@@ -1,0 +1,480 @@
+"""Engine benchmark (issue 9): detect + align + pack on ~300 real photos, peers side by side.
+
+    python benchmarks/bench_engine.py [--repeats 3] [--images 300] [--data DIR] [--model PATH]
+
+Photos: the shared ``images/identities`` tree (``--data``, else ``$FACEKIT_TEST_DATA``, else
+``../shared/data`` beside the repo), its identity folders repeated under new identity names
+(``<name>_r<k>``, symlinks in a temporary folder) until there are ``--images`` photos.
+Every peer is a fresh process per repeat, timed by this script from its start to its exit
+(imports, model load, the loop, the writes): images/s = images / that wall time. The peers
+also time their own run (model load to the end; facekit: ``summary.json``'s ``seconds``),
+shown as "in-run". One warm-up of every peer first (on a small tree: it also shows the
+start-up cost), then ``--repeats`` rounds, peers interleaved (order reversed every other
+round). Thread budgets are enforced with ``taskset`` (1 or 2 cores) and, in every process,
+``OMP_NUM_THREADS``/``OPENCV_FOR_THREADS_NUM`` = the threads that process may use (plus
+``cv2.setNumThreads`` and onnxruntime's ``intra_op_num_threads`` in the in-process peers).
+
+Peers (same SCRFD model, 640x640 input, one face per image: the largest-central one):
+
+- ``facekit``: the real CLI, ``facekit run CONFIG -o OUT -q``: ``folders`` -> ``retinaface``
+  -> ``arcface`` (112) -> ``mxrec``; 1 worker process with ``threads: 1`` (1 core), 2 worker
+  processes with ``threads: 1`` each (2 cores), 1 worker with ``threads: 2`` (2 cores). The
+  worker count goes in ``executor: {plugin: processes, workers: N}`` (plus ``shard_size``)
+  when the installed facekit accepts it (``facekit validate``), else ``-w N``.
+- ``insightface loop``: what a user writes today: ``model_zoo.get_model(scrfd,
+  sess_options=...)``, ``prepare(ctx_id=-1, input_size=(640, 640))``, per image
+  ``cv2.imread``, ``detect`` (pad 50% and retry on a miss, facekit's default rule, so tight
+  chips are kept on both sides), ``norm_crop`` (112), ``cv2.imencode`` (JPEG 95), bytes
+  appended to one pack file (RecordIO-like: data file + offsets); 1 thread on 1 core and 2
+  threads on 2 cores.
+- ``onnxruntime floor``: ``cv2.imread`` + letterbox to 640 + ``session.run``, one inference
+  per image, nothing else: 1 process x 1 thread (1 core), and 2 processes x 1 thread, each
+  on its own core, each on half of the images (the 2-core floor).
+
+The table gives images/s (median of the repeats, min-max spread), then the checks: facekit
+2 workers >= 1.8x facekit 1 worker, facekit ahead of the insightface loop at the same budget,
+facekit's overhead above the floor (ratios taken per repeat, then the median), and the
+sanity row (every peer keeps the same number of faces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from _common import REPO, data_root, insightface_face
+
+JPEG_QUALITY = 95  # facekit's encode.quality default
+INPUT = 640
+EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Peer:
+    name: str
+    kind: str  # facekit | insightface | floor
+    cores: int  # taskset budget
+    threads: int  # onnxruntime/OpenCV threads per process
+    procs: int = 1  # facekit workers / floor processes
+
+
+PEERS = [
+    Peer("facekit, 1 worker x 1 thread", "facekit", 1, 1, 1),
+    Peer("facekit, 2 workers x 1 thread", "facekit", 2, 1, 2),
+    Peer("facekit, 1 worker x 2 threads", "facekit", 2, 2, 1),
+    Peer("insightface loop, 1 thread", "insightface", 1, 1),
+    Peer("insightface loop, 2 threads", "insightface", 2, 2),
+    Peer("onnxruntime floor, 1 process x 1 thread", "floor", 1, 1, 1),
+    Peer("onnxruntime floor, 2 processes x 1 thread", "floor", 2, 1, 2),
+]
+
+
+# ---------------------------------------------------------------- the photo tree
+
+
+def make_tree(identities: Path, root: Path, n: int) -> int:
+    """Symlink the identity folders' photos under ``root``, repeated under new identity names
+    (``<name>_r<k>``), until ``n`` photos (the last identity may be cut short). Returns the
+    number of photos."""
+    dirs = sorted(d for d in identities.iterdir() if d.is_dir())
+    src = [(d.name, sorted(f for f in d.iterdir() if f.suffix.lower() in EXTS)) for d in dirs]
+    if not any(files for _, files in src):
+        raise SystemExit(f"{identities}: no photos in identity folders")
+    count, k = 0, 0
+    while count < n:
+        for name, files in src:
+            take = files[: n - count]
+            if not take:
+                continue
+            d = root / f"{name}_r{k}"
+            d.mkdir(parents=True)
+            for f in take:
+                os.symlink(f, d / f.name)
+            count += len(take)
+            if count >= n:
+                break
+        k += 1
+    return count
+
+
+def tree_files(root: Path) -> list[Path]:
+    return sorted(f for d in sorted(root.iterdir()) for f in sorted(d.iterdir()))
+
+
+# ---------------------------------------------------------------- facekit config
+
+
+def facekit_config(root: Path, model: Path, workers: int, threads: int, style: str, shard_size: int) -> tuple[str, list[str]]:
+    """The pipeline YAML and the extra ``facekit run`` arguments for one facekit peer.
+
+    ``style``: ``"cli"`` (``-w N``), ``"executor"`` (``executor: {plugin: processes,
+    workers: N}``), ``"executor+shard"`` (and ``shard_size`` at the top level) or
+    ``"executor.shard"`` (``shard_size`` inside ``executor``). The output folder is given
+    with ``-o``.
+    """
+    lines = [
+        "output: out",
+        f"source: {{plugin: folders, root: {json.dumps(str(root))}, min_images: 1}}",
+        f"detector: {{plugin: retinaface, model: {json.dumps(str(model))}, input_size: {INPUT}, threads: {threads}}}",
+        "aligner: {plugin: arcface, size: 112}",
+        f"encode: {{quality: {JPEG_QUALITY}}}",
+        "sinks: [{plugin: mxrec, path: rec}]",
+    ]
+    if style == "cli":
+        return "\n".join(lines) + "\n", ["-w", str(workers)]
+    executor = f"plugin: processes, workers: {workers}"
+    if style == "executor.shard":
+        executor += f", shard_size: {shard_size}"
+    lines.append(f"executor: {{{executor}}}")
+    if style == "executor+shard":
+        lines.append(f"shard_size: {shard_size}")
+    return "\n".join(lines) + "\n", []
+
+
+def facekit_bin() -> list[str]:
+    exe = Path(sys.executable).with_name("facekit")
+    if exe.exists():
+        return [str(exe)]
+    found = shutil.which("facekit")
+    if not found:
+        raise SystemExit("facekit is not installed (pip install -e .)")
+    return [found]
+
+
+def config_style(tmp: Path, root: Path, model: Path, shard_size: int) -> str:
+    """The first config style the installed facekit validates (executor plugins if it has
+    them, else the ``-w`` option)."""
+    for style in ("executor+shard", "executor.shard", "executor", "cli"):
+        text, _ = facekit_config(root, model, 2, 1, style, shard_size)
+        cfg = tmp / f"probe-{style}.yaml"
+        cfg.write_text(text)
+        p = subprocess.run([*facekit_bin(), "validate", str(cfg)], capture_output=True, text=True)
+        if p.returncode == 0:
+            return style
+        if style == "cli":
+            raise SystemExit(f"facekit validate rejects the benchmark config:\n{p.stdout}{p.stderr}")
+    raise AssertionError("unreachable")
+
+
+# ---------------------------------------------------------------- in-process peers (children)
+
+
+def _threads(n: int) -> None:
+    import cv2
+
+    cv2.setNumThreads(n)
+
+
+def _session_options(threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    return so
+
+
+def peer_insightface(root: Path, out: Path, model: Path, threads: int) -> dict:
+    """The loop a user writes with insightface: detect, norm_crop, imencode, append."""
+    import cv2
+    from insightface.model_zoo import get_model
+    from insightface.utils.face_align import norm_crop
+
+    _threads(threads)
+    files = tree_files(root)
+    t0 = time.perf_counter()
+    det = get_model(str(model), providers=["CPUExecutionProvider"], sess_options=_session_options(threads))
+    det.prepare(ctx_id=-1, input_size=(INPUT, INPUT))
+    faces = inferences = 0
+    offsets = []
+    with open(out / "faces.pack", "wb") as pack:
+        for f in files:
+            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            kps, n = insightface_face(det, img, (INPUT, INPUT))
+            inferences += n
+            if kps is None:
+                continue
+            crop = norm_crop(img, kps, 112)
+            ok, buf = cv2.imencode(".jpg", crop, [int(cv2.IMWRITE_JPEG_QUALITY), JPEG_QUALITY])
+            offsets.append(f"{faces}\t{pack.tell()}\t{f.parent.name}\n")
+            pack.write(buf.tobytes())
+            faces += 1
+    (out / "faces.idx").write_text("".join(offsets))
+    return {"faces": faces, "inferences": inferences, "run_s": time.perf_counter() - t0}
+
+
+def _fixed_input_model(model: Path) -> bytes:
+    """The model with its input fixed to 1x3x640x640 (as facekit and insightface 2.x run it)."""
+    import onnx
+
+    m = onnx.load_model(str(model))
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    for d, v in zip(dims, (1, 3, INPUT, INPUT)):
+        d.ClearField("dim_param")
+        d.dim_value = v
+    return m.SerializeToString()
+
+
+def _decode(data: bytes):
+    """BGR pixels: libjpeg-turbo (``simplejpeg``, the fastest decoder at hand) for a JPEG,
+    ``cv2.imdecode`` otherwise (the floor's decode; EXIF orientation ignored)."""
+    import cv2
+    import numpy as np
+
+    try:
+        import simplejpeg
+
+        if simplejpeg.is_jpeg(data):
+            return simplejpeg.decode_jpeg(data, "BGR")
+    except ImportError:
+        pass
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+def peer_floor(root: Path, model: Path, threads: int, part: int, parts: int) -> dict:
+    """Decode (:func:`_decode`) + letterbox to 640 (top-left, as insightface) +
+    ``session.run``; every ``parts``-th image from ``part``."""
+    import cv2
+    import numpy as np
+    import onnxruntime as ort
+
+    _threads(threads)
+    files = tree_files(root)[part::parts]
+    t0 = time.perf_counter()
+    sess = ort.InferenceSession(_fixed_input_model(model), _session_options(threads), providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    canvas = np.zeros((INPUT, INPUT, 3), np.uint8)
+    for f in files:
+        img = _decode(f.read_bytes())
+        h, w = img.shape[:2]
+        scale = INPUT / max(h, w)
+        nw, nh = int(w * scale), int(h * scale)
+        canvas[:] = 0
+        canvas[:nh, :nw] = cv2.resize(img, (nw, nh))
+        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128, (INPUT, INPUT), (127.5, 127.5, 127.5), swapRB=True)
+        sess.run(None, {name: blob})
+    return {"inferences": len(files), "run_s": time.perf_counter() - t0}
+
+
+def child(argv: list[str]) -> None:
+    kind, root, out, model, threads = argv[0], Path(argv[1]), Path(argv[2]), Path(argv[3]), int(argv[4])
+    if kind == "insightface":
+        r = peer_insightface(root, out, model, threads)
+    else:
+        r = peer_floor(root, model, threads, int(argv[5]), int(argv[6]))
+    print("RESULT " + json.dumps(r), flush=True)
+
+
+# ---------------------------------------------------------------- running a peer
+
+
+def _cpus(n: int, first: int = 0) -> str:
+    avail = sorted(os.sched_getaffinity(0))
+    if len(avail) < first + n:
+        raise SystemExit(f"this benchmark needs {first + n} cores; this process may use {len(avail)}")
+    return ",".join(str(c) for c in avail[first : first + n])
+
+
+def _env(threads: int) -> dict:
+    env = dict(os.environ)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OPENCV_FOR_THREADS_NUM"):
+        env[k] = str(threads)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).parent), env.get("PYTHONPATH")]))
+    return env
+
+
+def _result(p: subprocess.Popen, what: str) -> dict:
+    stdout, stderr = p.communicate()
+    for line in stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise SystemExit(f"{what} failed (exit {p.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
+
+
+def run_peer(peer: Peer, root: Path, work: Path, model: Path, style: str, shard_size: int) -> dict:
+    """Run ``peer`` once on ``root``; returns wall seconds, in-run seconds, faces, inferences."""
+    out = work / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    env = _env(peer.threads)
+    if peer.kind == "facekit":
+        text, extra = facekit_config(root, model, peer.procs, peer.threads, style, shard_size)
+        cfg = work / "pipeline.yaml"
+        cfg.write_text(text)
+        cmd = ["taskset", "-c", _cpus(peer.cores), *facekit_bin(), "run", str(cfg), "-o", str(out), "-q", *extra]
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t0
+        if p.returncode != 0:
+            raise SystemExit(f"{peer.name} failed (exit {p.returncode}): {' '.join(cmd)}\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
+        s = json.loads((out / "summary.json").read_text())
+        faces = s.get("faces_kept")
+        if faces is None:  # another summary layout: the sink's own count
+            faces = next((v.get("images") for v in s.get("sinks", {}).values() if isinstance(v, dict)), None)
+        res = {"faces": faces, "run_s": s.get("seconds")}
+    else:
+        me = [sys.executable, str(Path(__file__).resolve()), "--child"]
+        args = [peer.kind, str(root), str(out), str(model), str(peer.threads)]
+        parts = peer.procs if peer.kind == "floor" else 1
+
+        def child_cmd(i: int) -> list[str]:  # several floor processes: one core each, a part each
+            cpus = _cpus(1, i) if parts > 1 else _cpus(peer.cores)
+            return ["taskset", "-c", cpus, *me, *args, *([str(i), str(parts)] if peer.kind == "floor" else [])]
+
+        t0 = time.perf_counter()
+        pipe = subprocess.PIPE
+        procs = [subprocess.Popen(child_cmd(i), stdout=pipe, stderr=pipe, text=True, env=env) for i in range(parts)]
+        rs = [_result(p, peer.name) for p in procs]
+        wall = time.perf_counter() - t0
+        res = {
+            "faces": rs[0].get("faces"),
+            "inferences": sum(r["inferences"] for r in rs),
+            "run_s": max(r["run_s"] for r in rs),
+        }
+    shutil.rmtree(out, ignore_errors=True)
+    return {"wall_s": wall, **res}
+
+
+# ---------------------------------------------------------------- the report
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def report(n: int, runs: dict[str, list[dict]], warm: dict[str, dict]) -> None:
+    rate = {k: [n / r["wall_s"] for r in v] for k, v in runs.items()}
+    inrun = {k: [n / r["run_s"] for r in v if r.get("run_s")] for k, v in runs.items()}
+    base = PEERS[0].name
+    print("| peer | cores | faces | images/s (median) | spread (min-max) | in-run images/s | start-up (s) | vs facekit 1 worker |")
+    print("|---|---|---|---|---|---|---|---|")
+    for p in PEERS:
+        v = rate[p.name]
+        faces = runs[p.name][-1].get("faces")
+        ir = f"{_med(inrun[p.name]):.1f}" if inrun[p.name] else "-"
+        start = warm[p.name]["wall_s"] - (warm[p.name].get("run_s") or 0)
+        print(
+            f"| {p.name} | {p.cores} | {faces if faces is not None else '-'} | {_med(v):.1f} | {min(v):.1f}-{max(v):.1f} | "
+            f"{ir} | {start:.2f} | {_med(v) / _med(rate[base]):.2f}x |"
+        )
+
+    def ratio(a: str, b: str, key: str) -> list[float]:  # per repeat: a's speed / b's speed
+        return [rb[key] / ra[key] for ra, rb in zip(runs[a], runs[b]) if ra.get(key) and rb.get(key)]
+
+    def cell(xs: list[float], pct: bool) -> str:
+        if not xs:
+            return "-"
+        f = (lambda x: f"{(x - 1) * 100:+.0f}%") if pct else (lambda x: f"{x:.2f}x")
+        return f"{f(_med(xs))} ({f(min(xs))} to {f(max(xs))})"
+
+    names = [p.name for p in PEERS]
+    fk1, fk2, fk1t2, if1, if2, fl1, fl2 = names
+    checks = [
+        ("facekit 2 workers / facekit 1 worker (1 thread each)", fk2, fk1, False, ">= 1.80x", lambda x: x >= 1.8),
+        ("facekit 1 worker / insightface loop, 1 core", fk1, if1, False, "> 1.00x", lambda x: x > 1),
+        ("facekit 2 workers / insightface loop 2 threads, 2 cores", fk2, if2, False, "> 1.00x", lambda x: x > 1),
+        ("facekit 1 worker x 2 threads / insightface loop 2 threads", fk1t2, if2, False, "> 1.00x", lambda x: x > 1),
+        ("the machine's parallelism: floor 2 processes / floor 1 process", fl2, fl1, False, "~2x if 2 cores free", None),
+        ("facekit 1 worker: time above the 1-core floor", fl1, fk1, True, "report", None),
+        ("facekit 2 workers: time above the 2-core floor", fl2, fk2, True, "report", None),
+    ]
+    print("\n| check (ratio per repeat: median (min to max)) | whole process | in-run | target | met |")
+    print("|---|---|---|---|---|")
+    for label, a, b, pct, target, ok in checks:
+        # speed ratio a/b = time b / time a; overhead = time facekit / time floor - 1
+        w, r = ratio(a, b, "wall_s"), ratio(a, b, "run_s")
+        met = "-" if ok is None or not w else ("yes" if ok(_med(w)) else "no")
+        print(f"| {label} | {cell(w, pct)} | {cell(r, pct)} | {target} | {met} |")
+    # facekit's 2-worker scaling measured against what the machine gave two plain processes
+    sc = [a * b for a, b in zip(ratio(fk2, fk1, "wall_s"), ratio(fl1, fl2, "wall_s"))]
+    met = "-" if not sc else ("yes" if _med(sc) >= 0.9 else "no")
+    print(f"| facekit 2 workers / 1 worker, over the floor's 2 / 1 processes | {cell(sc, False)} | | >= 0.90x | {met} |")
+    faces = {k: {r.get("faces") for r in v} - {None} for k, v in runs.items()}
+    all_faces = set().union(*faces.values())
+    print(
+        f"| sanity: faces kept by every facekit and insightface run | {', '.join(map(str, sorted(all_faces)))} | | equal | "
+        f"{'yes' if len(all_faces) == 1 else 'no'} |"
+    )
+
+
+# ---------------------------------------------------------------- main
+
+
+def bench(a) -> None:
+    import cv2
+    import onnxruntime
+
+    data = data_root(a.data)
+    identities = data / "images" / "identities"
+    model = Path(a.model) if a.model else data / "models" / "detection" / "scrfd_500m_bnkps.onnx"
+    for p in (identities, model):
+        if not p.exists():
+            raise SystemExit(f"{p} not found (--data / $FACEKIT_TEST_DATA)")
+    peers = [p for p in PEERS if not a.peers or any(s in p.name for s in a.peers.split(","))]
+    with tempfile.TemporaryDirectory(prefix="facekit-bench-engine-") as tmp:
+        tmp = Path(tmp)
+        root, small = tmp / "photos", tmp / "warmup"
+        n = make_tree(identities, root, a.images)
+        make_tree(identities, small, min(a.images, 12))
+        for f in tree_files(root):
+            f.read_bytes()  # page cache
+        style = config_style(tmp, root, model, a.shard_size)
+        worker_how = {"cli": "`-w N`"}.get(style, f"`executor: {{plugin: processes, workers: N}}` ({style}, shard_size {a.shard_size})")
+        print(
+            f"{n} photos ({len(list(root.iterdir()))} identities) from {identities.name}/, model {model.name} at {INPUT}x{INPUT}; "
+            f"facekit workers via {worker_how}; {os.cpu_count()} cores; python {platform.python_version()}, "
+            f"onnxruntime {onnxruntime.__version__}, OpenCV {cv2.__version__}",
+            flush=True,
+        )
+        warm = {}
+        for p in peers:
+            warm[p.name] = run_peer(p, small, tmp / "work", model, style, a.shard_size)
+            print(f"  warm-up {p.name}: {json.dumps(warm[p.name])}", flush=True)
+        runs: dict[str, list[dict]] = {p.name: [] for p in peers}
+        for r in range(a.repeats):
+            print(f"repeat {r + 1}: load average {_load()}", flush=True)
+            for p in peers if r % 2 == 0 else list(reversed(peers)):
+                res = run_peer(p, root, tmp / "work", model, style, a.shard_size)
+                runs[p.name].append(res)
+                print(f"  {p.name}: {n / res['wall_s']:.1f} images/s {json.dumps(res)}", flush=True)
+        print(f"load average after: {_load()}\n", flush=True)
+    if len(peers) != len(PEERS):
+        return
+    report(n, runs, warm)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return child(sys.argv[2:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--images", type=int, default=300, help="photos in the benchmark tree (default 300)")
+    ap.add_argument("--data", default=None, help="test material folder (default $FACEKIT_TEST_DATA or ../shared/data)")
+    ap.add_argument("--model", default=None, help="SCRFD .onnx (default <data>/models/detection/scrfd_500m_bnkps.onnx)")
+    ap.add_argument("--shard-size", type=int, default=24, help="facekit shard_size when the executor config exists")
+    ap.add_argument("--peers", default=None, help="comma-separated substrings: run only the matching peers (no report)")
+    a = ap.parse_args()
+    sys.path.insert(0, str(REPO))
+    bench(a)
+
+
+if __name__ == "__main__":
+    main()
