@@ -30,6 +30,7 @@ from pydantic import Field
 import facekit
 from facekit.errors import one_line
 from facekit.pipeline import ShardFailed, ShardWorker, set_threads
+from facekit.pipeline.config import StageConfig
 
 log = logging.getLogger("facekit")
 
@@ -244,9 +245,13 @@ class RayExecutor(facekit.Executor):
             try:
                 ray.init(address=p.address, **quiet)
             except (ConnectionError, TimeoutError) as e:
+                auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+                    "; a cluster with token authentication also needs RAY_AUTH_MODE=token and its token "
+                    "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here"
+                )
                 raise facekit.FacekitError(
                     f"{WHERE}: cannot join the Ray cluster at {p.address} ({one_line(e)}): start its head node "
-                    "('ray start --head') or fix 'address:'"
+                    f"('ray start --head') or fix 'address:'{auth}"
                 ) from None
             except Exception as e:
                 raise facekit.FacekitError(
@@ -357,15 +362,20 @@ def _resources(ray) -> str:
 
 
 def _needed_paths(spec) -> list[tuple[str, str]]:
-    """``(label, path)`` that every actor reads: each Path parameter of the detector, aligner and
-    augmenters (model files), and each folder parameter of the source (where the images are;
-    a file parameter such as a .rec is read by the driver, which sends the bytes)."""
+    """``(label, path)`` that every actor reads: each Path parameter of the per-sample stages
+    (detector, aligner, recognizer, augmenters, ...: model files) and each folder parameter
+    of the source (where the images are; a file parameter such as a .rec is read by the
+    driver, which sends the bytes). Sinks and the executor run on the driver."""
     from pathlib import Path
 
-    out = []
-    for sc in [spec.detector, spec.aligner, *spec.augmenters, spec.source]:
-        if sc is None:
+    stages = []
+    for f in dataclasses.fields(spec):
+        if f.name in ("sinks", "executor"):
             continue
+        v = getattr(spec, f.name)
+        stages += [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, StageConfig)]
+    out = []
+    for sc in stages:
         for k in type(sc.params).model_fields:
             v = getattr(sc.params, k)
             if isinstance(v, Path) and (sc is not spec.source or v.is_dir()):
