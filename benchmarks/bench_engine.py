@@ -1,6 +1,7 @@
 """Engine benchmark (issue 9): detect + align + pack on ~300 real photos, peers side by side.
 
     python benchmarks/bench_engine.py [--repeats 3] [--images 300] [--data DIR] [--model PATH] [--ray]
+    python benchmarks/bench_engine.py --driver 20000 [--repeats 3]
 
 Photos: the shared ``images/identities`` tree (``--data``, else ``$FACEKIT_TEST_DATA``, else
 ``../shared/data`` beside the repo), its identity folders repeated under new identity names
@@ -479,6 +480,49 @@ def report_ray(n: int, runs: dict[str, list[dict]], warm: dict[str, dict]) -> No
         )
 
 
+def bench_driver(a) -> None:
+    """``--driver N``: what the driver of a distributed run sustains. A pass-through run
+    (no detector: ``folders`` -> ``mxrec``, in process) of N aligned 112x112 crops (the
+    shared ``aligned_112/`` JPEGs linked under distinct names, 10 per identity) does the
+    driver's whole share of a Ray run (shards through the work folder, identity gate,
+    ``mxrec`` sink, ``rejects.tsv``, ``results.parquet``) plus reading and header-checking
+    the files, which on a cluster the workers do: its faces/s is a lower bound of the rate
+    at which one driver writes what the workers send. With and without the work folder
+    (``resume: false``); ``--repeats`` runs each, median."""
+    data = data_root(a.data)
+    crops = sorted((data / "aligned_112").glob("*.jpg"))
+    if not crops:
+        raise SystemExit(f"{data / 'aligned_112'}: no aligned crops")
+    with tempfile.TemporaryDirectory(prefix="facekit-bench-driver-") as tmp:
+        tmp = Path(tmp)
+        root = tmp / "crops"
+        for i in range(a.driver):
+            d = root / f"id{i // 10:06d}"
+            d.mkdir(parents=True, exist_ok=True)
+            os.symlink(crops[i % len(crops)], d / f"{i:08d}.jpg")
+        mb = sum(crops[i % len(crops)].stat().st_size for i in range(a.driver)) / 1e6
+        print(f"{a.driver} aligned crops ({mb:.0f} MB) in {a.driver // 10} identities; load average {_load()}", flush=True)
+        print("| driver run (pass-through, in process) | faces/s (median) | MB/s | spread faces/s |")
+        print("|---|---|---|---|")
+        for resume in (True, False):
+            rates = []
+            for _ in range(a.repeats):
+                out = tmp / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                cfg = tmp / "driver.yaml"
+                cfg.write_text(
+                    f"output: {json.dumps(str(out))}\nresume: {str(resume).lower()}\n"
+                    f"source: {{plugin: folders, root: {json.dumps(str(root))}, min_images: 1}}\n"
+                    "sinks: [{plugin: mxrec, path: rec}]\n"
+                )
+                p = subprocess.run([*facekit_bin(), "run", "-q", str(cfg)], capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise SystemExit(f"driver run failed:\n{p.stderr[-3000:]}")
+                rates.append(a.driver / json.loads((out / "summary.json").read_text())["seconds"])
+            what = "with the work folder (resume)" if resume else "resume: false"
+            print(f"| {what} | {_med(rates):,.0f} | {_med(rates) * mb / a.driver:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} |", flush=True)
+
+
 class RayCluster:
     """A local Ray head node with ``cores`` CPUs on ``taskset`` cores, for the joining Ray
     peer: ``ray start --head --block`` (it stops every process it started when terminated)."""
@@ -590,9 +634,10 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=24, help="facekit shard_size when the executor config exists")
     ap.add_argument("--peers", default=None, help="comma-separated substrings: run only the matching peers (no report)")
     ap.add_argument("--ray", action="store_true", help="add the Ray executor peers (issue 10; needs the ray extra)")
+    ap.add_argument("--driver", type=int, default=0, metavar="N", help="only measure the driver's write rate on N aligned crops")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    bench(a)
+    bench_driver(a) if a.driver else bench(a)
 
 
 if __name__ == "__main__":
