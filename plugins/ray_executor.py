@@ -155,8 +155,25 @@ def _lost_errors(ray) -> tuple:
 
 def check_reachable(address: str) -> None:
     """Fail fast (one line) when ``address`` names a host:port nobody listens on: ``ray.init``
-    itself retries for minutes. ``auto`` / ``local`` are left to Ray."""
-    if address in ("auto", "local"):
+    itself retries for minutes. ``auto`` is resolved as Ray does (``RAY_ADDRESS``, else the
+    last cluster started on this machine) and that address checked; ``local`` is left to Ray."""
+    if address == "local":
+        return
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            found = canonicalize_bootstrap_address("auto")
+        except Exception:  # no cluster found: ray.init says so at once
+            return
+        if not found:
+            return
+        try:
+            check_reachable(found)
+        except facekit.FacekitError as e:
+            raise facekit.FacekitError(
+                f"{e} (address: auto found {found} in RAY_ADDRESS or as the last cluster started on this machine)"
+            ) from None
         return
     rest = address.split("://", 1)[1] if "://" in address else address
     host, _, port = rest.rstrip("/").rpartition(":")

@@ -161,18 +161,26 @@ def _closed_port() -> int:
     return port
 
 
-@pytest.mark.parametrize("scheme", ["", "ray://"])
-def test_ray_unreachable_cluster_is_one_line_naming_the_address(tmp_path, scheme):
+@pytest.mark.parametrize("how", ["host:port", "ray://", "auto"])
+def test_ray_unreachable_cluster_is_one_line_naming_the_address(tmp_path, how):
+    """Nobody listens on the address (Ray itself would retry for minutes); ``auto`` resolves
+    to RAY_ADDRESS as Ray does, and that address is checked."""
     _ray()
-    address = f"{scheme}127.0.0.1:{_closed_port()}"
+    dead = f"127.0.0.1:{_closed_port()}"
+    address = {"host:port": dead, "ray://": f"ray://{dead}", "auto": "auto"}[how]
+    env = dict(os.environ, RAY_ADDRESS=dead) if how == "auto" else None
     (tmp_path / "root" / "a").mkdir(parents=True)
     cfg = tmp_path / "p.yaml"
     cfg.write_text(
         f"output: {tmp_path / 'out'}\nexecutor: {{plugin: ray, address: '{address}'}}\n"
         f"source: {{plugin: folders, root: {tmp_path / 'root'}}}\nsinks: [{{plugin: mxrec, path: rec}}]\n"
     )
-    r = facekit_cli("run", "-q", cfg)
+    r = facekit_cli("run", "-q", cfg, env=env)
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, r.stderr
-    assert f"cannot reach the Ray cluster at {address}" in lines[0] and "fix 'address:'" in lines[0]
+    assert "cannot reach the Ray cluster at " in lines[0] and "fix 'address:'" in lines[0]
+    if how == "auto":  # Ray writes 127.0.0.1 as this machine's address
+        assert f":{dead.split(':')[1]} (" in lines[0] and "address: auto found" in lines[0]
+    else:
+        assert f"cannot reach the Ray cluster at {address} (" in lines[0]
