@@ -27,7 +27,10 @@ class PluginInfo:
     version: str
     distribution: str
     module: str
-    stages: list = field(default_factory=list)
+    stages: list = field(default_factory=list)  # stage and executor classes
+    #: the click commands it added through ``register_commands`` (filled by the ``facekit``
+    #: command line when it loads, :func:`facekit.cli.main.add_plugin_commands`)
+    commands: list = field(default_factory=list)
     error: str = ""
 
 
@@ -88,14 +91,14 @@ def load_registry(entry_points=None) -> Registry:
     pm = make_plugin_manager()
     reg = Registry()
     eps = entry_points if entry_points is not None else md.entry_points(group=ENTRY_POINT_GROUP)
+    described: dict = {}  # id(dist) -> (name, version): one METADATA parse per distribution
     for ep in sorted(eps, key=lambda e: e.name):
         dist = getattr(ep, "dist", None)
-        info = PluginInfo(
-            name=ep.name,
-            version=dist.version if dist else "",
-            distribution=dist.metadata["Name"] if dist else "",
-            module=ep.value,
-        )
+        if dist is not None and id(dist) not in described:
+            meta = dist.metadata
+            described[id(dist)] = (meta["Name"] or "", meta["Version"] or "")
+        distribution, version = described[id(dist)] if dist is not None else ("", "")
+        info = PluginInfo(name=ep.name, version=version, distribution=distribution, module=ep.value)
         reg.plugins[ep.name] = info
         try:
             module = ep.load()
@@ -180,25 +183,33 @@ def _jsonable(v):
 
 
 def plugin_listing(reg: Registry | None = None) -> list[dict]:
-    """What ``facekit plugins --json`` prints: one dict per installed plugin."""
+    """What ``facekit plugins --json`` prints: one dict per installed plugin, with its
+    ``stages`` (sources, detectors, aligners, augmenters, sinks), ``executors`` (kind
+    ``executor``), ``commands`` (those it added to the command line; filled only where the
+    ``facekit`` command line has loaded them) and ``error`` (one line, or None)."""
     reg = reg or get_registry()
     out = []
     for info in reg.plugins.values():
+        classes = [
+            {
+                "kind": cls.kind,
+                "name": cls.name,
+                "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
+                "params": describe_params(cls),
+            }
+            for cls in info.stages
+        ]
         out.append(
             {
                 "name": info.name,
                 "version": info.version,
                 "distribution": info.distribution,
                 "module": info.module,
-                "error": info.error or None,
-                "stages": [
-                    {
-                        "kind": cls.kind,
-                        "name": cls.name,
-                        "description": cls.description or (cls.__doc__ or "").strip().split("\n")[0],
-                        "params": describe_params(cls),
-                    }
-                    for cls in info.stages
+                "error": " ".join(info.error.split()) or None,
+                "stages": [c for c in classes if c["kind"] != "executor"],
+                "executors": [c for c in classes if c["kind"] == "executor"],
+                "commands": [
+                    {"name": cmd.name, "description": cmd.get_short_help_str(limit=120)} for cmd in info.commands
                 ],
             }
         )

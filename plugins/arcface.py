@@ -8,7 +8,7 @@ from pydantic import Field, field_validator
 import facekit
 import cv2
 
-from facekit.vision.align import box_crop, box_crop_transform, estimate_norm, template_for
+from facekit.vision import box_crop, box_crop_transform, estimate_norm, template_for
 
 
 class ArcfaceParams(facekit.Params):

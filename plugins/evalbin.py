@@ -16,13 +16,15 @@ import pickle
 from pydantic import Field
 
 import facekit
-from facekit.formats.evalbin import DEFAULT_PROTOCOL, load_bin, save_bin
-from facekit.formats.pairs import (
+from facekit.formats import (
+    DEFAULT_PROTOCOL,
     DROP_PAIR,
     PairCollector,
     PairSourceParams,
+    load_bin,
     pair_identity,
     pair_required,
+    save_bin,
 )
 
 

@@ -19,8 +19,7 @@ import cv2
 from pydantic import Field, model_validator
 
 import facekit
-from facekit.vision.align import template_for
-from facekit.vision.masks import STYLES, MaskRenderer, encode_mask_png, seeded_rng
+from facekit.vision import STYLES, MaskRenderer, encode_mask_png, seeded_rng, template_for
 
 
 class FacemaskParams(facekit.Params):

@@ -13,9 +13,8 @@ from pathlib import Path
 from pydantic import Field
 
 import facekit
-from facekit.formats.atomic import MARKER
-from facekit.vision.images import MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_error_detail
-from facekit.formats.lst import aligned_lst_line, landmark_line
+from facekit.formats import MARKER, aligned_lst_line, landmark_line
+from facekit.vision import MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_error_detail
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
 BAD_NAME = "bad_name"

@@ -34,8 +34,7 @@ from typing import Literal
 from pydantic import Field
 
 import facekit
-from facekit.formats.facerec import FaceRec
-from facekit.formats.recordio import IndexedRecordIOWriter, RecordIOError, pack_header
+from facekit.formats import FaceRec, IndexedRecordIOWriter, RecordIOError, pack_header
 from facekit_plugins.mxrec import FLOAT32_EXACT, MxrecParams, MxrecSink
 
 

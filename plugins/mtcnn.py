@@ -55,7 +55,7 @@ class MtcnnDetector(facekit.Detector):
         Returns :class:`facekit.Detections`: boxes x1, y1, x2, y2 clipped to the image,
         scores, landmarks ``(N, 5, 2)`` left eye, right eye, nose, mouth left, mouth right
         (the package's ``keypoints``), by decreasing score."""
-        rows = self.model.detect_faces(image[:, :, ::-1], self.settings)
+        rows = self.model.detect_faces(image, self.settings, bgr=True)
         if len(rows) == 0:
             return facekit.Detections.empty()
         # [image_id, x1, y1, x2, y2, confidence, five landmark x, five landmark y] (planar)

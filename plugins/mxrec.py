@@ -52,18 +52,23 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.formats.facerec import FaceRec, class_id, find_parts, image_hw, label_of, shard_stem
-from facekit.formats.lst import lst_line
-from facekit.formats.recordio import (
+from facekit.formats import (
+    FaceRec,
     IndexedRecordIOWriter,
     IRHeader,
     RecordIOError,
+    class_id,
     encode_record,
     encode_records,
+    find_parts,
     format_idx,
+    image_hw,
+    label_of,
     load_idx,
+    lst_line,
     pack,
     pack_header,
+    shard_stem,
 )
 
 FLOAT32_EXACT = 1 << 24

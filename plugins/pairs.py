@@ -12,7 +12,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 import facekit
-from facekit.formats.pairs import (
+from facekit.formats import (
     DROP_PAIR,
     PairCollector,
     PairSourceParams,

@@ -10,8 +10,8 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.eval.recognition import OnnxEmbedder
-from facekit.vision.onnxdet import check_providers
+from facekit.eval import OnnxEmbedder
+from facekit.vision import check_providers
 
 
 class OnnxRecognizerParams(facekit.RecognizerParams):

@@ -21,7 +21,15 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 import facekit
-from facekit.vision import onnxdet, retinaface_onnx, scrfd
+from facekit.vision import (
+    SCRFD_LAYOUTS,
+    OnnxDetectorParams,
+    RetinaFaceOnnx,
+    Scrfd,
+    check_retinaface_signature,
+    check_scrfd_signature,
+    probe_onnx,
+)
 
 MODEL_PATTERNS = ("det_10g.onnx", "det_2.5g.onnx", "det_500m.onnx", "scrfd_*.onnx", "retinaface*.onnx", "*det*.onnx")
 NEEDS = (
@@ -52,16 +60,16 @@ def model_kind(path: Path) -> str:
         ValueError: the model does not load, or its inputs/outputs fit neither (one line
             naming the file, what it has and what is needed).
     """
-    sig = onnxdet.probe(path)
+    sig = probe_onnx(path)
     if len(sig.outputs) == 3:
         try:
-            retinaface_onnx.check_signature(sig)
+            check_retinaface_signature(sig)
             return "retinaface"
         except ValueError as e:
             raise ValueError(f"{path}: {e}; {NEEDS}") from None
-    if len(sig.outputs) in scrfd.LAYOUTS:
+    if len(sig.outputs) in SCRFD_LAYOUTS:
         try:
-            _, _, kps = scrfd.check_signature(sig)
+            _, _, kps = check_scrfd_signature(sig)
         except ValueError as e:
             raise ValueError(f"{path}: {e}; {NEEDS}") from None
         if not kps:
@@ -73,7 +81,7 @@ def model_kind(path: Path) -> str:
     raise ValueError(f"{path} has {sig.describe()}; {NEEDS}")
 
 
-class RetinafaceParams(onnxdet.OnnxDetectorParams):
+class RetinafaceParams(OnnxDetectorParams):
     model: Optional[facekit.InputPath] = Field(
         None, description="SCRFD/RetinaFace .onnx (default: the first one in ~/.insightface/models)"
     )
@@ -116,7 +124,7 @@ class RetinafaceDetector(facekit.Detector):
         p = params
         # The validator checked the model (model_kind); only the output count tells them apart.
         n_outputs = len(onnx.load_model(str(p.model), load_external_data=False).graph.output)
-        cls = retinaface_onnx.RetinaFaceOnnx if n_outputs == 3 else scrfd.Scrfd
+        cls = RetinaFaceOnnx if n_outputs == 3 else Scrfd
         self.model = cls(p.model, (p.input_size, p.input_size), p.threshold, p.nms, p.threads, p.providers)
 
     def detect(self, image):

@@ -13,23 +13,23 @@ import numpy as np
 from pydantic import Field, field_validator
 
 import facekit
-from facekit.vision import onnxdet, yunet
+from facekit.vision import OnnxDetectorParams, YuNet, check_yunet_signature, probe_onnx
 
 NEEDS = "the yunet detector needs a YuNet export (12 outputs: cls/obj/bbox/kps for strides 8/16/32)"
 
 
 def check_model(path) -> None:
     """``ValueError`` (one line naming the file) unless ``path`` is a YuNet ONNX model."""
-    sig = onnxdet.probe(path, probe_side=640)
+    sig = probe_onnx(path, probe_side=640)
     if len(sig.outputs) != 12:
         raise ValueError(f"{path} has {sig.describe()}; {NEEDS}")
     try:
-        yunet.check_signature(sig)
+        check_yunet_signature(sig)
     except ValueError as e:
         raise ValueError(f"{path}: {e}; {NEEDS}") from None
 
 
-class YunetParams(onnxdet.OnnxDetectorParams):
+class YunetParams(OnnxDetectorParams):
     model: facekit.InputPath = Field(..., description="YuNet .onnx (OpenCV Zoo face_detection_yunet_2023mar)")
     threshold: float = Field(0.6, gt=0, lt=1, description="score threshold (sqrt(cls * obj))")
     nms: float = Field(0.3, gt=0, lt=1, description="NMS IoU threshold")
@@ -51,7 +51,7 @@ class YunetDetector(facekit.Detector):
     def __init__(self, params):
         super().__init__(params)
         p = params
-        self.model = yunet.YuNet(p.model, (p.input_size, p.input_size), p.threshold, p.nms, p.threads, p.providers)
+        self.model = YuNet(p.model, (p.input_size, p.input_size), p.threshold, p.nms, p.threads, p.providers)
 
     def detect(self, image):
         dets, kps = self.model.detect(image)

@@ -89,3 +89,57 @@ def test_a_failing_bin_does_not_hide_the_others(bins, rec_model, tmp_path):
     assert r.returncode == 0
     got = json.loads(alone.read_text())["results"][0]
     assert {k: v for k, v in got.items() if k != "seconds"} == {k: v for k, v in mixed.items() if k != "seconds"}
+
+
+def test_providers_default_and_given(bins, rec_model, tmp_path):
+    """The recognition model runs on ``--providers`` (default CPUExecutionProvider) with
+    ``--threads``; both are written to the JSON and the numbers do not depend on them."""
+    js = tmp_path / "default.json"
+    r = facekit_cli("eval", "-m", rec_model, "--folds", "4", "-q", "--json", js, bins["mixed"])
+    assert r.returncode == 0, r.stderr
+    assert "providers CPUExecutionProvider" in r.stdout.splitlines()[0]
+    default = json.loads(js.read_text())
+    assert default["providers"] == ["CPUExecutionProvider"] and default["threads"] == 0
+    given = tmp_path / "given.json"
+    r = facekit_cli(
+        "eval", "-m", rec_model, "--folds", "4", "-q", "--providers", " CPUExecutionProvider ", "--threads", "1",
+        "--json", given, bins["mixed"],
+    )
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(given.read_text())
+    assert doc["providers"] == ["CPUExecutionProvider"] and doc["threads"] == 1
+    strip = lambda rows: [{k: v for k, v in x.items() if k != "seconds"} for x in rows]  # noqa: E731
+    assert strip(doc["results"]) == strip(default["results"])
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("NoSuchExecutionProvider", "onnxruntime execution provider NoSuchExecutionProvider is not available; installed: "),
+        (
+            "CPUExecutionProvider,NoSuchExecutionProvider",
+            "onnxruntime execution provider NoSuchExecutionProvider is not available; installed: ",
+        ),
+        (" , ", "give at least one onnxruntime execution provider"),
+    ],
+)
+def test_bad_provider_is_one_line_before_the_model_is_read(bins, rec_model, tmp_path, value, message):
+    import onnxruntime as ort
+
+    js = tmp_path / "scores.json"
+    r = facekit_cli("eval", "-m", rec_model, "-q", "--providers", value, "--json", js, bins["mixed"])
+    assert r.returncode == 2
+    assert r.stdout == "" and not js.exists()
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"error: --providers: {message}"), line
+    if "installed" in message:
+        assert line.endswith(", ".join(ort.get_available_providers())), line
+
+
+def test_embedder_checks_providers(rec_model):
+    from facekit.eval import OnnxEmbedder
+
+    with pytest.raises(ValueError, match=r"provider NoSuchExecutionProvider is not available; installed: .*CPUExecutionProvider"):
+        OnnxEmbedder(rec_model, providers=["NoSuchExecutionProvider"])
+    emb = OnnxEmbedder(rec_model, threads=1)
+    assert emb.providers == ["CPUExecutionProvider"] and emb.threads == 1

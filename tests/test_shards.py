@@ -224,11 +224,11 @@ def test_a_finished_shard_round_trips_through_the_work_folder_exactly(tmp_path):
     ]
     shard = Shard(5, [s] * 4)
     work = WorkFolder(tmp_path, {"p": 1})
-    assert work.open() == 0
+    assert work.open(7) == 0
     work.save(ShardResult(5, outs, seconds=1.5), "digest")
     assert WorkFolder(tmp_path, {"p": 2}).reuse(shard, "digest") is None  # another pipeline
     work = WorkFolder(tmp_path, {"p": 1})
-    assert work.open() == 1
+    assert work.open(7) == 1
     assert work.reuse(shard, "other input") is None
     back = work.reuse(shard, "digest")()
     assert back.reused and back.index == 5
@@ -242,7 +242,7 @@ def test_a_finished_shard_round_trips_through_the_work_folder_exactly(tmp_path):
                     assert v.dtype == w.dtype and np.array_equal(v, w), k
                 else:
                     assert v == w, k
-    assert WorkFolder(tmp_path, {"p": 2}).open() == 0  # a changed pipeline empties it
+    assert WorkFolder(tmp_path, {"p": 2}).open(7) == 0  # a changed pipeline empties it
 
 
 def test_a_failed_shard_is_not_kept_for_the_next_run(tmp_path):
@@ -251,6 +251,155 @@ def test_a_failed_shard_is_not_kept_for_the_next_run(tmp_path):
 
     shard = Shard(0, _items("aab"))
     work = WorkFolder(tmp_path, {"p": 1})
-    work.open()
+    work.open(7)
     work.save(failed_result(shard, "worker died", 3), "d")
     assert work.reuse(shard, "d") is None
+
+
+def _kept(tmp_path, result, shard, fp=None):
+    from facekit.pipeline.work import WorkFolder
+
+    work = WorkFolder(tmp_path, fp or {"p": 1})
+    work.open(7)
+    work.save(result, "d")
+    return WorkFolder(tmp_path, fp or {"p": 1}), work
+
+
+def test_a_shard_with_stage_errors_is_not_kept(tmp_path):
+    """A stage error is a fault of the code or the environment: a fixed rerun must not
+    reuse it (review finding 1)."""
+    shard = Shard(0, _items("ab"))
+    outs = [Outcome("a", [], [Reject("a/0.jpg", "stage_error", "CUDA out of memory", "a")], 1), Outcome("b", [], [], 1)]
+    again, _ = _kept(tmp_path, ShardResult(0, outs), shard)
+    again.open(7)
+    assert again.reuse(shard, "d") is None
+
+
+def test_a_resumed_run_keeps_the_automatic_shard_size(tmp_path):
+    """The automatic size depends on the executor; a resume with another executor cuts the
+    same shards (review finding 2)."""
+    from facekit.pipeline.work import WorkFolder
+
+    work = WorkFolder(tmp_path, {"p": 1})
+    assert work.previous_shard_size() is None
+    work.open(19)
+    assert WorkFolder(tmp_path, {"p": 1}).previous_shard_size() == 19
+    assert WorkFolder(tmp_path, {"p": 2}).previous_shard_size() is None
+
+
+def test_reused_shards_count_as_finished_for_the_fail_fast_rule():
+    """Shards 0-2 reused, shard 3 kills its worker every time: its images become rejects,
+    the run is not stopped as if no worker could run (review finding 4)."""
+    shards = list(cut_shards(_items("aabbccdd"), 2))
+    ex = FakeExecutor(slots=2, lose={3: 99})
+    done = {i: ShardResult(i, [Outcome("x", [], [], 1)] * 2, reused=True) for i in range(3)}
+    got = list(run_shards(ex, shards, reuse=lambda s: done.get(s.index)))
+    assert [r.index for r in got] == [0, 1, 2, 3] and got[3].failed
+
+
+class EagerExecutor(FakeExecutor):
+    """Runs a shard at submit time, as ``inprocess`` does; records the order of events."""
+
+    def __init__(self, events):
+        super().__init__(slots=1)
+        self.events = events
+
+    def submit(self, shard):
+        self.events.append(("run", shard.index))
+        return super().submit(shard)
+
+
+def test_a_finished_shard_is_handed_on_before_the_next_one_runs():
+    """With an executor that works at submit time, shard N reaches the engine (and the
+    work folder) before shard N+1 is computed (review finding 5)."""
+    events = []
+    for r in run_shards(EagerExecutor(events), list(cut_shards(_items("aabbcc"), 2))):
+        events.append(("saved", r.index))
+    assert events == [("run", 0), ("saved", 0), ("run", 1), ("saved", 1), ("run", 2), ("saved", 2)]
+
+
+def test_a_kept_shard_that_does_not_read_back_runs_again(tmp_path):
+    """Bytes of a kept shard damaged on disk: the page checksums catch it and the shard
+    is computed again (review finding 7)."""
+    shard = Shard(0, _items("aa"))
+    res = ShardResult(0, [Outcome("a", [it], [], 1) for it in shard.items])
+    for it in shard.items:
+        it.data = b"\xff\xd8" + bytes(range(256)) * 40
+    again, work = _kept(tmp_path, res, shard)
+    path = work.dir / "shard-000000.parquet"
+    raw = bytearray(path.read_bytes())
+    for i in range(200, 2000):
+        raw[i] ^= 0x5A
+    path.write_bytes(bytes(raw))
+    again.open(7)
+    loader = again.reuse(shard, "d")
+    ex = FakeExecutor(slots=1)
+    got = list(run_shards(ex, [shard], reuse=lambda s: loader))
+    assert ex.attempts == {0: 1} and not got[0].reused
+
+
+def test_augmenters_that_return_nothing_leave_a_reject(tmp_path):
+    import numpy as np
+
+    from facekit.pipeline.worker import NO_OUTPUT, ShardWorker
+
+    w = ShardWorker.__new__(ShardWorker)
+    w.augmenters = [type("Drop", (), {"augment": lambda self, s: []})()]
+    w.quality = 95
+    oc = Outcome("a", [Sample(0, "a/0.jpg", "a", image=np.zeros((4, 4, 3), np.uint8))], [], 1)
+    w._finish(oc)
+    assert not oc.samples and [r.reason for r in oc.rejects] == [NO_OUTPUT]
+
+
+def test_fingerprint_follows_what_shapes_the_shards(tmp_path):
+    """Texture folder content and stage params change it; gate-only settings, the executor
+    and the sinks do not (review finding 6)."""
+    import cv2
+    import numpy as np
+
+    from facekit.pipeline.config import parse_config
+    from facekit.pipeline.fingerprint import pipeline_fingerprint
+
+    (tmp_path / "root").mkdir()
+    tex = tmp_path / "tex"
+    tex.mkdir()
+    cv2.imwrite(str(tex / "m.png"), np.full((8, 8, 3), 10, np.uint8))
+
+    def fp(extra="", source_extra="", sinks="[{plugin: folders, path: faces}]"):
+        text = (f"output: {tmp_path / 'out'}\nsource: {{plugin: folders, root: {tmp_path / 'root'}{source_extra}}}\n"
+                f"augmenters: [{{plugin: facemask, textures: {tex}{extra}}}]\nsinks: {sinks}\n")
+        return pipeline_fingerprint(parse_config(text))
+
+    base = fp()
+    assert fp(source_extra=", min_images: 5, start_id: 3") == base
+    assert fp(sinks="[{plugin: mxrec, path: rec}]") == base
+    assert fp(extra=", seed: 7") != base
+    cv2.imwrite(str(tex / "m.png"), np.full((8, 8, 3), 200, np.uint8))
+    assert fp() != base
+
+
+def test_a_pool_whose_worker_died_takes_the_next_shard(tmp_path, data_dir):
+    """A worker killed between two shards (the OOM killer): the next submit starts a fresh
+    pool instead of failing the run with BrokenProcessPool (review finding 3)."""
+    import os
+    import signal
+    import time
+
+    from conftest import link_aligned_112
+    from facekit.pipeline.config import parse_config
+    from facekit.pipeline.processes import WorkerPool
+
+    root = link_aligned_112(data_dir, tmp_path / "root")
+    spec = parse_config(f"output: {tmp_path / 'out'}\nsource: {{plugin: folders, root: {root}}}\nsinks: [{{plugin: folders, path: f}}]\n")
+    items = list(spec.source.build())
+    pool = WorkerPool(spec, 1, 1)
+    try:
+        first = pool.submit(Shard(0, items[:2]))
+        assert len(pool.result(first).outcomes) == 2
+        for proc in list(pool.pool._processes.values()):
+            os.kill(proc.pid, signal.SIGKILL)
+        time.sleep(1.0)  # the pool notices its dead worker
+        fut = pool.submit(Shard(1, items[2:4]))
+        assert len(pool.result(fut).outcomes) == 2
+    finally:
+        pool.stop(cancel=True)

@@ -112,9 +112,20 @@ def _bin_error(path, e: BaseException) -> str:
 )
 @click.option("--no-flip", is_flag=True, help="do not add the embeddings of the horizontally flipped images")
 @click.option("--folds", default=10, show_default=True, type=click.IntRange(1), help="cross-validation folds")
-@click.option("--threads", default=0, type=click.IntRange(0), help="onnxruntime intra-op threads (0: default)")
+@click.option(
+    "--providers",
+    default="CPUExecutionProvider",
+    show_default=True,
+    help="onnxruntime execution providers for the model, comma-separated, in order of preference "
+    "(e.g. CUDAExecutionProvider,CPUExecutionProvider)",
+)
+@click.option(
+    "--threads", default=0, show_default=True, type=click.IntRange(0), help="onnxruntime intra-op threads (0: its default)"
+)
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def eval_command(bins, model, json_path, batch_size, input_size, mean, std, color, no_flip, folds, threads, quiet):
+def eval_command(
+    bins, model, json_path, batch_size, input_size, mean, std, color, no_flip, folds, providers, threads, quiet
+):
     """Score an ONNX recognition model on verification .bin files (insightface protocol).
 
     Prints 10-fold accuracy (mean ± std), TAR at FAR=1e-3 and XNorm per bin. TAR@FAR is
@@ -123,11 +134,17 @@ def eval_command(bins, model, json_path, batch_size, input_size, mean, std, colo
     succeeded are printed (and written), then one error line per failed bin, and the exit
     status is 1.
     """
-    from facekit.formats.atomic import atomic_write_text
     from facekit.eval.recognition import OnnxEmbedder
+    from facekit.formats.atomic import atomic_write_text
+    from facekit.vision.onnxdet import check_providers
 
+    try:  # a bad option: one line, exit 2 (before the model is read)
+        providers = check_providers([p.strip() for p in providers.split(",") if p.strip()])
+    except ValueError as e:
+        click.echo(f"error: --providers: {str(e).removeprefix('providers: ')}", err=True)
+        sys.exit(2)
     try:
-        emb = OnnxEmbedder(model, input_size, mean, std, color, threads=threads)
+        emb = OnnxEmbedder(model, input_size, mean, std, color, providers=providers, threads=threads)
     except (FacekitError, ValueError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
@@ -139,7 +156,8 @@ def eval_command(bins, model, json_path, batch_size, input_size, mean, std, colo
             errors.append({"bin": str(b), "error": _bin_error(b, e)})
     click.echo(
         f"model {model}  input {emb.pre.size[0]}x{emb.pre.size[1]} {emb.pre.color} "
-        f"(x - {emb.pre.mean:g}) / {emb.pre.std:g}  flip {'off' if no_flip else 'on'}"
+        f"(x - {emb.pre.mean:g}) / {emb.pre.std:g}  flip {'off' if no_flip else 'on'}  "
+        f"providers {','.join(emb.providers)}"
     )
     if rows:
         click.echo(format_table(rows))
@@ -156,6 +174,8 @@ def eval_command(bins, model, json_path, batch_size, input_size, mean, std, colo
             },
             "flip": not no_flip,
             "folds": folds,
+            "providers": emb.providers,
+            "threads": threads,
             "results": rows,
             "errors": errors,
         }

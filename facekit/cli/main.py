@@ -1,4 +1,6 @@
-"""The ``facekit`` command: run, validate, plugins."""
+"""The ``facekit`` command: ``run``, ``validate``, ``plugins``; every other command is added
+by a plugin's ``register_commands(cli)`` hook when this module loads
+(:func:`add_plugin_commands`), the built-in ones by :mod:`facekit.cli.commands`."""
 
 from __future__ import annotations
 
@@ -10,10 +12,29 @@ import sys
 
 import click
 
-from facekit.errors import ConfigError, FacekitError
+from facekit.errors import ConfigError, FacekitError, one_line
 
 
-@click.group()
+class FacekitGroup(click.Group):
+    """The ``facekit`` group. When the plugins could not be loaded (``plugin_error``), its
+    help says so and a command a plugin would have added fails naming the reason."""
+
+    plugin_error: str = ""
+
+    def get_command(self, ctx, cmd_name):
+        cmd = super().get_command(ctx, cmd_name)
+        if cmd is None and self.plugin_error and not ctx.resilient_parsing:
+            ctx.fail(f"No such command {cmd_name!r} (plugin commands were not loaded: {self.plugin_error})")
+        return cmd
+
+    def format_epilog(self, ctx, formatter):
+        super().format_epilog(ctx, formatter)
+        if self.plugin_error:
+            formatter.write_paragraph()
+            formatter.write_text(f"Plugin commands were not loaded: {self.plugin_error}")
+
+
+@click.group(cls=FacekitGroup)
 @click.version_option(package_name="facekit")
 def main():
     """facekit: detect, align and pack faces into training and verification sets."""
@@ -36,12 +57,13 @@ def _load(config, output=None):
 def validate(config):
     """Check a pipeline config (plugins, parameters, paths) without running it."""
     spec = _load(config)
-    stages = [spec.source, spec.detector, spec.aligner, *spec.augmenters, *spec.sinks]
+    stages = [spec.source, spec.detector, spec.aligner, spec.recognizer, *spec.augmenters, *spec.sinks, spec.executor]
     click.echo(f"{config}: OK")
     for sc in stages:
         if sc is not None:
             click.echo(f"  {sc.kind:<9} {sc.where}")
     click.echo(f"  output    {spec.output}")
+    click.echo(f"  shards    {spec.shard_size or 'automatic size'}; resume {'on' if spec.resume else 'off'}")
 
 
 @main.command()
@@ -88,7 +110,7 @@ def run(config, output, workers, quiet):
     click.echo(f"seconds            {s.seconds:.1f}")
     sh = s.shards
     again = f", {sh['run_again']} run again" if sh.get("run_again") else ""
-    click.echo(f"shards             {sh.get('count')} of ~{sh.get('size')} items ({sh.get('reused')} reused{again}; executor {s.executor.get('plugin')})")
+    click.echo(f"shards             {sh.get('count')} (size {sh.get('size')}; {sh.get('reused')} reused{again}; executor {s.executor.get('plugin')})")
     for where, st in s.sinks.items():
         click.echo(f"sink {where}: {json.dumps(st)}")
     click.echo(f"rejects file       {spec.output / 'rejects.tsv'}")
@@ -98,10 +120,15 @@ def run(config, output, workers, quiet):
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json):
-    """List installed plugins, their stages and parameters."""
+    """List installed plugins: their stages and executors (with parameters), the commands
+    they add, and each one's error in one line."""
     from facekit.plugins import plugin_listing
 
-    listing = plugin_listing()
+    try:
+        listing = plugin_listing()
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
     if as_json:
         click.echo(json.dumps(listing, indent=2))
         return
@@ -109,28 +136,76 @@ def plugins(as_json):
         head = f"{p['name']} {p['version']}".strip()
         click.echo(f"{head}  ({p['module']})")
         if p["error"]:
-            click.echo(f"  FAILED TO LOAD: {p['error']}")
-        for st in p["stages"]:
+            click.echo(f"  ERROR: {p['error']}")
+        for st in [*p["stages"], *p["executors"]]:
             click.echo(f"  {st['kind']} {st['name']}: {st['description']}")
             for prm in st["params"]:
                 req = "required" if prm["required"] else f"default {prm['default']!r}"
                 click.echo(f"      {prm['name']}: {prm['type']} ({req}) {prm['description']}")
+        for cmd in p["commands"]:
+            click.echo(f"  command {cmd['name']}: {cmd['description']}")
 
 
-from facekit.cli import rec as cli_rec  # noqa: E402  (inspect, verify, reindex)
-from facekit.cli.eval import eval_command  # noqa: E402
-from facekit.cli.masks import mask_sheet_command  # noqa: E402
-from facekit.cli.pairs import pairs_command  # noqa: E402
+def add_plugin_commands(cli: "FacekitGroup") -> None:
+    """Call every plugin's ``register_commands(cli)`` hook, as simonw's ``llm`` does when its
+    command line loads: the built-in commands (:mod:`facekit.cli.commands`) and those of
+    third-party plugins are added the same way.
 
-main.add_command(eval_command)
-main.add_command(pairs_command)
-main.add_command(mask_sheet_command)
-from facekit.cli.overlap import overlap_command  # noqa: E402
+    The hooks run one plugin at a time on ``cli`` itself: facekit's own plugins first, then
+    the others in plugin-name order. A plugin whose hook raises, or that replaces or removes
+    a command already there (``run``, ``validate``, ``plugins`` or an earlier plugin's),
+    cannot break the command line: the commands are put back as they were before its hook
+    (those it added anew are kept unless its hook raised) and its error is recorded on its
+    :class:`facekit.plugins.PluginInfo` (one line in ``facekit plugins``), as are the
+    commands it added. If the plugins cannot be loaded at all (two plugins registering the
+    same stage name, say), only facekit's own commands are there and ``cli.plugin_error``
+    says why (in ``--help`` and for an unknown command).
+    """
+    from facekit.plugins import get_registry
 
-main.add_command(overlap_command)
-for _cmd in cli_rec.main.commands.values():
-    main.add_command(_cmd)
+    try:
+        reg = get_registry()
+    except Exception as e:  # noqa: BLE001 - `facekit run` reports it; --help must still work
+        cli.plugin_error = one_line(e)
+        return
+    owner = {name: "facekit" for name in cli.commands}
+    impls = [i for i in reg.manager.hook.register_commands.get_hookimpls() if not (i.hookwrapper or i.wrapper)]
+    # facekit's own plugins first (a third-party plugin cannot take a built-in command's name)
+    for impl in sorted(impls, key=lambda i: (_distribution(reg, i.plugin_name) != "facekit", i.plugin_name)):
+        info = reg.plugins.get(impl.plugin_name)
+        before = dict(cli.commands)
+        problems = []
+        try:
+            impl.function(**{arg: cli for arg in impl.argnames})
+            failed = False
+        except Exception as e:  # noqa: BLE001 - a broken plugin must not break the others
+            problems.append(f"register_commands failed: {type(e).__name__}: {one_line(e)}")
+            failed = True
+        added = {n: c for n, c in cli.commands.items() if n not in before}
+        taken = sorted(n for n in before if cli.commands.get(n) is not before[n])
+        problems += [f"command {n!r} not replaced: it is {owner[n]}'s" for n in taken]
+        cli.commands.clear()
+        cli.commands.update(before)
+        if not failed:
+            cli.commands.update(added)
+            for name, cmd in added.items():
+                owner[name] = impl.plugin_name
+                if info is not None:
+                    info.commands.append(cmd)
+        if problems and info is not None:
+            info.error = "; ".join([*filter(None, [info.error]), *problems])
+
+
+def _distribution(reg, plugin: str) -> str:
+    info = reg.plugins.get(plugin)
+    return info.distribution if info is not None else ""
 
 
 if __name__ == "__main__":
-    main()
+    # python -m facekit.cli.main: the package has imported this module as facekit.cli.main
+    # already (hooks called there); run that group rather than call every hook again here.
+    from facekit.cli.main import main as _facekit
+
+    _facekit()
+else:
+    add_plugin_commands(main)

@@ -1,6 +1,7 @@
 """``facekit inspect``, ``facekit verify`` and ``facekit reindex``: RecordIO tools.
 
-:mod:`facekit.cli.main` adds the commands collected in this module's ``main`` to its own group.
+The built-in commands plugin (:mod:`facekit.cli.commands`) adds the commands collected in
+this module's ``main`` to the ``facekit`` group.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import click
 from facekit.errors import RecordIOError
 
 
-#: Collects this module's commands; :mod:`facekit.cli.main` adds them to its ``main`` group
-#: (this module never imports :mod:`facekit.cli.main`, so it works under ``python -m`` and in
-#: spawned worker processes alike).
+#: Collects this module's commands; :mod:`facekit.cli.commands` adds them to the ``facekit``
+#: group (this module never imports :mod:`facekit.cli.main`, so it works under ``python -m``
+#: and in spawned worker processes alike).
 main = click.Group("rec-tools")
 _layout = click.option(
     "--layout", type=click.Choice(["auto", "insightface", "plain"]), default="auto", show_default=True,

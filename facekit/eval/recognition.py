@@ -24,6 +24,7 @@ import numpy as np
 
 from facekit.errors import FacekitError, SampleRejected
 from facekit.vision.images import decode_image
+from facekit.vision.onnxdet import DEFAULT_PROVIDERS, check_providers, session_options
 
 
 class ModelError(FacekitError):
@@ -64,9 +65,15 @@ class OnnxEmbedder:
         input_size: model input side (square) or (width, height); default from the model.
         mean, std: normalisation ``(x - mean) / std`` of 0..255 values; default from the model.
         color: ``RGB`` or ``BGR`` channel order the model expects; default from the model.
-        providers: onnxruntime execution providers (default CPU).
-        threads: intra-op threads (0: onnxruntime's default).
+        providers: onnxruntime execution providers in order of preference (default
+            ``["CPUExecutionProvider"]``), checked with
+            :func:`facekit.vision.onnxdet.check_providers`; ``self.providers`` are those the
+            session uses.
+        threads: intra-op threads (0: onnxruntime's default; one inter-op thread,
+            :func:`facekit.vision.onnxdet.session_options`).
     Raises:
+        ValueError: an empty ``providers`` or one this onnxruntime lacks (one line naming
+            the installed ones), before the model is read.
         ModelError: unreadable model, input that is not one image tensor with 3 channels,
             or an input size that neither the model nor the arguments give.
     """
@@ -84,15 +91,13 @@ class OnnxEmbedder:
         import onnxruntime as ort
 
         self.path = Path(model)
-        so = ort.SessionOptions()
-        if threads:
-            so.intra_op_num_threads = threads
+        providers = check_providers(DEFAULT_PROVIDERS if providers is None else providers)
         try:
-            self.session = ort.InferenceSession(
-                str(self.path), so, providers=list(providers or ["CPUExecutionProvider"])
-            )
+            self.session = ort.InferenceSession(str(self.path), session_options(threads), providers=providers)
         except Exception as e:
             raise ModelError(f"{self.path}: cannot load ONNX model: {e}") from None
+        self.providers = list(self.session.get_providers())
+        self.threads = int(threads)
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise ModelError(f"{self.path}: expected one 4-d image input, found {[(i.name, i.shape) for i in inputs]}")

@@ -145,10 +145,9 @@ class _Run:
             started = True
             shown = self.progress if self.progress is not None else sys.stderr.isatty()
             total = source.count() if shown or (spec.shard_size is None and executor.slots > 1) else None
-            shard_size = spec.shard_size or auto_shard_size(total, executor.slots)
-            fp = pipeline_fingerprint(spec, shard_size) if spec.resume else None
-            work = WorkFolder(spec.output / STATE_DIR, fp, spec.resume)
-            if work.open():
+            work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec) if spec.resume else None, spec.resume)
+            shard_size = spec.shard_size or work.previous_shard_size() or auto_shard_size(total, executor.slots)
+            if work.open(shard_size):
                 log.warning("%s: resuming: reusing the shards a previous run of this pipeline finished", spec.output)
             digests: dict[int, str] = {}
 
@@ -164,11 +163,11 @@ class _Run:
             n_shards = redone = 0
             for res in shard_results:
                 digest = digests.pop(res.index, None)
+                guard.check_shard(res)  # before keeping it: a stopped run must not reuse it
                 if not res.reused:
                     work.save(res, digest)
                 n_shards += 1
                 redone += res.attempts > 1
-                guard.check_shard(res)
                 summary.images_read += sum(oc.read for oc in res.outcomes)
                 self._write(gate.admit(res), spec.sinks, sinks, results)
                 if not bar.disable:

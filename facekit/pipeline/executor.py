@@ -80,7 +80,8 @@ class Executor(Stage):
         return 1
 
 
-#: a finished shard taken from elsewhere (a previous run): a callable loading it
+#: a finished shard taken from elsewhere (a previous run): a callable loading it (raising
+#: :class:`ShardFailed` when it does not read back: the shard then runs again)
 Ready = Union[ShardResult, Callable[[], ShardResult]]
 
 
@@ -105,13 +106,26 @@ def run_shards(
         retries = getattr(executor.params, "retries", 0)
     it = iter(shards)
     pending: dict = {}  # handle -> (shard, attempt)
-    ready: dict[int, Ready] = {}
+    ready: dict[int, tuple] = {}  # index -> (shard, result or loader)
     again: deque = deque()  # (shard, attempt) to run again, one at a time
     nxt = 0
-    succeeded = False  # whether any shard's work came back
+    succeeded = False  # whether any shard's work came back (or was reused)
     exhausted = False
     slots = max(1, int(executor.slots))
     while True:
+        # hand on what is ready first: a finished shard is saved before more work starts
+        while nxt in ready:
+            shard, res = ready.pop(nxt)
+            if callable(res):
+                try:
+                    res = res()
+                except ShardFailed as e:  # a kept shard that does not read back: run it again
+                    log.warning("shard %d (%s): %s; running it again", shard.index, _first(shard), e)
+                    pending[executor.submit(shard)] = (shard, 1)
+                    break
+            succeeded = True
+            yield res
+            nxt += 1
         if again:
             if not pending:  # a failed shard runs alone: its failure is then its own
                 shard, attempt = again.popleft()
@@ -124,13 +138,9 @@ def run_shards(
                     break
                 done = reuse(shard)
                 if done is not None:
-                    ready[shard.index] = done
+                    ready[shard.index] = (shard, done)
                 else:
                     pending[executor.submit(shard)] = (shard, 1)
-        while nxt in ready:
-            res = ready.pop(nxt)
-            yield res() if callable(res) else res
-            nxt += 1
         if not pending:
             if exhausted and not ready and not again:
                 return
@@ -154,7 +164,7 @@ def run_shards(
             else:
                 succeeded = True
             res.attempts = attempt
-            ready[shard.index] = res
+            ready[shard.index] = (shard, res)
 
 
 def _first(shard: Shard) -> str:

@@ -101,7 +101,11 @@ class WorkerPool:
         return self.pool
 
     def submit(self, shard: Shard) -> cf.Future:
-        fut = self._pool().submit(run_shard, shard)
+        try:
+            fut = self._pool().submit(run_shard, shard)
+        except cf.process.BrokenProcessPool:  # a worker died since the last result: a fresh pool
+            self.stop(cancel=True)
+            fut = self._pool().submit(run_shard, shard)
         fut.shard = shard  # for the messages
         fut.pool = self.pool
         return fut

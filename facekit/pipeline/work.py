@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from facekit.formats.atomic import atomic_write_text
-from facekit.pipeline.shards import Outcome, Shard, ShardResult
+from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Occlusion, PairRef, Reject, Sample
 
 WORK_DIR = "work"
@@ -215,24 +215,40 @@ class WorkFolder:
         self.enabled = enabled
         self.dir = state_dir / WORK_DIR
         self.fingerprint = fingerprint
-        self.key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+        self.key = ""
         self.reused = 0
 
-    def open(self) -> int:
-        """Make the folder ready; empty it when it holds another pipeline's shards.
-        Returns how many finished shards it holds."""
+    def _old(self) -> Optional[dict]:
+        fp = self.dir / "fingerprint.json"
+        try:
+            old = json.loads(fp.read_text("utf-8")) if fp.is_file() and fp.stat().st_size < MAX_DONE_BYTES else None
+        except (OSError, ValueError):
+            return None
+        return old if isinstance(old, dict) else None
+
+    def previous_shard_size(self) -> Optional[int]:
+        """The shard size of the finished shards the folder holds for this pipeline, or
+        None: a resumed run whose shard size was chosen automatically (it depends on the
+        executor) cuts the same shards whatever executor it now uses."""
+        old = self._old() if self.enabled else None
+        if old and old.get("pipeline") == self.fingerprint and isinstance(old.get("shard_size"), int):
+            return old["shard_size"] if old["shard_size"] >= 1 else None
+        return None
+
+    def open(self, shard_size: int) -> int:
+        """Make the folder ready for shards of ``shard_size`` items; empty it when it holds
+        another pipeline's shards or another cut. Returns how many finished shards it holds."""
         fp = self.dir / "fingerprint.json"
         if not self.enabled:  # resume: false: no finished shard is kept, none is reused
             shutil.rmtree(self.dir, ignore_errors=True)
             return 0
-        try:
-            old = json.loads(fp.read_text("utf-8")) if fp.is_file() and fp.stat().st_size < MAX_DONE_BYTES else None
-        except (OSError, ValueError):
-            old = None
-        if not (isinstance(old, dict) and old.get("key") == self.key):
+        self.key = hashlib.sha256(json.dumps([self.fingerprint, shard_size], sort_keys=True).encode()).hexdigest()
+        old = self._old()
+        if not (old and old.get("key") == self.key):
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(fp, json.dumps({"key": self.key, "pipeline": self.fingerprint}, indent=1, sort_keys=True) + "\n")
+            meta = {"key": self.key, "pipeline": self.fingerprint, "shard_size": shard_size}
+            atomic_write_text(fp, json.dumps(meta, indent=1, sort_keys=True) + "\n")
             return 0
         return sum(1 for _ in self.dir.glob("shard-*.done.json"))
 
@@ -264,13 +280,13 @@ class WorkFolder:
 
         def load() -> ShardResult:
             try:
-                outs = table_outcomes(pq.read_table(str(data), schema=SCHEMA), items)
+                outs = table_outcomes(pq.read_table(str(data), schema=SCHEMA, page_checksum_verification=True), items)
             except (OSError, ValueError, pa.ArrowException) as e:
-                from facekit.errors import FacekitError
+                from facekit.errors import one_line
+                from facekit.pipeline.executor import ShardFailed
 
-                raise FacekitError(
-                    f"{data}: cannot read a finished shard ({type(e).__name__}: {e}); delete {self.dir} to start afresh"
-                ) from None
+                done.unlink(missing_ok=True)
+                raise ShardFailed(f"{data}: cannot read the kept shard ({type(e).__name__}: {one_line(e)})") from None
             self.reused += 1
             st = meta.get("stats", {})
             return ShardResult(shard.index, outs, seconds=float(st.get("seconds", 0.0)), attempts=int(st.get("attempts", 1)), reused=True)
@@ -279,12 +295,14 @@ class WorkFolder:
 
     def save(self, result: ShardResult, digest: str) -> None:
         """Keep a finished shard: its Parquet file, then its done file (both atomic). A
-        failed shard is not kept: the next run tries it again."""
-        if not self.enabled or result.failed:
+        failed shard is not kept, nor one with a ``stage_error`` (a fault of the code or the
+        environment, not of the input): the next run tries them again."""
+        if not self.enabled or result.failed or any(r.reason == STAGE_ERROR for oc in result.outcomes for r in oc.rejects):
             return
         data, done = self._paths(result.index)
+        done.unlink(missing_ok=True)  # never an old done file over a new Parquet file
         tmp = data.with_name(data.name + ".tmp")
-        pq.write_table(result_table(result), str(tmp), compression="none")
+        pq.write_table(result_table(result), str(tmp), compression="none", write_page_checksum=True)
         os.replace(tmp, data)
         meta = {"index": result.index, "key": self.key, "input": digest, "stats": result.stats()}
         # renamed into place (a crash never leaves half a done file), not fsynced: after a

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from facekit.errors import SampleRejected, one_line
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Reject, Sample
+from facekit.pipeline.gate import StageErrorGuard
 from facekit.pipeline.identity import choose_faces
 from facekit.vision.detection import find_faces_batch
 from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
@@ -26,6 +28,7 @@ from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_ima
 log = logging.getLogger("facekit")
 
 ALIGN_FAILED = "align_failed"
+NO_OUTPUT = "no_output"
 
 #: images decoded and handed to the detector at once
 BATCH = 8
@@ -70,11 +73,14 @@ class ShardWorker:
         self.needs_pixels = bool(self.detector or self.aligner or self.augmenters)
 
     def __call__(self, shard: Shard) -> ShardResult:
+        """Process ``shard``. Raises FacekitError when the run's first images (shard 0) all
+        fail in a stage with the same error (:class:`~facekit.pipeline.gate.StageErrorGuard`):
+        the run stops after a few images, not after a whole shard."""
         t0 = time.perf_counter()
-        outs = self.process(shard.items)
+        outs = self.process(shard.items, StageErrorGuard() if shard.index == 0 else None)
         return ShardResult(shard.index, outs, seconds=time.perf_counter() - t0)
 
-    def process(self, items: list) -> list[Outcome]:
+    def process(self, items: list, guard: Optional[StageErrorGuard] = None) -> list[Outcome]:
         """One :class:`Outcome` per item of ``items`` (:class:`Sample` / :class:`Reject`).
 
         Each batch is decoded, detected, aligned and embedded; its faces are then augmented
@@ -86,6 +92,9 @@ class ShardWorker:
             if not self.by_identity:
                 for oc in batch:
                     self._finish(oc)
+            if guard is not None:
+                for oc in batch:
+                    guard.check(oc.read, len(oc.samples), oc.rejects)
             outs += batch
         if self.by_identity:
             choose_faces(outs, self.detector.params)
@@ -94,11 +103,17 @@ class ShardWorker:
         return outs
 
     def _finish(self, oc: Outcome) -> None:
-        """Augment and encode an outcome's faces (a failure rejects the image)."""
+        """Augment and encode an outcome's faces (a failure rejects the image; so do
+        augmenters that return nothing, so that the image still leaves a trace)."""
         if not oc.samples or oc.samples[0].image is None:
             return
         try:
+            first = oc.samples[0]
             oc.samples = self._encode(oc.samples)
+            if not oc.samples:
+                oc.rejects.append(
+                    Reject(first.path, NO_OUTPUT, "the augmenters returned no sample", oc.identity, first.required)
+                )
         except SampleRejected as r:
             first = oc.samples[0]
             oc.samples = []
