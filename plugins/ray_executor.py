@@ -28,9 +28,7 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.errors import one_line
 from facekit.pipeline import ShardFailed, ShardWorker, set_threads
-from facekit.pipeline.config import StageConfig
 
 log = logging.getLogger("facekit")
 
@@ -64,6 +62,12 @@ class RayParams(facekit.ExecutorParams):
     runtime_env: Optional[dict] = Field(
         None, description="Ray runtime_env of the actors (env_vars, pip, ...); facekit itself must be installed on every node"
     )
+
+
+def one_line(e: BaseException, limit: int = 300) -> str:
+    """An exception's message on one line, at most ``limit`` characters."""
+    text = " ".join(str(e).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def import_ray():
@@ -134,6 +138,8 @@ class ShardActor:
             return _Failure(self.error)
         try:
             return self.worker(shard)
+        except facekit.FacekitError as e:  # the run must stop (stages failing systematically): as locally
+            return _Failure(str(e))
         except Exception as e:  # a bug: stops the run with one line, never retried
             return _Failure(f"on Ray node {self.node}: shard {shard.index}: {type(e).__name__}: {one_line(e)}")
 
@@ -390,7 +396,8 @@ def _needed_paths(spec) -> list[tuple[str, str]]:
         if f.name in ("sinks", "executor"):
             continue
         v = getattr(spec, f.name)
-        stages += [x for x in (v if isinstance(v, list) else [v]) if isinstance(x, StageConfig)]
+        # a stage's config: its validated params and where it was configured
+        stages += [x for x in (v if isinstance(v, list) else [v]) if hasattr(x, "params") and hasattr(x, "where")]
     out = []
     for sc in stages:
         for k in type(sc.params).model_fields:
