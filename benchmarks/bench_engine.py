@@ -1,6 +1,7 @@
 """Engine benchmark (issue 9): detect + align + pack on ~300 real photos, peers side by side.
 
-    python benchmarks/bench_engine.py [--repeats 3] [--images 300] [--data DIR] [--model PATH]
+    python benchmarks/bench_engine.py [--repeats 3] [--images 300] [--data DIR] [--model PATH] [--ray]
+    python benchmarks/bench_engine.py --driver 20000 [--repeats 3]
 
 Photos: the shared ``images/identities`` tree (``--data``, else ``$FACEKIT_TEST_DATA``, else
 ``../shared/data`` beside the repo), its identity folders repeated under new identity names
@@ -21,6 +22,14 @@ Peers (same SCRFD model, 640x640 input, one face per image: the largest-central 
   processes with ``threads: 1`` each (2 cores), 1 worker with ``threads: 2`` (2 cores). The
   worker count goes in ``executor: {plugin: processes, workers: N}`` (plus ``shard_size``)
   when the installed facekit accepts it (``facekit validate``), else ``-w N``.
+- ``facekit on Ray`` (``--ray``, issue 10; needs ``pip install -e ".[ray]"``): the same
+  CLI run with ``executor: {plugin: ray, workers: 2, threads: 1}``: 2 actors x 1 thread
+  on a local 2-CPU Ray cluster that this script starts once (``ray start --head --block
+  --num-cpus 2`` under the same ``taskset``; the run joins it with ``address:``, as on a real
+  cluster), and a second peer that starts its own local Ray instance for the run (no
+  ``address:``; the Ray start-up is in its time). Their rows compare them with ``facekit,
+  2 workers x 1 thread`` (the ``processes`` executor; target >= 0.9x) and check that the
+  outputs are the same bytes (``rec/``, ``rejects.tsv``, ``results.parquet``).
 - ``insightface loop``: what a user writes today: ``model_zoo.get_model(scrfd,
   sess_options=...)``, ``prepare(ctx_id=-1, input_size=(640, 640))``, per image
   ``cv2.imread``, ``detect`` (pad 50% and retry on a miss, facekit's default rule, so tight
@@ -40,6 +49,7 @@ sanity row (every peer keeps the same number of faces).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -77,6 +87,13 @@ PEERS = [
     Peer("onnxruntime floor, 1 process x 1 thread", "floor", 1, 1, 1),
     Peer("onnxruntime floor, 2 processes x 1 thread", "floor", 2, 1, 2),
 ]
+#: the ray executor (--ray): joining a running local 2-CPU cluster, and starting its own Ray
+RAY_PEERS = [
+    Peer("facekit on Ray, 2 actors x 1 thread, joins a 2-CPU cluster", "ray", 2, 1, 2),
+    Peer("facekit on Ray, 2 actors x 1 thread, starts its own Ray", "ray-local", 2, 1, 2),
+]
+#: the processes peer the Ray peers are compared with
+RAY_BASE = "facekit, 2 workers x 1 thread"
 
 
 # ---------------------------------------------------------------- the photo tree
@@ -114,13 +131,16 @@ def tree_files(root: Path) -> list[Path]:
 # ---------------------------------------------------------------- facekit config
 
 
-def facekit_config(root: Path, model: Path, workers: int, threads: int, style: str, shard_size: int) -> tuple[str, list[str]]:
+def facekit_config(
+    root: Path, model: Path, workers: int, threads: int, style: str, shard_size: int, executor: str = ""
+) -> tuple[str, list[str]]:
     """The pipeline YAML and the extra ``facekit run`` arguments for one facekit peer.
 
     ``style``: ``"cli"`` (``-w N``), ``"executor"`` (``executor: {plugin: processes,
     workers: N}``), ``"executor+shard"`` (and ``shard_size`` at the top level) or
-    ``"executor.shard"`` (``shard_size`` inside ``executor``). The output folder is given
-    with ``-o``.
+    ``"executor.shard"`` (``shard_size`` inside ``executor``). ``executor``: an executor
+    mapping to use instead (the Ray peers), with ``shard_size`` at the top level. The output
+    folder is given with ``-o``.
     """
     lines = [
         "output: out",
@@ -130,6 +150,8 @@ def facekit_config(root: Path, model: Path, workers: int, threads: int, style: s
         f"encode: {{quality: {JPEG_QUALITY}}}",
         "sinks: [{plugin: mxrec, path: rec}]",
     ]
+    if executor:
+        return "\n".join([*lines, f"executor: {executor}", f"shard_size: {shard_size}"]) + "\n", []
     if style == "cli":
         return "\n".join(lines) + "\n", ["-w", str(workers)]
     executor = f"plugin: processes, workers: {workers}"
@@ -305,14 +327,33 @@ def _result(p: subprocess.Popen, what: str) -> dict:
     raise SystemExit(f"{what} failed (exit {p.returncode}):\n{stdout[-2000:]}\n{stderr[-4000:]}")
 
 
-def run_peer(peer: Peer, root: Path, work: Path, model: Path, style: str, shard_size: int) -> dict:
-    """Run ``peer`` once on ``root``; returns wall seconds, in-run seconds, faces, inferences."""
+def _digest(out: Path) -> str:
+    """sha256 of a facekit run's outputs: every file of ``rec/``, ``rejects.tsv``, ``results.parquet``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted((out / "rec").rglob("*")) + [out / "rejects.tsv", out / "results.parquet"]
+    for f in files:
+        if f.is_file():
+            h.update(f"{f.relative_to(out)}\0".encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_peer(peer: Peer, root: Path, work: Path, model: Path, style: str, shard_size: int, ray_address: str = "") -> dict:
+    """Run ``peer`` once on ``root``; returns wall seconds, in-run seconds, faces, inferences
+    (and, for facekit, a digest of its outputs)."""
     out = work / "out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     env = _env(peer.threads)
-    if peer.kind == "facekit":
-        text, extra = facekit_config(root, model, peer.procs, peer.threads, style, shard_size)
+    if peer.kind in ("facekit", "ray", "ray-local"):
+        executor = ""
+        if peer.kind == "ray":
+            executor = f"{{plugin: ray, workers: {peer.procs}, threads: {peer.threads}, address: {json.dumps(ray_address)}}}"
+        elif peer.kind == "ray-local":
+            executor = f"{{plugin: ray, workers: {peer.procs}, threads: {peer.threads}}}"
+        text, extra = facekit_config(root, model, peer.procs, peer.threads, style, shard_size, executor)
         cfg = work / "pipeline.yaml"
         cfg.write_text(text)
         cmd = ["taskset", "-c", _cpus(peer.cores), *facekit_bin(), "run", str(cfg), "-o", str(out), "-q", *extra]
@@ -325,7 +366,7 @@ def run_peer(peer: Peer, root: Path, work: Path, model: Path, style: str, shard_
         faces = s.get("faces_kept")
         if faces is None:  # another summary layout: the sink's own count
             faces = next((v.get("images") for v in s.get("sinks", {}).values() if isinstance(v, dict)), None)
-        res = {"faces": faces, "run_s": s.get("seconds")}
+        res = {"faces": faces, "run_s": s.get("seconds"), "digest": _digest(out)}
     else:
         me = [sys.executable, str(Path(__file__).resolve()), "--child"]
         args = [peer.kind, str(root), str(out), str(model), str(peer.threads)]
@@ -415,6 +456,119 @@ def report(n: int, runs: dict[str, list[dict]], warm: dict[str, dict]) -> None:
     )
 
 
+def report_ray(n: int, runs: dict[str, list[dict]], warm: dict[str, dict]) -> None:
+    """The Ray rows: each Ray peer against the ``processes`` executor's 2 workers."""
+    rate = {k: [n / r["wall_s"] for r in v] for k, v in runs.items()}
+    base = runs[RAY_BASE]
+    print("| peer | cores | faces | images/s (median) | spread (min-max) | in-run images/s | start-up (s) | "
+          "vs processes, 2 workers (per repeat: median (min to max)) | target | same bytes |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for p in [next(q for q in PEERS if q.name == RAY_BASE), *RAY_PEERS]:
+        if p.name not in runs:
+            continue
+        v, rs = rate[p.name], runs[p.name]
+        inrun = [n / r["run_s"] for r in rs if r.get("run_s")]
+        start = warm[p.name]["wall_s"] - (warm[p.name].get("run_s") or 0)
+        ratios = [b["wall_s"] / r["wall_s"] for r, b in zip(rs, base)]
+        same = {r.get("digest") for r in rs} == {b.get("digest") for b in base} and len({r.get("digest") for r in rs}) == 1
+        target = ">= 0.90x" if p.kind == "ray" else ("-" if p.kind == "ray-local" else "1.00x")
+        met = f" ({'met' if statistics.median(ratios) >= 0.9 else 'not met'})" if p.kind == "ray" else ""
+        print(
+            f"| {p.name} | {p.cores} | {rs[-1].get('faces')} | {_med(v):.1f} | {min(v):.1f}-{max(v):.1f} | "
+            f"{_med(inrun):.1f} | {start:.2f} | {_med(ratios):.2f}x ({min(ratios):.2f}x to {max(ratios):.2f}x) | "
+            f"{target}{met} | {'yes' if same else 'NO'} |"
+        )
+
+
+def bench_driver(a) -> None:
+    """``--driver N``: what the driver of a distributed run sustains. A pass-through run
+    (no detector: ``folders`` -> ``mxrec``, in process) of N aligned 112x112 crops (the
+    shared ``aligned_112/`` JPEGs linked under distinct names, 10 per identity) does the
+    driver's whole share of a Ray run (shards through the work folder, identity gate,
+    ``mxrec`` sink, ``rejects.tsv``, ``results.parquet``) plus reading and header-checking
+    the files, which on a cluster the workers do: its faces/s is a lower bound of the rate
+    at which one driver writes what the workers send. With and without the work folder
+    (``resume: false``); ``--repeats`` runs each, median."""
+    data = data_root(a.data)
+    crops = sorted((data / "aligned_112").glob("*.jpg"))
+    if not crops:
+        raise SystemExit(f"{data / 'aligned_112'}: no aligned crops")
+    with tempfile.TemporaryDirectory(prefix="facekit-bench-driver-") as tmp:
+        tmp = Path(tmp)
+        root = tmp / "crops"
+        for i in range(a.driver):
+            d = root / f"id{i // 10:06d}"
+            d.mkdir(parents=True, exist_ok=True)
+            os.symlink(crops[i % len(crops)], d / f"{i:08d}.jpg")
+        mb = sum(crops[i % len(crops)].stat().st_size for i in range(a.driver)) / 1e6
+        print(f"{a.driver} aligned crops ({mb:.0f} MB) in {a.driver // 10} identities; load average {_load()}", flush=True)
+        print("| driver run (pass-through, in process) | faces/s (median) | MB/s | spread faces/s |")
+        print("|---|---|---|---|")
+        for resume in (True, False):
+            rates = []
+            for _ in range(a.repeats):
+                out = tmp / "out"
+                shutil.rmtree(out, ignore_errors=True)
+                cfg = tmp / "driver.yaml"
+                cfg.write_text(
+                    f"output: {json.dumps(str(out))}\nresume: {str(resume).lower()}\n"
+                    f"source: {{plugin: folders, root: {json.dumps(str(root))}, min_images: 1}}\n"
+                    "sinks: [{plugin: mxrec, path: rec}]\n"
+                )
+                p = subprocess.run([*facekit_bin(), "run", "-q", str(cfg)], capture_output=True, text=True)
+                if p.returncode != 0:
+                    raise SystemExit(f"driver run failed:\n{p.stderr[-3000:]}")
+                rates.append(a.driver / json.loads((out / "summary.json").read_text())["seconds"])
+            what = "with the work folder (resume)" if resume else "resume: false"
+            print(f"| {what} | {_med(rates):,.0f} | {_med(rates) * mb / a.driver:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} |", flush=True)
+
+
+class RayCluster:
+    """A local Ray head node with ``cores`` CPUs on ``taskset`` cores, for the joining Ray
+    peer: ``ray start --head --block`` (it stops every process it started when terminated)."""
+
+    def __init__(self, cores: int):
+        self.cores = cores
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+
+    def __enter__(self) -> "RayCluster":
+        import re
+        import socket
+
+        ray_bin = Path(sys.executable).with_name("ray")
+        if not ray_bin.exists():
+            raise SystemExit('--ray needs Ray: pip install -e ".[ray]"')
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="facekit-bench-ray-", suffix=".log")
+        cmd = ["taskset", "-c", _cpus(self.cores), str(ray_bin), "start", "--head", "--block", f"--port={port}",
+               f"--num-cpus={self.cores}", "--include-dashboard=false", "--disable-usage-stats"]
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=_env(1))
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            text = Path(self.log.name).read_text()
+            m = re.search(r"--address='([^']+)'", text)
+            if m and "block forever" in text:
+                self.address = m.group(1)
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        self.__exit__()
+        raise SystemExit(f"ray start failed:\n{Path(self.log.name).read_text()[-3000:]}")
+
+    def __exit__(self, *exc) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -428,8 +582,14 @@ def bench(a) -> None:
     for p in (identities, model):
         if not p.exists():
             raise SystemExit(f"{p} not found (--data / $FACEKIT_TEST_DATA)")
-    peers = [p for p in PEERS if not a.peers or any(s in p.name for s in a.peers.split(","))]
-    with tempfile.TemporaryDirectory(prefix="facekit-bench-engine-") as tmp:
+    peers = [p for p in PEERS + (RAY_PEERS if a.ray else []) if not a.peers or any(s in p.name for s in a.peers.split(","))]
+    if a.ray:
+        # token authentication for the Ray cluster and every process joining it (the token
+        # in ~/.ray/auth_token, made by the first Ray start)
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    with tempfile.TemporaryDirectory(prefix="facekit-bench-engine-") as tmp, contextlib.ExitStack() as stack:
+        cluster = stack.enter_context(RayCluster(2)) if any(p.kind == "ray" for p in peers) else None
+        address = cluster.address if cluster else ""
         tmp = Path(tmp)
         root, small = tmp / "photos", tmp / "warmup"
         n = make_tree(identities, root, a.images)
@@ -446,19 +606,21 @@ def bench(a) -> None:
         )
         warm = {}
         for p in peers:
-            warm[p.name] = run_peer(p, small, tmp / "work", model, style, a.shard_size)
+            warm[p.name] = run_peer(p, small, tmp / "work", model, style, a.shard_size, address)
             print(f"  warm-up {p.name}: {json.dumps(warm[p.name])}", flush=True)
         runs: dict[str, list[dict]] = {p.name: [] for p in peers}
         for r in range(a.repeats):
             print(f"repeat {r + 1}: load average {_load()}", flush=True)
             for p in peers if r % 2 == 0 else list(reversed(peers)):
-                res = run_peer(p, root, tmp / "work", model, style, a.shard_size)
+                res = run_peer(p, root, tmp / "work", model, style, a.shard_size, address)
                 runs[p.name].append(res)
                 print(f"  {p.name}: {n / res['wall_s']:.1f} images/s {json.dumps(res)}", flush=True)
         print(f"load average after: {_load()}\n", flush=True)
-    if len(peers) != len(PEERS):
-        return
-    report(n, runs, warm)
+    if all(p in peers for p in PEERS):
+        report(n, runs, warm)
+    if RAY_BASE in runs and any(p in peers for p in RAY_PEERS):
+        print()
+        report_ray(n, runs, warm)
 
 
 def main() -> None:
@@ -471,9 +633,11 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="SCRFD .onnx (default <data>/models/detection/scrfd_500m_bnkps.onnx)")
     ap.add_argument("--shard-size", type=int, default=24, help="facekit shard_size when the executor config exists")
     ap.add_argument("--peers", default=None, help="comma-separated substrings: run only the matching peers (no report)")
+    ap.add_argument("--ray", action="store_true", help="add the Ray executor peers (issue 10; needs the ray extra)")
+    ap.add_argument("--driver", type=int, default=0, metavar="N", help="only measure the driver's write rate on N aligned crops")
     a = ap.parse_args()
     sys.path.insert(0, str(REPO))
-    bench(a)
+    bench_driver(a) if a.driver else bench(a)
 
 
 if __name__ == "__main__":
