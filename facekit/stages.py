@@ -11,7 +11,7 @@ are refused); the engine builds it as ``cls(params)`` after validating the confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Iterable, Iterator, Optional
 
 import numpy as np
@@ -134,13 +134,16 @@ class Sample:
 class Reject:
     """A sample that could not be used: written to the rejects file, counted by reason.
     ``required``: the :attr:`Sample.required` text of the rejected image (non-empty: the
-    run stops)."""
+    run stops). ``face``: the detected face the reject is about, when a stage decided
+    against a face it found (``identity_mismatch``, ``label_noise``): its box, landmarks
+    and score go to the results table (no pixels)."""
 
     path: str
     reason: str
     detail: str = ""
     identity: str = ""
     required: str = ""
+    face: Optional[Sample] = field(default=None, compare=False)
 
 
 # --------------------------------------------------------------------------- stages

@@ -77,7 +77,9 @@ def test_identity_choice_keeps_the_folders_person(tmp_path, folders, scrfd_model
     assert shared["similarity"] > 0.3
     noise = rows["zz_not_him.jpg"]
     assert noise["reason"] is None and noise["flag"] == "far_from_identity", noise["similarity"]
-    assert rows["zz_strangers.jpg"]["reason"] == "identity_mismatch"
+    strangers = rows["zz_strangers.jpg"]
+    assert strangers["reason"] == "identity_mismatch"
+    assert len(strangers["box"]) == 4 and len(strangers["landmarks"]) == 10  # the face decided against
     own = [r for n, r in rows.items() if n.startswith("John_Savage_")]
     assert len(own) == 10 and all(r["flag"] is None and r["similarity"] > 0.3 for r in own)
 

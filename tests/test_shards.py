@@ -221,8 +221,9 @@ def test_a_finished_shard_round_trips_through_the_work_folder_exactly(tmp_path):
         Outcome("b", [], [Reject("b/x.jpg", "no_face", "found none", "b", "needed")], 1),
         Outcome("c", [], [Reject("c/y", "unreadable", "FIFO", "c")], 0),
         Outcome("d", [], [], 1),  # an augmenter that dropped the sample
+        Outcome("e", [], [Reject("e/1.jpg", "identity_mismatch", "nobody", "e", "", s.replace(data=None))], 1),
     ]
-    shard = Shard(5, [s] * 4)
+    shard = Shard(5, [s] * 5)
     work = WorkFolder(tmp_path, {"p": 1})
     assert work.open(7) == 0
     work.save(ShardResult(5, outs, seconds=1.5), "digest")
@@ -242,6 +243,9 @@ def test_a_finished_shard_round_trips_through_the_work_folder_exactly(tmp_path):
                     assert v.dtype == w.dtype and np.array_equal(v, w), k
                 else:
                     assert v == w, k
+    face = back.outcomes[4].rejects[0].face  # a face a stage decided against keeps its geometry
+    assert face is not None and np.array_equal(face.box, s.box) and np.array_equal(face.landmarks, s.landmarks)
+    assert back.outcomes[1].rejects[0].face is None
     assert WorkFolder(tmp_path, {"p": 2}).open(7) == 0  # a changed pipeline empties it
 
 

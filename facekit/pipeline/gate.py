@@ -108,7 +108,7 @@ class IdentityGate:
                     rows.append(Row(i, s, None))
                     c.label, c.kept = label, c.kept + 1
             for r in oc.rejects:
-                rows.append(Row(i, None, r))
+                rows.append(Row(i, r.face, r))
                 c = counts.get(r.identity) or counts.setdefault(r.identity, IdentityCount())
                 c.rejected += 1
         return rows

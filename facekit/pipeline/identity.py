@@ -85,6 +85,7 @@ def choose_faces(outcomes: list[Outcome], params) -> None:
                         f"< identity_min_similarity {params.identity_min_similarity:g}",
                         oc.identity,
                         first.required,
+                        s.replace(image=None, data=None),
                     )
                 )
                 oc.samples = []
@@ -96,6 +97,7 @@ def choose_faces(outcomes: list[Outcome], params) -> None:
                         f"similarity {s.similarity:.3f} to the other faces of {ident!r} < reject_below {params.reject_below:g}",
                         oc.identity,
                         s.required,
+                        s.replace(image=None, data=None),
                     )
                 )
                 oc.samples = []

@@ -97,7 +97,7 @@ def result_table(result: ShardResult) -> pa.Table:
         c["item"].append(item)
         c["kind"].append(kind)
         c["read"].append(read)
-        src = s if s is not None else r
+        src = r if r is not None else s  # a reject about a face: the reject names the image
         c["path"].append(_t(src.path) if src is not None else b"")
         c["identity"].append(_t(src.identity) if src is not None else _t(ident))
         c["reason"].append(None if r is None else _t(r.reason))
@@ -139,7 +139,7 @@ def result_table(result: ShardResult) -> pa.Table:
             row(i, 0, oc.read if first else 0, s=s)
             first = False
         for r in oc.rejects:
-            row(i, 1, oc.read if first else 0, r=r)
+            row(i, 1, oc.read if first else 0, s=r.face, r=r)
             first = False
         if first:
             row(i, 2, oc.read, ident=oc.identity)
@@ -162,38 +162,44 @@ def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
             oc = outs[i] = Outcome(_u(d["identity"]))
         oc.read += d["read"]
         if d["kind"] == 1:
-            oc.rejects.append(Reject(_u(d["path"]), _u(d["reason"]), _u(d["detail"]), _u(d["identity"]), _u(d["required"])))
-        elif d["kind"] == 0:
-            occ = None
-            if d["occ_data"] is not None:
-                occ = Occlusion(d["occ_data"], d["occ_mask"], d["occ_covered"], _u(d["occ_kind"]))
-            oc.samples.append(
-                Sample(
-                    key=d["key"],
-                    path=_u(d["path"]),
-                    identity=_u(d["identity"]),
-                    data=d["data"],
-                    face_id=d["face_id"],
-                    box=_arr(d["box"], (4,), np.float32),
-                    score=d["score"],
-                    landmarks=_arr(d["landmarks"], (5, 2), np.float32),
-                    aligned_landmarks=_arr(d["aligned"], (5, 2), np.float32),
-                    transform=_arr(d["transform"], (2, 3), np.float64),
-                    label=d["label"],
-                    occlusion=occ,
-                    stem=_u(d["stem"]),
-                    record_key=d["record_key"],
-                    per_face_identity=bool(d["per_face_identity"]),
-                    required=_u(d["required"]) or "",
-                    pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
-                    embedding=None if d["embedding"] is None else np.asarray(d["embedding"], np.float32),
-                    similarity=d["similarity"],
-                    flag=_u(d["flag"]) or "",
-                )
+            face = _sample(d) if d["key"] is not None else None
+            oc.rejects.append(
+                Reject(_u(d["path"]), _u(d["reason"]), _u(d["detail"]), _u(d["identity"]), _u(d["required"]), face)
             )
+        elif d["kind"] == 0:
+            oc.samples.append(_sample(d))
     if any(o is None for o in outs):
         raise ValueError("items missing")
     return outs  # type: ignore[return-value]
+
+
+def _sample(d: dict) -> Sample:
+    """The :class:`Sample` a row of :data:`SCHEMA` stores."""
+    occ = None
+    if d["occ_data"] is not None:
+        occ = Occlusion(d["occ_data"], d["occ_mask"], d["occ_covered"], _u(d["occ_kind"]))
+    return Sample(
+        key=d["key"],
+        path=_u(d["path"]),
+        identity=_u(d["identity"]),
+        data=d["data"],
+        face_id=d["face_id"],
+        box=_arr(d["box"], (4,), np.float32),
+        score=d["score"],
+        landmarks=_arr(d["landmarks"], (5, 2), np.float32),
+        aligned_landmarks=_arr(d["aligned"], (5, 2), np.float32),
+        transform=_arr(d["transform"], (2, 3), np.float64),
+        label=d["label"],
+        occlusion=occ,
+        stem=_u(d["stem"]),
+        record_key=d["record_key"],
+        per_face_identity=bool(d["per_face_identity"]),
+        required=_u(d["required"]) or "",
+        pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
+        embedding=None if d["embedding"] is None else np.asarray(d["embedding"], np.float32),
+        similarity=d["similarity"],
+        flag=_u(d["flag"]) or "",
+    )
 
 
 def file_digest(path: Path) -> str:
