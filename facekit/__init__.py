@@ -4,7 +4,7 @@ Public API for plugins and users: the stage base classes, data types, ``hookimpl
 RecordIO and alignment helpers. Plugins import only from here.
 """
 
-from facekit.errors import ConfigError, FacekitError, RecordIOError, SampleRejected
+from facekit.errors import ConfigError, FacekitError, RecordIOError, SampleRejected, one_line
 from facekit.hookspecs import hookimpl
 from facekit.pipeline.executor import Executor, ExecutorParams
 from facekit.stages import (
@@ -58,4 +58,5 @@ __all__ = [
     "SourceParams",
     "Stage",
     "hookimpl",
+    "one_line",
 ]

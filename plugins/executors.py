@@ -9,7 +9,7 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.pipeline import ShardWorker, WorkerPool, set_threads
+from facekit.pipeline import ShardWorker, WorkerPool, WorkersParams, set_threads
 
 
 class _Done:
@@ -54,16 +54,8 @@ class InprocessExecutor(facekit.Executor):
         return handle.result
 
 
-class ProcessesParams(facekit.ExecutorParams):
+class ProcessesParams(WorkersParams):
     workers: int = Field(2, ge=1, le=512, description="worker processes")
-    threads: Optional[int] = Field(
-        1,
-        ge=1,
-        le=1024,
-        description="threads per worker for onnxruntime (detectors with threads: 0) and OpenCV; "
-        "1 so that N workers on N cores do not fight",
-    )
-    in_flight: int = Field(2, ge=1, le=64, description="shards queued per worker (memory stays flat)")
 
 
 class ProcessesExecutor(facekit.Executor):

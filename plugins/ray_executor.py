@@ -28,7 +28,7 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.pipeline import ShardFailed, ShardWorker, set_threads
+from facekit.pipeline import ShardFailed, ShardWorker, WorkersParams, set_threads
 
 log = logging.getLogger("facekit")
 
@@ -38,7 +38,7 @@ INSTALL = 'pip install "facekit[ray]"'
 CONNECT_TIMEOUT = 10.0
 
 
-class RayParams(facekit.ExecutorParams):
+class RayParams(WorkersParams):
     address: Optional[str] = Field(
         None,
         description="Ray cluster to join: 'auto' (the cluster this machine belongs to), 'HOST:PORT' of "
@@ -48,14 +48,6 @@ class RayParams(facekit.ExecutorParams):
     workers: int = Field(2, ge=1, le=100_000, description="Ray actors running shards (each builds its stages once)")
     num_cpus: float = Field(1.0, ge=0, le=1024, description="CPUs Ray reserves for each actor")
     num_gpus: float = Field(0.0, ge=0, le=64, description="GPUs Ray reserves for each actor (0: none)")
-    threads: Optional[int] = Field(
-        1,
-        ge=1,
-        le=1024,
-        description="threads per actor for onnxruntime (detectors with threads: 0) and OpenCV; "
-        "1 so that N actors on N cores do not fight",
-    )
-    in_flight: int = Field(2, ge=1, le=64, description="shards queued per actor (memory stays flat)")
     start_timeout: float = Field(
         600.0, gt=0, le=86_400, description="seconds the actors may take to start (resources to free up, models to load)"
     )
@@ -64,18 +56,12 @@ class RayParams(facekit.ExecutorParams):
     )
 
 
-def one_line(e: BaseException, limit: int = 300) -> str:
-    """An exception's message on one line, at most ``limit`` characters."""
-    text = " ".join(str(e).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 def import_ray():
     """The ``ray`` module. Raises FacekitError (one line, the install command) without it."""
     try:
         import ray
     except ImportError as e:
-        raise facekit.FacekitError(f"{WHERE}: Ray is not installed ({one_line(e)}): {INSTALL}") from None
+        raise facekit.FacekitError(f"{WHERE}: Ray is not installed ({facekit.one_line(e)}): {INSTALL}") from None
     return ray
 
 
@@ -125,7 +111,7 @@ class ShardActor:
         try:
             self.worker = ShardWorker(spec, threads)
         except Exception as e:
-            detail = one_line(e) if isinstance(e, facekit.FacekitError) else f"{type(e).__name__}: {one_line(e)}"
+            detail = facekit.one_line(e) if isinstance(e, facekit.FacekitError) else f"{type(e).__name__}: {facekit.one_line(e)}"
             self.error = f"on Ray node {self.node}: {detail}"
 
     def ready(self) -> tuple:
@@ -141,7 +127,7 @@ class ShardActor:
         except facekit.FacekitError as e:  # the run must stop (stages failing systematically): as locally
             return _Failure(str(e))
         except Exception as e:  # a bug: stops the run with one line, never retried
-            return _Failure(f"on Ray node {self.node}: shard {shard.index}: {type(e).__name__}: {one_line(e)}")
+            return _Failure(f"on Ray node {self.node}: shard {shard.index}: {type(e).__name__}: {facekit.one_line(e)}")
 
 
 def _lost_errors(ray) -> tuple:
@@ -254,7 +240,7 @@ class RayExecutor(facekit.Executor):
                     **quiet,
                 )
             except Exception as e:
-                raise facekit.FacekitError(f"{WHERE}: cannot start a local Ray instance: {type(e).__name__}: {one_line(e)}") from None
+                raise facekit.FacekitError(f"{WHERE}: cannot start a local Ray instance: {type(e).__name__}: {facekit.one_line(e)}") from None
         else:
             check_reachable(p.address)
             if p.address.startswith("ray://"):
@@ -273,12 +259,12 @@ class RayExecutor(facekit.Executor):
                     "(RAY_AUTH_TOKEN or ~/.ray/auth_token) here"
                 )
                 raise facekit.FacekitError(
-                    f"{WHERE}: cannot join the Ray cluster at {p.address} ({one_line(e)}): start its head node "
+                    f"{WHERE}: cannot join the Ray cluster at {p.address} ({facekit.one_line(e)}): start its head node "
                     f"('ray start --head') or fix 'address:'{auth}"
                 ) from None
             except Exception as e:
                 raise facekit.FacekitError(
-                    f"{WHERE}: cannot join the Ray cluster at {p.address}: {type(e).__name__}: {one_line(e)}"
+                    f"{WHERE}: cannot join the Ray cluster at {p.address}: {type(e).__name__}: {facekit.one_line(e)}"
                 ) from None
         self._owns = True
 
@@ -307,7 +293,7 @@ class RayExecutor(facekit.Executor):
                 "num_gpus, add nodes, or raise start_timeout"
             ) from None
         except self._lost as e:
-            raise facekit.FacekitError(f"{WHERE}: an actor died while starting: {type(e).__name__}: {one_line(e)}") from None
+            raise facekit.FacekitError(f"{WHERE}: an actor died while starting: {type(e).__name__}: {facekit.one_line(e)}") from None
         for node, pid, error in info:
             if error is not None:
                 raise facekit.FacekitError(error)
@@ -341,10 +327,10 @@ class RayExecutor(facekit.Executor):
             if current:  # replace the dead actor; its other shards fail the same way and run again
                 self._replace(slot, actor)
             raise ShardFailed(
-                f"the Ray actor running shard {index} was lost ({type(e).__name__}: {one_line(e, 200)})"
+                f"the Ray actor running shard {index} was lost ({type(e).__name__}: {facekit.one_line(e, 200)})"
             ) from None
         except self.ray.exceptions.RayError as e:
-            raise facekit.FacekitError(f"{WHERE}: shard {index}: {type(e).__name__}: {one_line(e)}") from None
+            raise facekit.FacekitError(f"{WHERE}: shard {index}: {type(e).__name__}: {facekit.one_line(e)}") from None
         if isinstance(res, _Failure):
             raise facekit.FacekitError(res.message)
         return res

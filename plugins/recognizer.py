@@ -7,26 +7,19 @@ from __future__ import annotations
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 import facekit
 from facekit.eval import OnnxEmbedder
-from facekit.vision import check_providers
+from facekit.vision import OnnxSessionParams
 
 
-class OnnxRecognizerParams(facekit.RecognizerParams):
+class OnnxRecognizerParams(facekit.RecognizerParams, OnnxSessionParams):
     model: facekit.InputPath = Field(description="face-recognition ONNX model (one N x 3 x H x W or N x H x W x 3 input)")
     input_size: Optional[int] = Field(None, ge=16, le=1024, description="model input side; default from the model")
     mean: Optional[float] = Field(None, description="normalisation (x - mean) / std; default from the model")
     std: Optional[float] = Field(None, gt=0, description="see mean")
     color: Optional[Literal["RGB", "BGR"]] = Field(None, description="colour order of the model; default from the model")
-    threads: int = Field(0, ge=0, le=1024, description="onnxruntime intra-op threads (0: the executor's budget)")
-    providers: list[str] = Field(["CPUExecutionProvider"], description="onnxruntime execution providers")
-
-    @field_validator("providers")
-    @classmethod
-    def _providers(cls, v):
-        return check_providers(v)
 
 
 class OnnxRecognizer(facekit.Recognizer):

@@ -143,7 +143,7 @@ def test_summary_has_per_identity_counts_and_the_label_map(tmp_path, reference):
 
 
 def _done(out: Path) -> int:
-    return len(list((out / ".facekit" / "work").glob("shard-*.done.json")))
+    return len(list((out / ".facekit" / "shards").glob("shard-*.done.json")))
 
 
 def _kill_when(cfg: Path, out: Path, shards_done: int) -> int:
@@ -156,7 +156,7 @@ def _kill_when(cfg: Path, out: Path, shards_done: int) -> int:
     deadline = time.monotonic() + 300
     try:
         while p.poll() is None and time.monotonic() < deadline:
-            if (out / ".facekit" / "work").is_dir() and _done(out) >= shards_done:
+            if (out / ".facekit" / "shards").is_dir() and _done(out) >= shards_done:
                 break
             time.sleep(0.02)
     finally:
@@ -185,7 +185,7 @@ def test_resume_after_sigkill_reuses_finished_shards_and_equals_an_uninterrupted
     assert summary["shards"]["reused"] < summary["shards"]["count"]
     got = _tree(out)
     assert [k for k in ref if got.get(k) != ref[k]] == [] and sorted(got) == sorted(ref)
-    assert not (out / ".facekit" / "work").exists()  # published: the work folder is gone
+    assert not (out / ".facekit" / "shards").exists()  # published: the work folder is gone
 
 
 @pytest.mark.slow
@@ -206,4 +206,4 @@ def test_a_changed_pipeline_does_not_reuse_stale_shards(tmp_path, photos, scrfd_
     spec = load_config(same)
     spec.resume = False
     assert run(spec, progress=False).shards["reused"] == 0
-    assert not (out / ".facekit" / "work").exists()
+    assert not (out / ".facekit" / "shards").exists()

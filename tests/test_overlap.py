@@ -91,8 +91,17 @@ def test_dataset_written_without_the_overlap(sets, rec_model, tmp_path):
     assert sorted(v["label"] for v in s.identities.values() if v["label"] >= 0) == [0, 1]
 
 
-def test_overlap_errors_are_one_line(tmp_path, rec_model):
+def test_overlap_errors_are_one_line(tmp_path, rec_model, data_dir):
     (tmp_path / "bad.bin").write_bytes(b"not a pickle")
     (tmp_path / "ds").mkdir()
     r = facekit_cli("overlap", tmp_path / "ds", "--against", tmp_path / "bad.bin", "--model", rec_model)
     assert r.returncode == 1 and "bad.bin" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # a training image that is not one: the error names that file
+    from facekit.formats.evalbin import save_bin
+
+    crop = sorted((data_dir / "aligned_112").glob("*.jpg"))
+    save_bin(tmp_path / "ok.bin", [crop[0].read_bytes()] * 2, [True])
+    (tmp_path / "ds" / "someone").mkdir()
+    (tmp_path / "ds" / "someone" / "fake.jpg").write_text("not an image")
+    r = facekit_cli("overlap", tmp_path / "ds", "--against", tmp_path / "ok.bin", "--model", rec_model)
+    assert r.returncode == 1 and "fake.jpg" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -18,10 +18,11 @@ from typing import Iterator
 
 import numpy as np
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, SampleRejected
 from facekit.eval.recognition import OnnxEmbedder
 from facekit.formats.evalbin import load_bin
 from facekit.formats.facerec import FaceRec, find_parts
+from facekit.vision.images import read_file
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
@@ -41,13 +42,15 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def identity_images(dataset: Path, per_identity: int) -> Iterator[tuple[str, list[bytes]]]:
-    """``(identity, up to per_identity encoded images)`` of a training set: a RecordIO set
-    (folder with ``train.rec``, a ``.rec``/``.idx``; identity = class id) or a folder of
-    identity folders of aligned crops (identity = folder name).
+def identity_images(dataset: Path, per_identity: int) -> Iterator[tuple[str, list[bytes], list[str]]]:
+    """``(identity, up to per_identity encoded images, their names)`` of a training set: a
+    RecordIO set (folder with ``train.rec``, a ``.rec``/``.idx``; identity = class id; names
+    ``DATASET[i]``) or a folder of identity folders of aligned crops (identity = folder
+    name; names = file paths, each read bounded, regular files only).
 
     Raises:
-        FacekitError: neither (names the path).
+        FacekitError: neither, or an image file that cannot be read or is too large (names
+            the path).
     """
     try:
         is_rec = dataset.suffix in (".rec", ".idx") or bool(find_parts(dataset, "train")[0])
@@ -61,7 +64,8 @@ def identity_images(dataset: Path, per_identity: int) -> Iterator[tuple[str, lis
             bounds = np.flatnonzero(np.diff(labels[order])) + 1
             for group in np.split(order, bounds):
                 if len(group):
-                    yield str(int(labels[group[0]])), [rec.read(int(i))[1] for i in group[:per_identity]]
+                    idx = [int(i) for i in group[:per_identity]]
+                    yield str(int(labels[group[0]])), [rec.read(i)[1] for i in idx], [f"{dataset}[{i}]" for i in idx]
         finally:
             rec.close()
         return
@@ -70,7 +74,13 @@ def identity_images(dataset: Path, per_identity: int) -> Iterator[tuple[str, lis
     for d in sorted(p for p in dataset.iterdir() if p.is_dir()):
         files = sorted(f for f in d.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())[:per_identity]
         if files:
-            yield d.name, [f.read_bytes() for f in files]
+            images = []
+            for f in files:
+                try:
+                    images.append(read_file(str(f)))
+                except SampleRejected as e:
+                    raise FacekitError(f"{f}: {e.reason}: {e.detail}") from None
+            yield d.name, images, [str(f) for f in files]
 
 
 def embed_bins(embedder: OnnxEmbedder, bins: list[Path], batch: int = 64) -> tuple[np.ndarray, list[str]]:
@@ -98,9 +108,9 @@ def find_overlap(
     """
     test, names = embed_bins(embedder, bins)
     matches, n = [], 0
-    for ident, images in identity_images(dataset, per_identity):
+    for ident, images, image_names in identity_images(dataset, per_identity):
         n += 1
-        e, _ = embedder.embed_encoded(images, flip=False, names=[f"{dataset}/{ident}"] * len(images))
+        e, _ = embedder.embed_encoded(images, flip=False, names=image_names)
         centre = _unit_rows(_unit_rows(e).mean(0, keepdims=True))[0]
         sims = test @ centre
         best = np.argsort(-sims)[:top]

@@ -6,7 +6,7 @@ Public names for executor plugins: :class:`ShardWorker` (what a worker runs on a
 :func:`set_threads` (the process pool the ``processes`` executor uses).
 """
 
-from facekit.pipeline.executor import Executor, ExecutorParams, ShardFailed, run_shards
+from facekit.pipeline.executor import Executor, ExecutorParams, ShardFailed, WorkersParams, run_shards
 from facekit.pipeline.processes import WorkerPool, set_threads
 from facekit.pipeline.shards import Outcome, Shard, ShardResult
 from facekit.pipeline.worker import ShardWorker
@@ -20,6 +20,7 @@ __all__ = [
     "ShardResult",
     "ShardWorker",
     "WorkerPool",
+    "WorkersParams",
     "run_shards",
     "set_threads",
 ]

@@ -52,7 +52,7 @@ class TopLevel(Params):
     report: bool = Field(False, description="write the HTML QA report to <output>/report once the outputs are published")
     resume: Optional[bool] = Field(
         None,
-        description="keep finished shards in <output>/.facekit/work so a crashed run resumes (costs disk: "
+        description="keep finished shards in <output>/.facekit/shards so a crashed run resumes (costs disk: "
         "about one more copy of the kept faces until the outputs are published); default: on when the "
         "pipeline decodes images (a detector, aligner or augmenter), off for pass-through packing, which "
         "is as fast to redo as to resume",

@@ -90,7 +90,7 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
 
     Outputs (every sink's, ``rejects.tsv``, ``results.parquet``, ``summary.json``) are
     published together only when the whole run succeeded; on error the previous outputs are
-    left as they were, and the shards finished so far stay in ``<output>/.facekit/work``
+    left as they were, and the shards finished so far stay in ``<output>/.facekit/shards``
     for the next run of the same pipeline to reuse.
 
     Returns:

@@ -38,6 +38,19 @@ class ExecutorParams(Params):
     )
 
 
+class WorkersParams(ExecutorParams):
+    """Parameters shared by executors that run shards on several workers at once."""
+
+    threads: Optional[int] = Field(
+        1,
+        ge=1,
+        le=1024,
+        description="threads per worker for onnxruntime (detectors and recognizers with threads: 0) and "
+        "OpenCV; 1 so that N workers on N cores do not fight",
+    )
+    in_flight: int = Field(2, ge=1, le=64, description="shards queued per worker (memory stays flat)")
+
+
 class Executor(Stage):
     """Runs shards of a pipeline. Subclasses set ``name`` and ``Params`` and implement the
     methods below; :func:`run_shards` drives them. A worker turns a shard into a result with

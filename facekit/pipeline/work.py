@@ -1,6 +1,6 @@
 """The work folder: finished shards kept on disk so that a crashed run resumes.
 
-``<output>/.facekit/work/`` holds ``fingerprint.json`` and, per finished shard ``N``,
+``<output>/.facekit/shards/`` holds ``fingerprint.json`` and, per finished shard ``N``,
 ``shard-N.parquet`` (every item's outcome: the kept faces' encoded bytes and fields, the
 rejects) and ``shard-N.done.json`` (the shard's stats, the pipeline fingerprint and the
 digest of the shard's input), written after the Parquet file, so a done file always means
@@ -32,7 +32,7 @@ from facekit.formats.atomic import atomic_write_text
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Occlusion, PairRef, Reject, Sample
 
-WORK_DIR = "work"
+WORK_DIR = "shards"
 #: model files up to this size are hashed; a larger file (a source dataset) is known by
 #: its size and modification time
 HASH_LIMIT = 1 << 30
@@ -215,7 +215,7 @@ def file_digest(path: Path) -> str:
 
 
 class WorkFolder:
-    """Finished shards of one pipeline (``fingerprint``) under ``<state>/work``."""
+    """Finished shards of one pipeline (``fingerprint``) under ``<state>/shards``."""
 
     def __init__(self, state_dir: Path, fingerprint: Optional[dict], enabled: bool = True):
         self.enabled = enabled

@@ -11,7 +11,7 @@ need. Names that would clash across submodules carry their model's name:
 
 from __future__ import annotations
 
-import importlib
+from facekit._exports import lazy_exports
 
 #: public name -> "submodule:attribute"
 _EXPORTS = {
@@ -61,6 +61,7 @@ _EXPORTS = {
     "ModelSignature": "onnxdet:ModelSignature",
     "probe_onnx": "onnxdet:probe",
     "OnnxDetectorParams": "onnxdet:OnnxDetectorParams",
+    "OnnxSessionParams": "onnxdet:OnnxSessionParams",
     "OnnxDetectorModel": "onnxdet:OnnxDetectorModel",
     # the decoders
     "Scrfd": "scrfd:Scrfd",
@@ -96,16 +97,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    """Load a public name from its submodule on first use (then it is a plain attribute)."""
-    try:
-        module, _, attr = _EXPORTS[name].partition(":")
-    except KeyError:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())

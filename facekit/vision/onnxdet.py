@@ -17,6 +17,7 @@ import numpy as np
 
 from pydantic import Field, field_validator
 
+from facekit.params import Params
 from facekit.vision.detection import DetectorParams
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider",)
@@ -220,16 +221,17 @@ def probe(path: Path, probe_side: int = 128) -> ModelSignature:
     return ModelSignature(fixed, hw, tuple((n, tuple(np.shape(o))) for n, o in zip(names, outs)))
 
 
-class OnnxDetectorParams(DetectorParams):
-    """Parameters every ONNX detector plugin shares: input side, onnxruntime threads and
-    execution providers (checked against the installed onnxruntime when validated)."""
+class OnnxSessionParams(Params):
+    """Parameters of a stage that runs an onnxruntime session (detectors, recognizers):
+    threads and execution providers (checked against the installed onnxruntime when
+    validated)."""
 
-    input_size: int = Field(
-        640,
-        ge=32,
-        description="square detector input side (pixels; the image is letterboxed at the top-left; a model with a fixed input size uses its own)",
+    threads: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="onnxruntime intra-op threads (0: the executor's per-worker budget, else onnxruntime's default); inter-op 1",
     )
-    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0 = onnxruntime's default); inter-op 1")
     providers: list[str] = Field(
         list(DEFAULT_PROVIDERS), description="onnxruntime execution providers, in order of preference"
     )
@@ -238,6 +240,17 @@ class OnnxDetectorParams(DetectorParams):
     @classmethod
     def _providers(cls, v):
         return check_providers(v)
+
+
+class OnnxDetectorParams(OnnxSessionParams, DetectorParams):
+    """Parameters every ONNX detector plugin shares: input side, onnxruntime threads and
+    execution providers."""
+
+    input_size: int = Field(
+        640,
+        ge=32,
+        description="square detector input side (pixels; the image is letterboxed at the top-left; a model with a fixed input size uses its own)",
+    )
 
 
 class OnnxDetectorModel:
