@@ -13,8 +13,10 @@ from facekit.pipeline.shards import (
     Outcome,
     Shard,
     ShardResult,
+    MIN_TAPER_SIZE,
     auto_shard_size,
     cut_shards,
+    taper_size,
 )
 from facekit.stages import Reject, Sample
 
@@ -49,6 +51,53 @@ def test_source_rejects_stay_with_their_identity():
     items = [Sample(0, "a/1", "a"), Reject("a/2", "unreadable", "", "a"), Sample(1, "b/1", "b")]
     shards = list(cut_shards(items, 1))
     assert [[getattr(i, "path") for i in s.items] for s in shards] == [["a/1", "a/2"], ["b/1"]]
+
+
+def _simulate(sizes: list[int], workers: int) -> tuple[float, float]:
+    """Greedy list scheduling of shards (one time unit per item) on ``workers``: the finish
+    time of the last worker and the time the first one ran out of work."""
+    ends = [0.0] * workers
+    for n in sizes:
+        i = ends.index(min(ends))
+        ends[i] += n
+    return max(ends), min(ends)
+
+
+def test_last_shards_shrink_for_several_workers_so_they_finish_together():
+    items = _items("".join(chr(0x100 + i) * 3 for i in range(100)))  # 100 identities x 3
+    plain = [len(s.items) for s in cut_shards(items, 24)]
+    tapered = list(cut_shards(items, 24, total=len(items), workers=2))
+    sizes = [len(s.items) for s in tapered]
+    # the same items, in order, whole identities, numbered from 0
+    assert [it for s in tapered for it in s.items] == items
+    assert [s.index for s in tapered] == list(range(len(tapered)))
+    assert all(len({it.identity for it in s.items}) * 3 == len(s.items) for s in tapered)
+    # full size first, then never growing, down to the floor (the last shard: what is left)
+    assert sizes[0] == 24 and plain == [24] * 12 + [12]
+    assert sizes == sorted(sizes, reverse=True)
+    assert min(sizes[:-1]) >= MIN_TAPER_SIZE - 1 and sizes[-2] <= 6
+    # 2 workers: the untapered cut leaves one worker idle for half a shard (12 items) at
+    # the end; tapered, the idle end is at most one smallest shard (2 identities here)
+    assert _simulate(plain, 2) == (156, 144)
+    end, idle_from = _simulate(sizes, 2)
+    assert end < 156 and end - idle_from <= 6
+    # deterministic, and plain for one worker or an unknown length
+    assert [len(s.items) for s in cut_shards(items, 24, total=len(items), workers=2)] == sizes
+    assert [len(s.items) for s in cut_shards(items, 24, total=len(items), workers=1)] == plain
+    assert [len(s.items) for s in cut_shards(items, 24, total=None, workers=8)] == plain
+    # a wrong estimate of the length changes sizes, never the items
+    for total in (0, 10, 10_000):
+        assert [it for s in cut_shards(items, 24, total=total, workers=3) for it in s.items] == items
+
+
+def test_taper_size():
+    assert taper_size(1000, None, 8) == 1000
+    assert taper_size(1000, 10**6, 8) == 1000
+    assert taper_size(1000, 8000, 4) == 1000  # 8000 / (2 x 4)
+    assert taper_size(1000, 4000, 4) == 500
+    assert taper_size(1000, 10, 4) == MIN_TAPER_SIZE
+    assert taper_size(2, 10, 4) == 2  # never above the configured size
+    assert taper_size(24, 0, 2) == MIN_TAPER_SIZE
 
 
 def test_auto_shard_size_gives_every_slot_work():

@@ -47,7 +47,8 @@ class TopLevel(Params):
     )
     executor: Optional[dict] = Field(None, description="where shards run: {plugin: inprocess | processes | ..., ...}")
     shard_size: Optional[int] = Field(
-        None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000)"
+        None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000; "
+        "on several workers the last shards of a job are smaller)"
     )
     report: bool = Field(False, description="write the HTML QA report to <output>/report once the outputs are published")
     resume: Optional[bool] = Field(

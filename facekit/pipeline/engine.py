@@ -160,7 +160,10 @@ class _Run:
             executor.start(spec)
             started = True
             shown = self.progress if self.progress is not None else sys.stderr.isatty()
-            total = source.count() if shown or (spec.shard_size is None and executor.slots > 1) else None
+            # the count sizes the progress bar, the automatic shard size and the last shards
+            # of a job on several workers (see cut_shards)
+            workers = executor.workers()
+            total = source.count() if shown or workers > 1 or (spec.shard_size is None and executor.slots > 1) else None
             work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec) if spec.resume else None, spec.resume)
             shard_size = spec.shard_size or work.previous_shard_size() or auto_shard_size(total, executor.slots)
             if work.open(shard_size):
@@ -174,7 +177,7 @@ class _Run:
                 return work.reuse(shard, d)
 
             items = excluding(source, sp.exclude) if getattr(sp, "exclude", None) else source
-            shard_results = run_shards(executor, cut_shards(items, shard_size), reuse)
+            shard_results = run_shards(executor, cut_shards(items, shard_size, total, workers), reuse)
             bar = tqdm(total=total, desc="facekit", unit="img", disable=not shown)
             n_shards = redone = 0
             for res in shard_results:

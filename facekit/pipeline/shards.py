@@ -25,6 +25,12 @@ DEFAULT_SHARD_SIZE = 1000
 MIN_AUTO_SHARD_SIZE = 16
 #: ... and gives each executor slot about this many shards (load balance)
 SHARDS_PER_SLOT = 4
+#: near the end of a job on several workers, a shard holds at most the remaining items over
+#: this many shards per worker (guided self-scheduling), so that no worker idles while
+#: another finishes a full-size last shard ...
+TAPER_SHARDS_PER_WORKER = 2
+#: ... but never fewer than this many items (per-shard overhead)
+MIN_TAPER_SIZE = 4
 #: the reason of the rejects a shard that failed every attempt leaves for its images
 SHARD_FAILED = "shard_failed"
 #: the reason of an image a stage failed on with an exception (a bug, a model error)
@@ -108,25 +114,46 @@ def _identity(item) -> str:
     return item.identity
 
 
-def cut_shards(items: Iterable[Sample | Reject], shard_size: int) -> Iterator[Shard]:
+def cut_shards(
+    items: Iterable[Sample | Reject], shard_size: int, total: int | None = None, workers: int = 1
+) -> Iterator[Shard]:
     """Cut a source stream into shards of whole identities.
 
-    A shard is closed at the first identity change after it holds ``shard_size`` items, so
-    a shard holds at least ``shard_size`` items (all but the last) and more when its last
-    identity is large. Raises ValueError for ``shard_size < 1``.
+    A shard is closed at the first identity change after it holds its target size, so a
+    shard holds at least that many items (all but the last) and more when its last identity
+    is large. The target is ``shard_size``; when the stream's length ``total`` is known and
+    ``workers > 1``, it shrinks near the end to the remaining items over
+    :data:`TAPER_SHARDS_PER_WORKER` x ``workers`` shards (not below
+    :data:`MIN_TAPER_SIZE`), so the workers finish together instead of one of them running
+    a full last shard alone. The cut depends only on the stream and these three numbers
+    (``total`` is an estimate: a wrong one changes the sizes, never the items or their
+    order), so a rerun cuts the same shards. Raises ValueError for ``shard_size < 1``.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, not {shard_size}")
-    index, current, last = 0, [], None
+    index, current, last, seen = 0, [], None, 0
+    target = taper_size(shard_size, total, workers)
     for it in items:
         ident = _identity(it)
-        if len(current) >= shard_size and ident != last:
+        if len(current) >= target and ident != last:
             yield Shard(index, current)
             index, current = index + 1, []
+            target = taper_size(shard_size, None if total is None else total - seen, workers)
         current.append(it)
         last = ident
+        seen += 1
     if current:
         yield Shard(index, current)
+
+
+def taper_size(shard_size: int, remaining: int | None, workers: int) -> int:
+    """The target size of the next shard: ``shard_size``, or less near the end of a job on
+    several ``workers`` (``remaining``: items not yet in a shard, None when unknown); see
+    :func:`cut_shards`."""
+    if remaining is None or workers <= 1:
+        return shard_size
+    share = -(-max(remaining, 0) // (TAPER_SHARDS_PER_WORKER * workers))
+    return max(min(shard_size, MIN_TAPER_SIZE), min(shard_size, share))
 
 
 def auto_shard_size(count: int | None, slots: int) -> int:
