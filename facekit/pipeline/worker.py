@@ -5,13 +5,16 @@ A :class:`ShardWorker` holds the per-sample stages of one pipeline and turns a
 one :class:`~facekit.pipeline.shards.Outcome` (kept samples + rejects) per source item. It
 keeps no state between shards, so the same work runs in this process, in worker processes
 or on a cluster node. Images are detected :data:`BATCH` at a time through
-``Detector.detect_batch``.
+``Detector.detect_batch``; with a thread budget of more than one thread (or the libraries'
+default), the next batch is read and decoded in a second thread while the detector runs
+(libjpeg-turbo and file reads release the GIL), so the decode does not leave cores idle.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
 
 import numpy as np
@@ -71,6 +74,10 @@ class ShardWorker:
         #: False for a pass-through pipeline (no detector, aligner or augmenter): samples
         #: keep their file bytes and are never decoded
         self.needs_pixels = bool(self.detector or self.aligner or self.augmenters)
+        #: decode the next batch while this one is detected: only with threads to spare (a
+        #: worker of one thread, N of them on N cores, gains nothing from it)
+        self.read_ahead = threads is None or threads > 1
+        self._reader: Optional[ThreadPoolExecutor] = None
 
     def __call__(self, shard: Shard) -> ShardResult:
         """Process ``shard``. Raises FacekitError when the run's first images (shard 0) all
@@ -87,8 +94,17 @@ class ShardWorker:
         and encoded, except under ``select: identity``, where they wait for the identity
         choice of the whole shard (a shard holds whole identities)."""
         outs: list[Outcome] = []
-        for i in range(0, len(items), BATCH):
-            batch = self._batch(items[i : i + BATCH])
+        starts = range(0, len(items), BATCH)
+        ahead = None  # the next batch, being read in the reader thread
+        for i in starts:
+            if ahead is not None:
+                read = ahead.result()
+            else:
+                read = self._read(items[i : i + BATCH])
+            ahead = None
+            if self.read_ahead and i + BATCH < len(items):
+                ahead = self._reader_thread().submit(self._read, items[i + BATCH : i + 2 * BATCH])
+            batch = self._detect(*read)
             if not self.by_identity:
                 for oc in batch:
                     self._finish(oc)
@@ -123,7 +139,14 @@ class ShardWorker:
             oc.samples = []
             oc.rejects.append(self._error(first.replace(identity=oc.identity), e))
 
-    def _batch(self, items: list) -> list[Outcome]:
+    def _reader_thread(self) -> ThreadPoolExecutor:
+        if self._reader is None:
+            self._reader = ThreadPoolExecutor(1, thread_name_prefix="facekit-read-ahead")
+        return self._reader
+
+    def _read(self, items: list) -> tuple[list[Outcome], list]:
+        """Read and decode a batch: its outcomes so far (source rejects, unreadable files,
+        pass-through samples) and ``(index, sample, BGR image)`` of the decoded ones."""
         outs = [Outcome(it.identity) for it in items]
         todo = []  # (index, sample, image)
         for i, it in enumerate(items):
@@ -140,6 +163,10 @@ class ShardWorker:
                 outs[i].rejects.append(_reject(it, r.reason, r.detail))
             except Exception as e:  # a bug or model failure on one sample never stops the run
                 outs[i].rejects.append(self._error(it, e))
+        return outs, todo
+
+    def _detect(self, outs: list[Outcome], todo: list) -> list[Outcome]:
+        """Detect, align and embed the decoded images of a batch read by :meth:`_read`."""
         if not todo:
             return outs
         if self.detector is not None:
