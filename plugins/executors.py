@@ -53,6 +53,11 @@ class InprocessExecutor(facekit.Executor):
             raise handle.error
         return handle.result
 
+    def close(self, cancel=False):
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            worker.close()
+
 
 class ProcessesParams(WorkersParams):
     workers: int = Field(2, ge=1, le=512, description="worker processes")

@@ -108,3 +108,28 @@ def test_mutated_jpegs_decode_or_reject(data_dir):
             assert e.reason in ("truncated", "corrupt", "not_an_image"), e.reason
         else:
             assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.uint8
+
+
+def test_images_over_pillows_pixel_limit_are_refused_whatever_the_warning_filters(monkeypatch):
+    """Between 1x and 2x Image.MAX_IMAGE_PIXELS Pillow only warns: facekit refuses by the
+    size itself, so another thread's warnings filters (the worker reads ahead in a second
+    thread) cannot let such an image through."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from facekit.errors import SampleRejected
+    from facekit.vision.images import decode_image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (300, 200)).save(buf, "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 40_000)  # 60,000 pixels: warning range
+    for action in ("ignore", "default", "error"):
+        with warnings.catch_warnings():
+            warnings.simplefilter(action)
+            with pytest.raises(SampleRejected) as e:
+                decode_image(buf.getvalue())
+        assert e.value.reason == "not_an_image" and "60000 pixels" in e.value.detail
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 70_000)
+    assert decode_image(buf.getvalue()).shape == (200, 300, 3)

@@ -97,7 +97,14 @@ def test_taper_size():
     assert taper_size(1000, 4000, 4) == 500
     assert taper_size(1000, 10, 4) == MIN_TAPER_SIZE
     assert taper_size(2, 10, 4) == 2  # never above the configured size
-    assert taper_size(24, 0, 2) == MIN_TAPER_SIZE
+    assert taper_size(24, 0, 2) == 24  # past the count: the count was low, full size again
+
+
+def test_a_low_count_only_tapers_until_the_stream_passes_it():
+    items = _items("".join(chr(0x100 + i) * 3 for i in range(100)))
+    sizes = [len(s.items) for s in cut_shards(items, 24, total=150, workers=2)]
+    assert sum(sizes) == 300 and max(sizes[-5:]) == 24  # back to full size past item 150
+    assert min(sizes) < 24
 
 
 def test_auto_shard_size_gives_every_slot_work():
@@ -326,6 +333,23 @@ def test_a_shard_with_stage_errors_is_not_kept(tmp_path):
     again, _ = _kept(tmp_path, ShardResult(0, outs), shard)
     again.open(7)
     assert again.reuse(shard, "d") is None
+
+
+def test_a_resumed_run_cuts_its_last_shards_as_the_first_run_did(tmp_path):
+    """The last shards depend on the count and the worker count (the taper): the work
+    folder keeps them, so a resume with another worker count cuts the same shards."""
+    from facekit.pipeline.work import WorkFolder
+
+    work = WorkFolder(tmp_path, {"p": 1})
+    assert work.previous_taper() is None
+    work.open(24, (300, 2))
+    again = WorkFolder(tmp_path, {"p": 1})
+    assert again.previous_taper() == (300, 2)
+    again.open(24, (300, 8))  # the same pipeline: the folder and its cut are kept
+    assert WorkFolder(tmp_path, {"p": 1}).previous_taper() == (300, 2)
+    assert WorkFolder(tmp_path, {"p": 2}).previous_taper() is None
+    WorkFolder(tmp_path, {"p": 3}).open(24)  # another pipeline, no count: no taper kept
+    assert WorkFolder(tmp_path, {"p": 3}).previous_taper() is None
 
 
 def test_a_resumed_run_keeps_the_automatic_shard_size(tmp_path):

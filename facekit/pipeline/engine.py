@@ -166,7 +166,9 @@ class _Run:
             total = source.count() if shown or workers > 1 or (spec.shard_size is None and executor.slots > 1) else None
             work = WorkFolder(spec.output / STATE_DIR, pipeline_fingerprint(spec) if spec.resume else None, spec.resume)
             shard_size = spec.shard_size or work.previous_shard_size() or auto_shard_size(total, executor.slots)
-            if work.open(shard_size):
+            # a resumed run cuts its last shards as the run that finished the others did
+            taper = work.previous_taper() or (None if total is None else (total, workers))
+            if work.open(shard_size, taper):
                 log.warning("%s: resuming: reusing the shards a previous run of this pipeline finished", spec.output)
             digests: dict[int, str] = {}
 
@@ -177,7 +179,7 @@ class _Run:
                 return work.reuse(shard, d)
 
             items = excluding(source, sp.exclude) if getattr(sp, "exclude", None) else source
-            shard_results = run_shards(executor, cut_shards(items, shard_size, total, workers), reuse)
+            shard_results = run_shards(executor, cut_shards(items, shard_size, *(taper or (None, 1))), reuse)
             bar = tqdm(total=total, desc="facekit", unit="img", disable=not shown)
             n_shards = redone = 0
             for res in shard_results:

@@ -127,7 +127,9 @@ def cut_shards(
     :data:`MIN_TAPER_SIZE`), so the workers finish together instead of one of them running
     a full last shard alone. The cut depends only on the stream and these three numbers
     (``total`` is an estimate: a wrong one changes the sizes, never the items or their
-    order), so a rerun cuts the same shards. Raises ValueError for ``shard_size < 1``.
+    order; a stream longer than ``total`` goes back to ``shard_size`` once past it), so a
+    rerun with the same three numbers cuts the same shards (the work folder keeps them for a
+    resume). Raises ValueError for ``shard_size < 1``.
     """
     if shard_size < 1:
         raise ValueError(f"shard_size must be >= 1, not {shard_size}")
@@ -150,7 +152,7 @@ def taper_size(shard_size: int, remaining: int | None, workers: int) -> int:
     """The target size of the next shard: ``shard_size``, or less near the end of a job on
     several ``workers`` (``remaining``: items not yet in a shard, None when unknown); see
     :func:`cut_shards`."""
-    if remaining is None or workers <= 1:
+    if remaining is None or workers <= 1 or remaining <= 0:  # <= 0: the count was low
         return shard_size
     share = -(-max(remaining, 0) // (TAPER_SHARDS_PER_WORKER * workers))
     return max(min(shard_size, MIN_TAPER_SIZE), min(shard_size, share))

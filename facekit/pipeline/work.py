@@ -241,9 +241,21 @@ class WorkFolder:
             return old["shard_size"] if old["shard_size"] >= 1 else None
         return None
 
-    def open(self, shard_size: int) -> int:
-        """Make the folder ready for shards of ``shard_size`` items; empty it when it holds
-        another pipeline's shards or another cut. Returns how many finished shards it holds."""
+    def previous_taper(self) -> Optional[tuple[int, int]]:
+        """``(total, workers)`` the finished shards of this pipeline were cut with (see
+        :func:`~facekit.pipeline.shards.cut_shards`), or None: a run resumed with another
+        worker count cuts the same shards, its last ones included."""
+        old = self._old() if self.enabled else None
+        if old and old.get("pipeline") == self.fingerprint:
+            taper = old.get("taper")
+            if isinstance(taper, list) and len(taper) == 2 and all(isinstance(v, int) and v >= 0 for v in taper):
+                return taper[0], taper[1]
+        return None
+
+    def open(self, shard_size: int, taper: Optional[tuple[int, int]] = None) -> int:
+        """Make the folder ready for shards of ``shard_size`` items (``taper``: the
+        ``(total, workers)`` they are cut with, when known); empty it when it holds another
+        pipeline's shards or another shard size. Returns how many finished shards it holds."""
         fp = self.dir / "fingerprint.json"
         if not self.enabled:  # resume: false: no finished shard is kept, none is reused
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -254,6 +266,8 @@ class WorkFolder:
             shutil.rmtree(self.dir, ignore_errors=True)
             self.dir.mkdir(parents=True, exist_ok=True)
             meta = {"key": self.key, "pipeline": self.fingerprint, "shard_size": shard_size}
+            if taper is not None:
+                meta["taper"] = list(taper)
             atomic_write_text(fp, json.dumps(meta, indent=1, sort_keys=True) + "\n")
             return 0
         return sum(1 for _ in self.dir.glob("shard-*.done.json"))

@@ -13,6 +13,7 @@ default), the next batch is read and decoded in a second thread while the detect
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Optional
@@ -78,6 +79,7 @@ class ShardWorker:
         #: worker of one thread, N of them on N cores, gains nothing from it)
         self.read_ahead = threads is None or threads > 1
         self._reader: Optional[ThreadPoolExecutor] = None
+        self._warn_lock = threading.Lock()  # the reader thread reports errors too
 
     def __call__(self, shard: Shard) -> ShardResult:
         """Process ``shard``. Raises FacekitError when the run's first images (shard 0) all
@@ -94,24 +96,24 @@ class ShardWorker:
         and encoded, except under ``select: identity``, where they wait for the identity
         choice of the whole shard (a shard holds whole identities)."""
         outs: list[Outcome] = []
-        starts = range(0, len(items), BATCH)
         ahead = None  # the next batch, being read in the reader thread
-        for i in starts:
+        try:
+            for i in range(0, len(items), BATCH):
+                read = ahead.result() if ahead is not None else self._read(items[i : i + BATCH])
+                ahead = None
+                if self.read_ahead and i + BATCH < len(items):
+                    ahead = self._reader_thread().submit(self._read, items[i + BATCH : i + 2 * BATCH])
+                batch = self._detect(*read)
+                if not self.by_identity:
+                    for oc in batch:
+                        self._finish(oc)
+                if guard is not None:
+                    for oc in batch:
+                        guard.check(oc.read, len(oc.samples), oc.rejects)
+                outs += batch
+        finally:  # stopped by the guard (or an error): the batch read ahead is not wanted
             if ahead is not None:
-                read = ahead.result()
-            else:
-                read = self._read(items[i : i + BATCH])
-            ahead = None
-            if self.read_ahead and i + BATCH < len(items):
-                ahead = self._reader_thread().submit(self._read, items[i + BATCH : i + 2 * BATCH])
-            batch = self._detect(*read)
-            if not self.by_identity:
-                for oc in batch:
-                    self._finish(oc)
-            if guard is not None:
-                for oc in batch:
-                    guard.check(oc.read, len(oc.samples), oc.rejects)
-            outs += batch
+                ahead.cancel()
         if self.by_identity:
             choose_faces(outs, self.detector.params)
             for oc in outs:
@@ -138,6 +140,12 @@ class ShardWorker:
             first = oc.samples[0]
             oc.samples = []
             oc.rejects.append(self._error(first.replace(identity=oc.identity), e))
+
+    def close(self) -> None:
+        """Stop the read-ahead thread (it also ends with the worker's process)."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.shutdown(wait=False, cancel_futures=True)
 
     def _reader_thread(self) -> ThreadPoolExecutor:
         if self._reader is None:
@@ -215,11 +223,12 @@ class ShardWorker:
 
     def _error(self, item: Sample, e: Exception) -> Reject:
         detail = _stage_error(e)
-        if not self._warned:
+        with self._warn_lock:
+            first, self._warned = not self._warned, True
+        if first:
             # one line for the user; the traceback only when debugging (FACEKIT_DEBUG)
             log.warning("stage error on %s: %s", item.path, detail)
             log.debug("stage error on %s", item.path, exc_info=e)
-            self._warned = True
         return _reject(item, STAGE_ERROR, detail)
 
     @staticmethod

@@ -428,11 +428,20 @@ def decode_image_reduced(data: bytes, min_side: int) -> tuple[np.ndarray, int]:
 def _decode_pil(data: bytes) -> np.ndarray:
     """:func:`decode_image` by Pillow (every format, the reject reasons)."""
     try:
+        # The size decides explicitly (a warnings filter is process-wide state another
+        # thread may reset); the filter only keeps Pillow's own warning off stderr.
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
-            fmt = img.format
-            img.load()
+        fmt = img.format
+        w, h = img.size
+        if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+            raise SampleRejected(
+                NOT_AN_IMAGE,
+                f"refused: image size ({w * h} pixels) exceeds limit of {Image.MAX_IMAGE_PIXELS} pixels, "
+                "could be decompression bomb DOS attack.",
+            )
+        img.load()
     except UnidentifiedImageError:
         raise SampleRejected(NOT_AN_IMAGE, "no image format recognised in the bytes") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
