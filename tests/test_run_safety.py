@@ -35,6 +35,7 @@ def _template(image):
 class FaultyParams(facekit.DetectorParams):
     mode: str = Field("ok", description="ok | init | always | kill | slow")
     seconds: float = 0.0
+    marker: str = Field("", description="slow: a folder where each process detecting leaves a file named by its pid")
 
 
 class FaultyDetector(facekit.Detector):
@@ -53,6 +54,8 @@ class FaultyDetector(facekit.Detector):
         if m == "kill":
             os.kill(os.getpid(), signal.SIGKILL)
         if m == "slow":
+            if self.params.marker:
+                open(os.path.join(self.params.marker, str(os.getpid())), "w").close()
             time.sleep(self.params.seconds)
         return _template(image)
 
@@ -92,12 +95,12 @@ def _cli(env, *args, timeout=300):
                           env=env, timeout=timeout)
 
 
-def _faulty_cfg(tmp_path, mode, workers=0, seconds=0.0, name="pipeline.yaml"):
+def _faulty_cfg(tmp_path, mode, workers=0, seconds=0.0, name="pipeline.yaml", marker=""):
     return write_config(tmp_path, f"""
         output: out
         workers: {workers}
         source: {{plugin: folders, root: root}}
-        detector: {{plugin: faulty, mode: {mode}, seconds: {seconds}}}
+        detector: {{plugin: faulty, mode: {mode}, seconds: {seconds}, marker: "{marker}"}}
         aligner: {{plugin: arcface}}
         sinks: [{{plugin: mxrec, path: rec}}]
         """, name)
@@ -205,17 +208,17 @@ def _alive(pid: int) -> bool:
 def test_workers_die_with_their_parent(tmp_path, aligned_root, faulty_env):
     """Item 18: kill -9 the parent of `facekit run -w 2`: its workers and the resource
     tracker are gone within seconds."""
-    cfg = _faulty_cfg(tmp_path, "slow", workers=2, seconds=30)
+    marker = tmp_path / "detecting"
+    marker.mkdir()
+    cfg = _faulty_cfg(tmp_path, "slow", workers=2, seconds=30, marker=marker)
     p = subprocess.Popen([sys.executable, "-m", "facekit.cli", "run", "-q", str(cfg)], env=faulty_env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 60
-        kids = []
-        while time.time() < deadline and len(kids) < 3:  # 2 workers + the resource tracker
-            time.sleep(0.2)
-            kids = _children(p.pid)
-        assert len(kids) >= 2, kids
-        time.sleep(1.0)  # let the workers reach their detector
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(marker.iterdir())) < 2 and p.poll() is None:
+            time.sleep(0.2)  # both workers inside their detector
+        kids = _children(p.pid)  # 2 workers + the resource tracker
+        assert len(kids) >= 2 and len(list(marker.iterdir())) == 2, kids
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
         deadline = time.time() + 20
@@ -287,14 +290,18 @@ def test_progress_bar_has_a_total(tmp_path, aligned_root, capsys):
 def test_ctrl_c_with_workers_is_one_line(tmp_path, aligned_root, faulty_env):
     """Ctrl-C reaches the whole process group: the workers ignore it, the parent unwinds,
     exits 130 with one line and publishes nothing."""
-    cfg = _faulty_cfg(tmp_path, "slow", workers=2, seconds=30)
+    marker = tmp_path / "detecting"
+    marker.mkdir()
+    cfg = _faulty_cfg(tmp_path, "slow", workers=2, seconds=30, marker=marker)
     p = subprocess.Popen([sys.executable, "-m", "facekit.cli", "run", "-q", str(cfg)], env=faulty_env,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.time() + 60
-        while time.time() < deadline and len(_children(p.pid)) < 2:
+        # both workers inside their detector (past their start, where Ctrl-C is ignored),
+        # however slowly a busy machine starts them
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(marker.iterdir())) < 2 and p.poll() is None:
             time.sleep(0.2)
-        time.sleep(1.0)  # the workers are inside their detector
+        assert len(list(marker.iterdir())) == 2, "the workers never started detecting"
         os.killpg(p.pid, signal.SIGINT)
         _, err = p.communicate(timeout=60)
     finally:
