@@ -114,6 +114,20 @@ def input_size_of(session) -> Optional[tuple[int, int]]:
     return None
 
 
+def _fit(shape: tuple, size: tuple[int, int]) -> tuple[int, int, float]:
+    """``(new_w, new_h, scale)`` of an image of ``shape`` ``(H, W, ...)`` resized to fit
+    ``size`` = ``(width, height)`` keeping its aspect ratio (insightface ``SCRFD.detect``)."""
+    w_in, h_in = size
+    im_ratio = float(shape[0]) / shape[1]
+    if im_ratio > float(h_in) / w_in:
+        new_h = h_in
+        new_w = int(new_h / im_ratio)
+    else:
+        new_w = w_in
+        new_h = int(new_w * im_ratio)
+    return new_w, new_h, float(new_h) / shape[0]
+
+
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, float]:
     """Resize ``image`` keeping its aspect ratio to fit ``size`` = ``(width, height)`` and
     paste it at the top-left of a black canvas (insightface ``SCRFD.detect``).
@@ -125,15 +139,7 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
         canvas is ``p / scale`` in ``image``.
     """
     w_in, h_in = size
-    im_ratio = float(image.shape[0]) / image.shape[1]
-    model_ratio = float(h_in) / w_in
-    if im_ratio > model_ratio:
-        new_h = h_in
-        new_w = int(new_h / im_ratio)
-    else:
-        new_w = w_in
-        new_h = int(new_w * im_ratio)
-    scale = float(new_h) / image.shape[0]
+    new_w, new_h, scale = _fit(image.shape, size)
     canvas = np.zeros((h_in, w_in, 3), np.uint8)
     canvas[:new_h, :new_w] = cv2.resize(image, (new_w, new_h))
     return canvas, scale
@@ -156,14 +162,7 @@ def letterbox_blob(image: np.ndarray, size: tuple[int, int], mean: float = 127.5
         ``p`` of the input is ``p / scale`` in ``image``.
     """
     w_in, h_in = size
-    im_ratio = float(image.shape[0]) / image.shape[1]
-    if im_ratio > float(h_in) / w_in:
-        new_h = h_in
-        new_w = int(new_h / im_ratio)
-    else:
-        new_w = w_in
-        new_h = int(new_w * im_ratio)
-    scale = float(new_h) / image.shape[0]
+    new_w, new_h, scale = _fit(image.shape, size)
     alpha, gamma = 1.0 / std, -mean / std
     blob = np.full((1, 3, h_in, w_in), gamma, np.float32)
     planes = cv2.split(cv2.resize(image, (new_w, new_h)))
