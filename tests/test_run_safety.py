@@ -293,8 +293,11 @@ def test_ctrl_c_with_workers_is_one_line(tmp_path, aligned_root, faulty_env):
     marker = tmp_path / "detecting"
     marker.mkdir()
     cfg = _faulty_cfg(tmp_path, "slow", workers=2, seconds=30, marker=marker)
+    # SIGINT as a terminal gives it: a test run started in the background (`cmd &` in a
+    # script) has it ignored, and the child would inherit that
     p = subprocess.Popen([sys.executable, "-m", "facekit.cli", "run", "-q", str(cfg)], env=faulty_env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         # both workers inside their detector (past their start, where Ctrl-C is ignored),
         # however slowly a busy machine starts them
