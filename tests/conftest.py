@@ -196,6 +196,24 @@ def resized_identities(data_dir: Path, root: Path, size: int = 112) -> Path:
     return root
 
 
+def plugin_pyproject(dist: str, entry: str, module: str, version: str) -> str:
+    """The ``pyproject.toml`` of a one-module plugin package ``dist`` (``version``) whose
+    ``facekit`` entry point ``entry`` names ``module``, for :func:`install_plugin`."""
+    return f"""
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "{dist}"
+version = "{version}"
+dependencies = []
+
+[project.entry-points.facekit]
+{entry} = "{module}"
+"""
+
+
 def install_plugin(tmp_path_factory, pyproject: str, module_name: str, source: str) -> dict:
     """Build and ``pip install --target`` a one-module plugin package (its own pyproject with
     a ``facekit`` entry point), as a third party would ship one. Returns an environment with

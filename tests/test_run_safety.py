@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import facekit_cli, install_plugin, link_aligned_112, write_config
+from conftest import facekit_cli, install_plugin, link_aligned_112, plugin_pyproject, write_config
 from facekit.pipeline.config import load_config
 from facekit.pipeline.engine import run
 from facekit.errors import FacekitError
@@ -65,18 +65,7 @@ def register_stages(register):
     register(FaultyDetector)
 '''
 
-PYPROJECT = """
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "facekit-faulty"
-version = "0.0.1"
-
-[project.entry-points.facekit]
-faulty = "facekit_faulty"
-"""
+PYPROJECT = plugin_pyproject("facekit-faulty", "faulty", "facekit_faulty", "0.0.1")
 
 
 @pytest.fixture(scope="module")

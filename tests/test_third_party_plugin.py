@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import facekit_cli, faces_root, install_plugin, link_aligned_112, write_config
+from conftest import facekit_cli, faces_root, install_plugin, link_aligned_112, plugin_pyproject, write_config
 
 PLUGIN = '''
 """A detector that trusts pre-aligned 112x112 chips: the ArcFace template points."""
@@ -45,19 +45,7 @@ def register_stages(register):
     register(TemplateDetector)
 '''
 
-PYPROJECT = """
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "facekit-template-detector"
-version = "0.3.1"
-dependencies = []
-
-[project.entry-points.facekit]
-template = "facekit_template_detector"
-"""
+PYPROJECT = plugin_pyproject("facekit-template-detector", "template", "facekit_template_detector", "0.3.1")
 
 
 @pytest.fixture(scope="module")
@@ -133,19 +121,7 @@ def register_commands(cli):
         click.echo(msg.upper() if shout else msg)
 '''
 
-COMMAND_PYPROJECT = """
-[build-system]
-requires = ["setuptools>=61"]
-build-backend = "setuptools.build_meta"
-
-[project]
-name = "facekit-hello"
-version = "1.2.0"
-dependencies = []
-
-[project.entry-points.facekit]
-hello = "facekit_hello"
-"""
+COMMAND_PYPROJECT = plugin_pyproject("facekit-hello", "hello", "facekit_hello", "1.2.0")
 
 BROKEN_PLUGIN = '''
 """register_commands adds a command, then fails: nothing of it may stay."""
@@ -201,12 +177,6 @@ def register_stages(register):
 '''
 
 
-def _pyproject(dist: str, ep: str, module: str) -> str:
-    return COMMAND_PYPROJECT.replace('name = "facekit-hello"', f'name = "{dist}"').replace(
-        'hello = "facekit_hello"', f'{ep} = "{module}"'
-    )
-
-
 def _commands(help_text: str) -> set:
     """The command names of a ``--help`` text's ``Commands:`` section."""
     return set(re.findall(r"^  (\S+)", help_text.split("\nCommands:\n", 1)[1], re.M))
@@ -226,10 +196,10 @@ def odd_plugins(tmp_path_factory, command_plugin):
     """The command plugin together with a plugin whose hook fails and one that takes
     facekit's command names."""
     broken = install_plugin(
-        tmp_path_factory, _pyproject("facekit-broken", "broken", "facekit_broken"), "facekit_broken", BROKEN_PLUGIN
+        tmp_path_factory, plugin_pyproject("facekit-broken", "broken", "facekit_broken", "1.2.0"), "facekit_broken", BROKEN_PLUGIN
     )
     clash = install_plugin(
-        tmp_path_factory, _pyproject("facekit-clash", "aaa_clash", "facekit_clash"), "facekit_clash", CLASH_PLUGIN
+        tmp_path_factory, plugin_pyproject("facekit-clash", "aaa_clash", "facekit_clash", "1.2.0"), "facekit_clash", CLASH_PLUGIN
     )
     env = dict(command_plugin)
     env["PYTHONPATH"] = os.pathsep.join([_first_path(broken), _first_path(clash), command_plugin["PYTHONPATH"]])
@@ -295,7 +265,7 @@ def test_plugins_that_cannot_load_leave_facekits_own_commands(tmp_path_factory, 
     """Two plugins registering the same stage name: no plugin loads (`facekit run` refuses
     the config), `--help` still works and says why the plugin commands are missing."""
     dup = install_plugin(
-        tmp_path_factory, _pyproject("facekit-dup", "dup", "facekit_dup"), "facekit_dup", DUPLICATE_PLUGIN
+        tmp_path_factory, plugin_pyproject("facekit-dup", "dup", "facekit_dup", "1.2.0"), "facekit_dup", DUPLICATE_PLUGIN
     )
     env = dict(command_plugin)
     env["PYTHONPATH"] = os.pathsep.join([_first_path(dup), command_plugin["PYTHONPATH"]])

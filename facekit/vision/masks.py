@@ -37,6 +37,7 @@ import cv2
 import numpy as np
 
 from facekit.errors import FacekitError
+from facekit.vision.align import umeyama
 
 #: canonical texture frame (width, height) in pixels
 TW, TH = 256, 192
@@ -89,19 +90,16 @@ def _mean5() -> np.ndarray:
     return np.stack([m[_EYE_L].mean(0), m[_EYE_R].mean(0), m[_NOSE], m[_MOUTH_L], m[_MOUTH_R]])
 
 
-def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """Least-squares similarity (Umeyama) ``(2, 3)`` mapping ``src`` points onto ``dst``."""
-    ms, md = src.mean(0), dst.mean(0)
-    s, d = src - ms, dst - md
-    cov = d.T @ s / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    e = np.eye(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        e[1, 1] = -1
-    r = u @ e @ vt
-    scale = (sig * np.diag(e)).sum() / (s**2).sum(1).mean()
-    t = md - scale * r @ ms
-    return np.hstack([scale * r, t[:, None]])
+def _placed(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(landmarks (5, 2) float64, 2x3 similarity from the mean face's five points to
+    them)``. Raises ValueError for landmarks not a finite ``(5, 2)`` array or with both eyes
+    at one point."""
+    lmk = np.asarray(landmarks, np.float64)
+    if lmk.shape != (5, 2) or not np.all(np.isfinite(lmk)):
+        raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {lmk.shape}")
+    if np.linalg.norm(lmk[1] - lmk[0]) < 1e-3:
+        raise ValueError("degenerate landmarks: both eyes at one point")
+    return lmk, umeyama(_mean5(), lmk)[:2]
 
 
 def fit_68(landmarks: np.ndarray) -> np.ndarray:
@@ -115,12 +113,7 @@ def fit_68(landmarks: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: landmarks not a finite ``(5, 2)`` array or degenerate (eyes together).
     """
-    lmk = np.asarray(landmarks, np.float64)
-    if lmk.shape != (5, 2) or not np.all(np.isfinite(lmk)):
-        raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {lmk.shape}")
-    if np.linalg.norm(lmk[1] - lmk[0]) < 1e-3:
-        raise ValueError("degenerate landmarks: both eyes at one point")
-    M = _similarity(_mean5(), lmk)
+    lmk, M = _placed(landmarks)
     pts = meanshape_68() @ M[:, :2].T + M[:, 2]
     resid = lmk[2] - pts[_NOSE]
     resid[1] = 0.0  # vertical residual: face proportions, not pose
@@ -131,13 +124,14 @@ def fit_68(landmarks: np.ndarray) -> np.ndarray:
 
 def face_anchors(landmarks: np.ndarray) -> np.ndarray:
     """The six face points a mask is warped onto, ``(6, 2)`` float32 crop pixels: jaw 1,
-    nose bridge (30% from 28 to 29), jaw 15, jaw 5, chin 8, jaw 11 (see :func:`fit_68`)."""
-    lmk = np.asarray(landmarks, np.float64)
-    if lmk.shape != (5, 2) or not np.all(np.isfinite(lmk)):
-        raise ValueError(f"landmarks must be a finite (5, 2) array, got shape {lmk.shape}")
-    if np.linalg.norm(lmk[1] - lmk[0]) < 1e-3:
-        raise ValueError("degenerate landmarks: both eyes at one point")
-    M = _similarity(_mean5(), lmk)
+    nose bridge (30% from 28 to 29), jaw 15, jaw 5, chin 8, jaw 11 (see :func:`fit_68`).
+
+    Args:
+        landmarks: ``(5, 2)`` float, the face's five points (facekit order), crop pixels.
+    Raises:
+        ValueError: landmarks not a finite ``(5, 2)`` array or degenerate (eyes together).
+    """
+    lmk, M = _placed(landmarks)
     p = _anchor_base() @ M[:, :2].T + M[:, 2]  # jaw 1, bridge, jaw 15, jaw 5, chin, jaw 11, nose tip
     resid = lmk[2] - p[6]
     p[1, 0] += resid[0]
