@@ -116,12 +116,18 @@ def test_ray_driver_killed_and_rerun_resumes_with_identical_outputs(tmp_path, ph
     _same(_tree(out), ref)
 
 
-@pytest.mark.slow
-def test_ray_model_missing_on_a_worker_node_is_one_line_naming_node_and_path(tmp_path, photos, scrfd_model, ray_cluster):
+def _own_model_copy(tmp_path, photos, scrfd_model):
+    """A copy of the model under ``tmp_path`` (for the test to break after the driver checked
+    it) and the spec of a one-actor Ray run that reads it."""
     model = tmp_path / "models" / "scrfd.onnx"
     model.parent.mkdir()
     shutil.copyfile(scrfd_model, model)
-    spec = load_config(_config(tmp_path, photos, model, "{plugin: ray, workers: 1}"))
+    return model, load_config(_config(tmp_path, photos, model, "{plugin: ray, workers: 1}"))
+
+
+@pytest.mark.slow
+def test_ray_model_missing_on_a_worker_node_is_one_line_naming_node_and_path(tmp_path, photos, scrfd_model, ray_cluster):
+    model, spec = _own_model_copy(tmp_path, photos, scrfd_model)
     model.unlink()  # present where the config was checked, absent where the actor runs
     with pytest.raises(FacekitError) as e:
         run(spec, progress=False)
@@ -135,10 +141,7 @@ def test_ray_model_missing_on_a_worker_node_is_one_line_naming_node_and_path(tmp
 
 @pytest.mark.slow
 def test_ray_stage_that_cannot_start_on_an_actor_is_one_line(tmp_path, photos, scrfd_model, ray_cluster):
-    model = tmp_path / "models" / "scrfd.onnx"
-    model.parent.mkdir()
-    shutil.copyfile(scrfd_model, model)
-    spec = load_config(_config(tmp_path, photos, model, "{plugin: ray, workers: 1}"))
+    model, spec = _own_model_copy(tmp_path, photos, scrfd_model)
     model.write_bytes(b"not an onnx model")  # broken after the driver checked it
     with pytest.raises(FacekitError) as e:
         run(spec, progress=False)
