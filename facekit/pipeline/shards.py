@@ -154,7 +154,7 @@ def taper_size(shard_size: int, remaining: int | None, workers: int) -> int:
     :func:`cut_shards`."""
     if remaining is None or workers <= 1 or remaining <= 0:  # <= 0: the count was low
         return shard_size
-    share = -(-max(remaining, 0) // (TAPER_SHARDS_PER_WORKER * workers))
+    share = -(-remaining // (TAPER_SHARDS_PER_WORKER * workers))
     return max(min(shard_size, MIN_TAPER_SIZE), min(shard_size, share))
 
 
