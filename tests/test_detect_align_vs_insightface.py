@@ -5,12 +5,10 @@ largest-central face cropped by ``norm_crop``."""
 
 from __future__ import annotations
 
-import io
 import warnings
 
 import cv2
 import numpy as np
-import pytest
 from PIL import Image
 
 from facekit.vision.detection import CHIP_MIN_INSIDE, inside_fraction, is_face_chip, largest_central_index, pad_image

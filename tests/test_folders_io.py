@@ -133,7 +133,7 @@ def _bad_pack_root(tmp_path, data_dir):
 def test_passthrough_pack_refuses_bad_files_and_mxnet_decodes_every_record(tmp_path, data_dir, run_mxnet):
     """No detector: file bytes are packed as they are, but only files that are whole
     images; the real mxnet decodes every record of the result."""
-    root = _bad_pack_root(tmp_path, data_dir)
+    _bad_pack_root(tmp_path, data_dir)
     cfg = write_config(
         tmp_path,
         """
@@ -482,7 +482,7 @@ def test_label_txt_describes_the_crops_and_mxnet_packs_them(tmp_path, data_dir, 
     label``), never the ``...rec:N`` pseudo-paths; packing it the way face2rec2 does
     (paths opened from the output folder, bytes packed as they are) gives back every
     image with its label."""
-    root = link_aligned_112(data_dir, tmp_path / "root")
+    link_aligned_112(data_dir, tmp_path / "root")
     cfg1 = write_config(
         tmp_path,
         """
@@ -555,7 +555,7 @@ def test_folders_count_matches_iteration_on_a_hostile_tree(tmp_path, data_dir):
 
 
 def test_folders_count_skips_side_files_of_facekit_output(tmp_path, data_dir):
-    root = link_aligned_112(data_dir, tmp_path / "root")
+    link_aligned_112(data_dir, tmp_path / "root")
     cfg = write_config(
         tmp_path,
         """
