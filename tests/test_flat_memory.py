@@ -89,3 +89,43 @@ def test_load_idx_blocks_give_the_slow_parsers_rows(tmp_path):
     p.write_bytes(text + b"5\tnope\n")
     with pytest.raises(RecordIOError, match=r"x.idx:12001: bad idx line"):
         load_idx(p)
+
+
+def test_a_finished_shard_is_not_held_while_the_next_shards_run(tmp_path, monkeypatch):
+    # The engine and run_shards each kept the last shard's result (a loop variable, the
+    # executor's handle) while the next shard was cut and run: two shards of samples alive,
+    # 5 MB of JPEG bytes for 1,000 records, visible as peak RSS rising from 1k to 50k records.
+    import weakref
+
+    import cv2
+    import numpy as np
+
+    from facekit.pipeline import worker
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
+
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        d = tmp_path / "root" / f"id{i // 10}"
+        d.mkdir(parents=True, exist_ok=True)
+        ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (112, 112, 3), dtype=np.uint8))
+        (d / f"{i}.jpg").write_bytes(buf.tobytes())
+    finished: list = []
+    alive_at_start: list[int] = []
+    call = worker.ShardWorker.__call__
+
+    def recording(self, shard):
+        alive_at_start.append(sum(r() is not None for r in finished))
+        res = call(self, shard)
+        finished.append(weakref.ref(res))
+        return res
+
+    monkeypatch.setattr(worker.ShardWorker, "__call__", recording)
+    cfg = tmp_path / "pack.yaml"
+    cfg.write_text(
+        f"output: {tmp_path / 'out'}\nshard_size: 10\n"
+        f"source: {{plugin: folders, root: {tmp_path / 'root'}}}\nsinks: [{{plugin: mxrec, path: rec}}]\n"
+    )
+    s = run(load_config(cfg), progress=False)
+    assert s.faces_kept == 60 and len(alive_at_start) == 6
+    assert alive_at_start == [0] * 6  # no earlier shard's result alive when a shard starts

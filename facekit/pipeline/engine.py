@@ -194,6 +194,7 @@ class _Run:
                 if not bar.disable:
                     bar.update(len(res.outcomes))
                     bar.set_postfix(kept=summary.faces_kept, rejected=sum(self.reasons.values()), refresh=False)
+                del res  # not held while the next shard runs
             bar.close()
             executor.close()
             started = False

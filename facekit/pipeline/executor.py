@@ -138,6 +138,7 @@ def run_shards(
                     break
             succeeded = True
             yield res
+            shard = res = None  # neither is held while the next shards are cut and run
             nxt += 1
         if again:
             if not pending:  # a failed shard runs alone: its failure is then its own
@@ -178,6 +179,7 @@ def run_shards(
                 succeeded = True
             res.attempts = attempt
             ready[shard.index] = (shard, res)
+        h = shard = res = None  # a handle holds its result: not kept while the next shards run
 
 
 def _first(shard: Shard) -> str:
