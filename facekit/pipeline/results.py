@@ -26,9 +26,15 @@ flag           string (null)            ``far_from_identity``: likely label nois
 
 Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
 only on the rows: equal for every executor and shard size. Rows wait as Python objects
-(about 1.5 kB each) only until their row group is written. The row group is small because
-writing one costs Arrow and zstd memory in proportion to it (8,192 rows: +12 MiB of peak
-RSS in a pass-through pack, 1,024 rows: +2 MiB), for 6 B a row more on disk.
+only :data:`CHUNK` at a time (about 1.5 kB each), then as Arrow columns (a tenth of that)
+until their row group is written. Memory is what bounds these numbers (peak RSS of a
+pass-through pack, measured with ``benchmarks/bench_detect_align.py --rss``):
+
+- the Parquet writer keeps ~12 kB of metadata per row group until the file is closed, so
+  row groups are not small (1,024 rows: +25 MiB at 1M rows; 8,192 rows: +3 MiB);
+- it buffers a data page per column (1 MiB by default, and a dictionary): writing the
+  first 8,192-row group then cost +10 MiB; with 64 KiB pages and no dictionaries (the
+  paths are unique anyway) +3.6 MiB, and a smaller file.
 """
 
 from __future__ import annotations
@@ -42,8 +48,12 @@ import pyarrow.parquet as pq
 from facekit.pipeline.gate import Row
 
 RESULTS_FILE = "results.parquet"
-#: rows per Parquet row group (and the most rows held in memory)
-ROW_GROUP = 1024
+#: rows per Parquet row group (and the most rows held in memory, as Arrow columns)
+ROW_GROUP = 8192
+#: rows held as Python objects before they become Arrow columns
+CHUNK = 1024
+#: the Parquet data page size (bytes): the writer's buffer per column
+PAGE_BYTES = 64 << 10
 
 SCHEMA = pa.schema(
     [
@@ -84,8 +94,11 @@ class ResultsWriter:
     def __init__(self, path: Path, sinks: int):
         self.path = path
         self.sinks = sinks
-        self.writer = pq.ParquetWriter(str(path), SCHEMA, compression="zstd", write_statistics=False)
+        self.writer = pq.ParquetWriter(
+            str(path), SCHEMA, compression="zstd", write_statistics=False, use_dictionary=False, data_page_size=PAGE_BYTES
+        )
         self.cols: dict[str, list] = {f.name: [] for f in SCHEMA}
+        self.batches: list[pa.RecordBatch] = []  # the row group being filled, CHUNK rows each
         self.rows = 0
 
     def add(self, row: Row, outputs: Optional[list]) -> None:
@@ -112,15 +125,23 @@ class ResultsWriter:
         c["similarity"].append(None if s is None else s.similarity)
         c["flag"].append(None if s is None or not s.flag else s.flag)
         self.rows += 1
-        if len(c["path"]) >= ROW_GROUP:
-            self._flush()
+        if len(c["path"]) >= CHUNK:
+            self._columns()
+            if self.rows % ROW_GROUP == 0:
+                self._flush()
+
+    def _columns(self) -> None:
+        """The rows held as Python objects become one Arrow record batch."""
+        if self.cols["path"]:
+            self.batches.append(pa.RecordBatch.from_pydict(self.cols, schema=SCHEMA))
+            self.cols = {f.name: [] for f in SCHEMA}
 
     def _flush(self) -> None:
-        """Write the rows held as one row group."""
-        if self.cols["path"]:
-            batch = pa.RecordBatch.from_pydict(self.cols, schema=SCHEMA)
-            self.writer.write_batch(batch, row_group_size=ROW_GROUP)
-            self.cols = {f.name: [] for f in SCHEMA}
+        """Write the rows held as one row group (its record batches are its chunks: no copy)."""
+        self._columns()
+        if self.batches:
+            self.writer.write_table(pa.Table.from_batches(self.batches, schema=SCHEMA), row_group_size=ROW_GROUP)
+            self.batches = []
 
     def close(self) -> dict:
         """Finish the file; returns ``{"path", "rows"}``."""
