@@ -10,6 +10,7 @@ passes to the sinks (kept faces), the rejects file and the results table.
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 from typing import Optional
 
@@ -33,14 +34,36 @@ class Row:
     reject: Optional[Reject]
 
 
-@dataclass
-class IdentityCount:
+class IdentityCounts:
     """Per-identity account for ``summary.json``: class id (-1 when not admitted), kept
-    faces, rejected images/faces."""
+    faces, rejected images/faces, in the order identities were first seen. Held as a name
+    index and int64 arrays (~100 B an identity with its name; a dict of objects took twice
+    that, and Glint360K has 360k identities)."""
 
-    label: int = -1
-    kept: int = 0
-    rejected: int = 0
+    def __init__(self):
+        self.index: dict[str, int] = {}
+        self.label, self.kept, self.rejected = array("q"), array("q"), array("q")
+        self.decided = bytearray()  # 1: the identity's faces went through the gate
+
+    def slot(self, name: str) -> int:
+        """The position of identity ``name`` (added, with label -1 and no counts, if new)."""
+        i = self.index.get(name)
+        if i is None:
+            i = self.index[name] = len(self.index)
+            self.label.append(-1)
+            self.kept.append(0)
+            self.rejected.append(0)
+            self.decided.append(0)
+        return i
+
+    def was_decided(self, name: str) -> bool:
+        i = self.index.get(name)
+        return i is not None and self.decided[i] == 1
+
+    def as_dict(self) -> dict[str, dict]:
+        """``{name: {"label", "kept", "rejected"}}`` in first-seen order."""
+        lab, kept, rej = self.label, self.kept, self.rejected
+        return {n: {"label": lab[i], "kept": kept[i], "rejected": rej[i]} for n, i in self.index.items()}
 
 
 class IdentityGate:
@@ -53,10 +76,9 @@ class IdentityGate:
     def __init__(self, start_id: int, min_images: int):
         self.next_id = start_id
         self.min_images = min_images
-        self.done: set[str] = set()
         self.admitted = 0
         self.dropped = 0
-        self.counts: dict[str, IdentityCount] = {}
+        self.counts = IdentityCounts()
 
     def admit(self, result: ShardResult) -> list[Row]:
         """Decide the identities of ``result``; return its rows in source order."""
@@ -67,7 +89,7 @@ class IdentityGate:
             for s in oc.samples:
                 ident = s.identity
                 if ident != current:
-                    if ident in faces or ident in self.done:
+                    if ident in faces or self.counts.was_decided(ident):
                         raise FacekitError(
                             f"source yielded identity {ident!r} again after other identities ({s.path}); "
                             "a source must keep each identity's images together"
@@ -79,7 +101,6 @@ class IdentityGate:
         labels: dict[str, int] = {}
         for ident in order:
             buf = faces[ident]
-            self.done.add(ident)
             if len(buf) < self.min_images:
                 self.dropped += 1
                 continue
@@ -96,21 +117,23 @@ class IdentityGate:
         counts = self.counts
         for i, oc in enumerate(result.outcomes):
             for s in oc.samples:
-                c = counts.get(s.identity) or counts.setdefault(s.identity, IdentityCount())
+                c = counts.slot(s.identity)
                 label = labels.get(s.identity)
                 if label is None:
                     n = len(faces[s.identity])
                     detail = f"identity {s.identity!r} has {n} kept face(s) < min_images {self.min_images}"
                     rows.append(Row(i, s, Reject(s.path, IDENTITY_TOO_SMALL, detail, s.identity, s.required)))
-                    c.rejected += 1
+                    counts.rejected[c] += 1
                 else:
                     s.label = label  # the gate owns these samples: label them in place
                     rows.append(Row(i, s, None))
-                    c.label, c.kept = label, c.kept + 1
+                    counts.label[c] = label
+                    counts.kept[c] += 1
             for r in oc.rejects:
                 rows.append(Row(i, r.face, r))
-                c = counts.get(r.identity) or counts.setdefault(r.identity, IdentityCount())
-                c.rejected += 1
+                counts.rejected[counts.slot(r.identity)] += 1
+        for ident in order:
+            counts.decided[counts.index[ident]] = 1
         return rows
 
 
