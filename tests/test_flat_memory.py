@@ -129,3 +129,62 @@ def test_a_finished_shard_is_not_held_while_the_next_shards_run(tmp_path, monkey
     s = run(load_config(cfg), progress=False)
     assert s.faces_kept == 60 and len(alive_at_start) == 6
     assert alive_at_start == [0] * 6  # no earlier shard's result alive when a shard starts
+
+
+def _held_per_identity(build, n: int) -> float:
+    """Python heap bytes a structure holds per identity after ``build(names)`` of ``n``
+    identities (the names themselves allocated before the measurement)."""
+    names = [f"identity_{i:07d}" for i in range(n)]
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        held_obj = build(names)
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert held_obj is not None
+    return held / n
+
+
+def test_the_gates_per_identity_account_is_compact():
+    # summary.json lists every identity, so the gate keeps a count per identity for the
+    # whole run: ~100 B each now; a dict of dataclass objects plus a set of names took
+    # ~250 B (Glint360K: 360k identities).
+    from facekit.pipeline.gate import IdentityGate
+    from facekit.pipeline.shards import Outcome, ShardResult
+    from facekit.stages import Reject, Sample
+
+    def build(names):
+        gate = IdentityGate(0, 2)
+        for k in range(0, len(names), 500):
+            outs = []
+            for j, name in enumerate(names[k : k + 500]):
+                outs.append(Outcome(name, [Sample(3 * j, f"{name}/a", name), Sample(3 * j + 1, f"{name}/b", name)], [], 2))
+                outs.append(Outcome(name, [], [Reject(f"{name}/c", "no_face", "", name)], 1))
+            rows = gate.admit(ShardResult(k, outs))
+            assert len(rows) == 3 * len(names[k : k + 500])
+            del outs, rows
+        return gate
+
+    per = _held_per_identity(build, 20_000)
+    assert per < 130, per
+    gate = build([f"x{i}" for i in range(3)])
+    assert gate.counts.as_dict() == {f"x{i}": {"label": i, "kept": 2, "rejected": 1} for i in range(3)}
+
+
+def test_mxrec_identity_ranges_are_compact():
+    from plugins.mxrec import IdentityRanges
+
+    def build(names):
+        r = IdentityRanges()
+        for label in range(len(names)):
+            for k in range(3):
+                r.note(label, 3 * label + k, 3 * label + k + 1)
+        return r
+
+    assert _held_per_identity(build, 20_000) < 40  # a list of 3-int lists took ~150 B
+    r = build(["a", "b", "c"])
+    assert len(r) == 3 and list(r) == [(0, 0, 3), (1, 3, 6), (2, 6, 9)]
+    assert list(r.slice(1, 3)) == [(1, 3, 6), (2, 6, 9)]
+    assert r.note(2, 9, 10) is False and list(r)[-1] == (2, 6, 10)
+    assert r.note(5, 10, 11) is True and len(r) == 4
