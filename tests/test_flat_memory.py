@@ -188,3 +188,25 @@ def test_mxrec_identity_ranges_are_compact():
     assert list(r.slice(1, 3)) == [(1, 3, 6), (2, 6, 9)]
     assert r.note(2, 9, 10) is False and list(r)[-1] == (2, 6, 10)
     assert r.note(5, 10, 11) is True and len(r) == 4
+
+
+def test_summary_json_is_written_from_the_compact_counts_byte_for_byte():
+    # summary.json is json.dumps(summary.as_dict(), indent=2) plus a newline, but written one
+    # identity at a time from the gate's arrays (no dict per identity for the whole run)
+    import io
+    import json
+
+    from facekit.pipeline.engine import Summary
+    from facekit.pipeline.gate import IdentityCounts
+
+    counts = IdentityCounts()
+    for i, name in enumerate(["a", "é\tx", 'q"u', "\udcff"]):
+        j = counts.slot(name)
+        counts.label[j], counts.kept[j], counts.rejected[j] = i - 1, 2 * i, i
+    for ids in ({}, counts):
+        s = Summary(images_read=5, rejects={"no_face": 1}, sinks={"sinks[0]": {"path": "x", "n": [1, 2]}}, identities=ids)
+        f = io.StringIO()
+        s.write_json(f)
+        assert f.getvalue() == json.dumps(s.as_dict(), indent=2) + "\n"
+        assert json.loads(f.getvalue())["identities"] == {n: dict(v) for n, v in ids.items()}
+    assert counts["q\"u"] == {"label": 1, "kept": 4, "rejected": 2} and list(counts)[0] == "a"

@@ -11,6 +11,7 @@ passes to the sinks (kept faces), the rejects file and the results table.
 from __future__ import annotations
 
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Optional
 
@@ -34,11 +35,12 @@ class Row:
     reject: Optional[Reject]
 
 
-class IdentityCounts:
-    """Per-identity account for ``summary.json``: class id (-1 when not admitted), kept
-    faces, rejected images/faces, in the order identities were first seen. Held as a name
-    index and int64 arrays (~100 B an identity with its name; a dict of objects took twice
-    that, and Glint360K has 360k identities)."""
+class IdentityCounts(Mapping):
+    """Per-identity account for ``summary.json``: a read-only mapping of identity name to
+    ``{"label", "kept", "rejected"}`` (class id, -1 when not admitted; kept faces; rejected
+    images/faces), in the order identities were first seen. Held as a name index and int64
+    arrays (~75 B an identity; a dict of objects took 254 B, and Glint360K has 360k
+    identities); each value is made when asked for."""
 
     def __init__(self):
         self.index: dict[str, int] = {}
@@ -60,10 +62,19 @@ class IdentityCounts:
         i = self.index.get(name)
         return i is not None and self.decided[i] == 1
 
+    def __getitem__(self, name: str) -> dict:
+        i = self.index[name]
+        return {"label": self.label[i], "kept": self.kept[i], "rejected": self.rejected[i]}
+
+    def __iter__(self):
+        return iter(self.index)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
     def as_dict(self) -> dict[str, dict]:
-        """``{name: {"label", "kept", "rejected"}}`` in first-seen order."""
-        lab, kept, rej = self.label, self.kept, self.rejected
-        return {n: {"label": lab[i], "kept": kept[i], "rejected": rej[i]} for n, i in self.index.items()}
+        """A plain ``{name: {"label", "kept", "rejected"}}`` copy, in first-seen order."""
+        return {n: self[n] for n in self.index}
 
 
 class IdentityGate:
