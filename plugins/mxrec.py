@@ -283,9 +283,11 @@ class _Out:
             self.key += count
 
     def encoded(self, framed: bytes, label: int) -> None:
+        """Append one framed record (a shuffled file: its identities are not contiguous,
+        so no ranges are kept; shuffling needs the plain layout, which has no identity
+        records)."""
         self._limit()
         self.w.write_encoded_idx(self.key, framed)
-        self._note(label)
         self.key += 1
 
     def copy_identities(self, src_fd: int, rec_offsets: array, src_end: int, idents: list) -> None:
@@ -468,7 +470,8 @@ class MxrecSink(facekit.Sink):
 
     def _write_shards(self) -> list[tuple[str, int, list]]:
         """Copy the staged image records into the shard files; returns per file
-        ``(stem, images, [(label, start, end)])`` (start/end None when shuffled)."""
+        ``(stem, images, ranges)``: its :class:`IdentityRanges`, or ``[(label, None, None)]``
+        when shuffled."""
         p = self.params
         root = self.dir.staging
         self.tmp.close()
