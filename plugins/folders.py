@@ -121,12 +121,15 @@ def _top_names(root: str) -> tuple[list[str], bytearray]:
     types: dict[str, int] = {}
     with os.scandir(root) as it:
         for e in it:
-            link = e.is_symlink()
-            types[e.name] = (
-                _DIR if not link and e.is_dir(follow_symlinks=False)
-                else _FILE if not link and e.is_file(follow_symlinks=False)
-                else _OTHER
-            )
+            try:  # no system call where the listing gives the type
+                link = e.is_symlink()
+                types[e.name] = (
+                    _DIR if not link and e.is_dir(follow_symlinks=False)
+                    else _FILE if not link and e.is_file(follow_symlinks=False)
+                    else _OTHER
+                )
+            except OSError:  # looked at again (and reported) when iterated
+                types[e.name] = _OTHER
     names = list(types)
     _natural_sort(names)
     return names, bytearray(types[n] for n in names)
