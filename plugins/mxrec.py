@@ -128,7 +128,8 @@ class MxrecSource(facekit.Source):
     def _samples(self, rec: FaceRec):
         p = self.params
         multi = len(rec.parts) > 1
-        top = max((int(abs(part.image_keys).max()) for part in rec.parts if len(part)), default=0)
+        # the widest key (min and max: no temporary array of the whole idx)
+        top = max((max(-int(k.min()), int(k.max())) for k in (p_.image_keys for p_ in rec.parts) if len(k)), default=0)
         width = max(8, len(str(top)))
         order = range(len(rec))
         if p.order == "label":

@@ -260,8 +260,8 @@ class FaceRecPart:
                     f"{self.rec_path}: key 0, record at offset {r.offset_of(0)}: header label [{first}, {end}] "
                     f"needs keys 0..{max(first, end) - 1}, but {src} lists {self.records} records"
                 )
-            self.image_keys = np.arange(1, first, dtype=np.int64)
-            self.identity_keys = np.arange(first, max(first, end), dtype=np.int64)
+            self.image_keys = self._keys(r, 1, first)
+            self.identity_keys = self._keys(r, first, max(first, end))
             self.image_offsets = self._offsets(r, self.image_keys)
             self.identity_offsets = self._offsets(r, self.identity_keys)
         else:
@@ -300,6 +300,14 @@ class FaceRecPart:
             return None
         end = lab[1] if len(lab) > 1 and lab[1].is_integer() else lab[0]
         return int(lab[0]), int(end)
+
+    @staticmethod
+    def _keys(r: IndexedRecordIOReader, start: int, end: int) -> np.ndarray:
+        """Keys ``start .. end - 1`` as an int64 array: a view of the idx's keys when they
+        are dense (no second 8 B a record), else a new ``arange``."""
+        if r._dense and r._k0 <= start and end - r._k0 <= len(r.key_array):
+            return r.key_array[start - r._k0 : end - r._k0]
+        return np.arange(start, end, dtype=np.int64)
 
     def _offsets(self, r: IndexedRecordIOReader, keys: np.ndarray) -> np.ndarray:
         if r._dense and len(keys):
