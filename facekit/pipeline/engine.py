@@ -49,8 +49,10 @@ log = logging.getLogger("facekit")
 @dataclass
 class Summary:
     """What a run did. ``rejects`` counts rejected images/faces by reason; ``identities``
-    maps each identity name to ``{"label", "kept", "rejected"}`` (label -1: not admitted);
-    ``shards``: how many, how many were reused from a crashed run, how many ran again."""
+    maps each identity name to ``{"label", "kept", "rejected"}`` (label -1: not admitted;
+    after a run a read-only :class:`~facekit.pipeline.gate.IdentityCounts`, compact for
+    millions of identities: :meth:`as_dict` gives plain dicts for ``json``); ``shards``: how
+    many, how many were reused from a crashed run, how many ran again."""
 
     images_read: int = 0
     faces_kept: int = 0
