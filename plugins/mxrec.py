@@ -129,7 +129,8 @@ class MxrecSource(facekit.Source):
         p = self.params
         multi = len(rec.parts) > 1
         # the widest key (min and max: no temporary array of the whole idx)
-        top = max((max(-int(k.min()), int(k.max())) for k in (p_.image_keys for p_ in rec.parts) if len(k)), default=0)
+        keys = [part.image_keys for part in rec.parts if len(part)]
+        top = max((max(-int(k.min()), int(k.max())) for k in keys), default=0)
         width = max(8, len(str(top)))
         order = range(len(rec))
         if p.order == "label":

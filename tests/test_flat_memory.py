@@ -169,7 +169,7 @@ def test_the_gates_per_identity_account_is_compact():
     per = _held_per_identity(build, 20_000)
     assert per < 130, per
     gate = build([f"x{i}" for i in range(3)])
-    assert gate.counts.as_dict() == {f"x{i}": {"label": i, "kept": 2, "rejected": 1} for i in range(3)}
+    assert dict(gate.counts) == {f"x{i}": {"label": i, "kept": 2, "rejected": 1} for i in range(3)}
 
 
 def test_mxrec_identity_ranges_are_compact():

@@ -233,7 +233,7 @@ def test_gate_labels_admitted_identities_in_order_and_rejects_small_ones():
     rows = gate.admit(_result(1, "d+ d+ d+"))
     assert {r.sample.label for r in rows} == {12}
     assert gate.admitted == 3 and gate.dropped == 1
-    counts = gate.counts.as_dict()
+    counts = dict(gate.counts)
     assert list(counts) == ["a", "b", "c", "d"]  # first seen first
     assert counts["a"] == {"label": 10, "kept": 2, "rejected": 1}
     assert counts["b"] == {"label": -1, "kept": 0, "rejected": 1}

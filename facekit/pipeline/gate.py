@@ -40,7 +40,7 @@ class IdentityCounts(Mapping):
     ``{"label", "kept", "rejected"}`` (class id, -1 when not admitted; kept faces; rejected
     images/faces), in the order identities were first seen. Held as a name index and int64
     arrays (~75 B an identity; a dict of objects took 254 B, and Glint360K has 360k
-    identities); each value is made when asked for."""
+    identities); each value is made when asked for (``dict(counts)``: a plain copy)."""
 
     def __init__(self):
         self.index: dict[str, int] = {}
@@ -59,6 +59,8 @@ class IdentityCounts(Mapping):
         return i
 
     def was_decided(self, name: str) -> bool:
+        """Whether identity ``name``'s faces already went through the gate (a source that
+        yields it again after other identities is refused)."""
         i = self.index.get(name)
         return i is not None and self.decided[i] == 1
 
@@ -71,10 +73,6 @@ class IdentityCounts(Mapping):
 
     def __len__(self) -> int:
         return len(self.index)
-
-    def as_dict(self) -> dict[str, dict]:
-        """A plain ``{name: {"label", "kept", "rejected"}}`` copy, in first-seen order."""
-        return {n: self[n] for n in self.index}
 
 
 class IdentityGate:

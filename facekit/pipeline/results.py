@@ -50,7 +50,7 @@ from facekit.pipeline.gate import Row
 RESULTS_FILE = "results.parquet"
 #: rows per Parquet row group (and the most rows held in memory, as Arrow columns)
 ROW_GROUP = 8192
-#: rows held as Python objects before they become Arrow columns
+#: rows held as Python objects before they become Arrow columns (divides ROW_GROUP)
 CHUNK = 1024
 #: the Parquet data page size (bytes): the writer's buffer per column
 PAGE_BYTES = 64 << 10
