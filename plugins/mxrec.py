@@ -109,7 +109,7 @@ class MxrecSource(facekit.Source):
             files, _ = find_parts(p.path, p.prefix)
             if any(f.idx is None for f in files):
                 return None
-            with FaceRec(p.path, p.layout, p.prefix) as rec:
+            with FaceRec(p.path, p.layout, p.prefix, stream=True) as rec:
                 return len(rec)
         except (RecordIOError, OSError, ValueError):
             return None
@@ -117,48 +117,62 @@ class MxrecSource(facekit.Source):
     def __iter__(self):
         p = self.params
         try:
-            rec = FaceRec(p.path, p.layout, p.prefix)
+            # in file order the idx is read in blocks as the records are (not 16 B a record)
+            rec = FaceRec(p.path, p.layout, p.prefix, stream=p.order == "file")
         except RecordIOError as e:
             raise facekit.FacekitError(f"mxrec source: {e}") from None
         try:
             yield from self._samples(rec)
+        except RecordIOError as e:  # the idx changed while it was read
+            raise facekit.FacekitError(f"mxrec source: {e}") from None
         finally:
             rec.close()
+
+    def _order(self, rec: FaceRec):
+        """``(i, part_index, index_in_part, key, offset)`` of the images in the order
+        asked for; rejects (an unreadable header in ``order: label``) as they are found."""
+        if self.params.order == "file":
+            yield from rec.entries()
+            return
+        labels, ids, bad = rec.labels(with_ids=True, errors="collect")
+        for i, (reason, msg) in bad.items():  # rejected here, each with its reason; the rest sorted
+            j, k = rec.locate(i)
+            part = rec.parts[j]
+            yield facekit.Reject(f"{part.rec_path}:{int(part.image_keys[k])}", reason, msg)
+        order = np.lexsort((ids, labels)).tolist()  # by label, then id (the unshuffled position)
+        del labels, ids
+        for i in order:
+            if i in bad:
+                continue
+            j, k = rec.locate(i)
+            part = rec.parts[j]
+            yield i, j, k, int(part.image_keys[k]), int(part.image_offsets[k])
 
     def _samples(self, rec: FaceRec):
         p = self.params
         multi = len(rec.parts) > 1
-        # the widest key (min and max: no temporary array of the whole idx)
-        keys = [part.image_keys for part in rec.parts if len(part)]
-        top = max((max(-int(k.min()), int(k.max())) for k in keys), default=0)
+        # the widest key (no temporary array of the whole idx; none read when streamed)
+        top = max((max(-lo, hi) for lo, hi in (part.key_bounds() for part in rec.parts if len(part))), default=0)
         width = max(8, len(str(top)))
-        order = range(len(rec))
-        if p.order == "label":
-            labels, ids, bad = rec.labels(with_ids=True, errors="collect")
-            for i, (reason, msg) in bad.items():  # rejected here, each with its reason; the rest sorted
-                j, k = rec.locate(i)
-                part = rec.parts[j]
-                yield facekit.Reject(f"{part.rec_path}:{int(part.image_keys[k])}", reason, msg)
-            order = np.lexsort((ids, labels)).tolist()  # by label, then id (the unshuffled position)
-            if bad:
-                order = [i for i in order if i not in bad]
         keep = p.labels == "keep"
         seen: set[int] = set()
         current = None
-        for i in order:
-            j, k = rec.locate(i)
+        for entry in self._order(rec):
+            if isinstance(entry, facekit.Reject):
+                yield entry
+                continue
+            i, j, k, key, offset = entry
             part = rec.parts[j]
-            key = int(part.image_keys[k])
             path = f"{part.rec_path}:{key}"
             if part.first_of is not None and part.first_of[k] != k:
                 f = int(part.first_of[k])
                 yield facekit.Reject(
                     path, "duplicate_record",
-                    f"idx offset {int(part.image_offsets[k])} is also listed as key {int(part.image_keys[f])}: the record is read once",
+                    f"idx offset {offset} is also listed as key {int(part.image_keys[f])}: the record is read once",
                 )
                 continue
             try:
-                header, img = part.read(k)
+                header, img = part.read_record(key, offset)
                 lab = label_of(header)
             except RecordIOError as e:
                 yield facekit.Reject(path, "bad_record", str(e))
@@ -166,7 +180,7 @@ class MxrecSource(facekit.Source):
             try:
                 lab = class_id(lab)
             except ValueError as e:
-                where = f"{part.rec_path}: key {key}, record at offset {int(part.image_offsets[k])}"
+                where = f"{part.rec_path}: key {key}, record at offset {offset}"
                 yield facekit.Reject(path, "bad_label", f"{where}: {e}")
                 continue
             if not img:

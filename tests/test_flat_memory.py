@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import tracemalloc
 
-from facekit.formats.recordio import IndexedRecordIOWriter, load_idx
+from facekit.formats.idx import load_idx
+from facekit.formats.recordio import IndexedRecordIOWriter
 
 
 def _held_after(tmp_path, n: int, mode: str) -> int:
@@ -77,7 +78,7 @@ def test_load_idx_blocks_give_the_slow_parsers_rows(tmp_path):
     import pytest
 
     from facekit.errors import RecordIOError
-    from facekit.formats.recordio import _parse_idx_slow
+    from facekit.formats.idx import _parse_idx_slow
 
     text = b"".join(b"%d\t%d\n" % (k * 7 - 3, 4 + 1013 * k) for k in range(12_000))
     for body in (text, text[:-1], b""):

@@ -24,7 +24,8 @@ from facekit.errors import FacekitError, RecordIOError
 from facekit.formats.facerec import FaceRec, image_hw
 from facekit.formats.rec_inspect import inspect
 from facekit.formats.rec_verify import verify
-from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, RecordIOReader, pack, read_idx
+from facekit.formats.idx import read_idx
+from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, RecordIOReader, pack
 
 REPO = Path(__file__).resolve().parents[1]
 

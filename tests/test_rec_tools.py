@@ -15,7 +15,8 @@ from conftest import facekit_cli
 from facekit.cli import main
 from facekit.formats.rec_inspect import inspect
 from facekit.formats.rec_verify import verify
-from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, pack, read_idx
+from facekit.formats.idx import read_idx
+from facekit.formats.recordio import IndexedRecordIOWriter, IRHeader, pack
 
 
 def make_face_rec(d: Path, imgs: list[bytes], labels: list[int], ranges=None, prop="2,112,112", name="train"):

@@ -30,8 +30,8 @@ _EXPORTS = {
     "IndexedRecordIOWriter": "recordio:IndexedRecordIOWriter",
     "RecordIOReader": "recordio:RecordIOReader",
     "IndexedRecordIOReader": "recordio:IndexedRecordIOReader",
-    "load_idx": "recordio:load_idx",
-    "read_idx": "recordio:read_idx",
+    "load_idx": "idx:load_idx",
+    "read_idx": "idx:read_idx",
     "format_idx": "recordio:format_idx",
     "build_index": "recordio:build_index",
     # facerec: the face-dataset layouts (insightface / plain, shard sets)

@@ -43,6 +43,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from facekit.errors import RecordIOError
+from facekit.formats.idx import idx_rows
 from facekit.formats.recordio import IndexedRecordIOReader, IRHeader, RecordIOReader, unpack
 
 LAYOUTS = ("insightface", "plain")
@@ -225,6 +226,10 @@ class FaceRecPart:
             for each image, the index of the first image whose idx offset is the same
             (``first_of[i] != i``: image ``i`` repeats a record already listed).
         duplicate_offsets: how many images repeat another image's record.
+    ``stream=True`` (one pass in dataset order over a large file: the ``mxrec`` source):
+    a dense idx whose offsets increase, what every writer makes, is checked in one pass and
+    not held (16 B a record less); :meth:`entries` reads it in blocks, and the arrays above
+    are loaded on first use. Any other idx is loaded at once, as without ``stream``.
     Raises:
         RecordIOError: unreadable files or idx, a header record whose counts exceed the
             records the idx (or scan) holds, a missing image or identity key.
@@ -232,10 +237,10 @@ class FaceRecPart:
     on first read, so a part (and :class:`FaceRec`) can go to DataLoader workers.
     """
 
-    def __init__(self, files: PartFiles, layout: str = "auto"):
+    def __init__(self, files: PartFiles, layout: str = "auto", stream: bool = False):
         self.rec_path = str(files.rec)
         self.idx_path = str(files.idx) if files.idx else None
-        r = IndexedRecordIOReader(self.idx_path, self.rec_path)
+        r = IndexedRecordIOReader(self.idx_path, self.rec_path, stream=stream)
         self._reader: Optional[RecordIOReader] = r
         self._pid = os.getpid()
         self.records = len(r)
@@ -260,21 +265,42 @@ class FaceRecPart:
                     f"{self.rec_path}: key 0, record at offset {r.offset_of(0)}: header label [{first}, {end}] "
                     f"needs keys 0..{max(first, end) - 1}, but {src} lists {self.records} records"
                 )
-            self.image_keys = self._keys(r, 1, first)
-            self.identity_keys = self._keys(r, first, max(first, end))
-            self.image_offsets = self._offsets(r, self.image_keys)
-            self.identity_offsets = self._offsets(r, self.identity_keys)
-        else:
-            self.image_keys = r.key_array
-            self.identity_keys = np.zeros(0, np.int64)
-            self.identity_offsets = np.zeros(0, np.int64)
-            if self.duplicate_keys:  # mxnet: keys list has both rows, the dict the last offset
-                self.image_offsets = np.array([r.idx[k] for k in r.keys], dtype=np.int64)
-            else:
-                self.image_offsets = r.offset_array
         self.first_of = None
         self.duplicate_offsets = 0
-        offs = self.image_offsets
+        self._image_keys = self._image_offsets = self._identity_keys = self._identity_offsets = None
+        #: streamed (``stream=True``, a dense idx whose offsets increase, so no image repeats
+        #: a record): the idx rows of the images and identity records, read when needed
+        self._scan = r._scan if r.streamed else None
+        self._rec_size = r.size
+        if self._scan is not None:
+            if layout == "insightface":  # key 0 was found at row 0: keys are rows
+                first, end = self.header0
+                self._image_rows, self._identity_rows = (1, max(first, 1)), (first, max(first, end))
+            else:
+                self._image_rows, self._identity_rows = (0, self.records), (0, 0)
+            self._n_images = self._image_rows[1] - self._image_rows[0]
+        else:
+            self._materialise(r)
+
+    def _materialise(self, r: IndexedRecordIOReader) -> None:
+        """The image and identity keys and offsets as arrays (views of the idx's where it
+        is dense), and the images that repeat another's record (``first_of``)."""
+        if self.layout == "insightface":
+            first, end = self.header0
+            self._image_keys = self._keys(r, 1, first)
+            self._identity_keys = self._keys(r, first, max(first, end))
+            self._image_offsets = self._offsets(r, self._image_keys)
+            self._identity_offsets = self._offsets(r, self._identity_keys)
+        else:
+            self._image_keys = r.key_array
+            self._identity_keys = np.zeros(0, np.int64)
+            self._identity_offsets = np.zeros(0, np.int64)
+            if self.duplicate_keys:  # mxnet: keys list has both rows, the dict the last offset
+                self._image_offsets = np.array([r.idx[k] for k in r.keys], dtype=np.int64)
+            else:
+                self._image_offsets = r.offset_array
+        self._n_images = len(self._image_keys)
+        offs = self._image_offsets
         if len(offs) > 1 and not (offs[1:] > offs[:-1]).all():  # not strictly increasing: look
             _, first_idx, inv = np.unique(offs, return_index=True, return_inverse=True)
             first_of = first_idx[inv.reshape(-1)].astype(np.int64)
@@ -282,6 +308,68 @@ class FaceRecPart:
             if n_dup:
                 self.first_of = first_of
                 self.duplicate_offsets = n_dup
+
+    def _load(self) -> None:
+        """A streamed part's arrays, on first use (the idx read whole, checked unchanged)."""
+        r = IndexedRecordIOReader(self.idx_path, self.rec_path)
+        try:
+            offs = r.offset_array
+            if not (
+                r._dense and len(r) == self.records and r._k0 == self._scan.first_key and r.size == self._rec_size
+                and bool((offs[1:] > offs[:-1]).all())
+            ):
+                raise RecordIOError(f"{self.idx_path}: the idx changed while it was being read (rows, keys or offsets differ)")
+            self._materialise(r)
+        finally:
+            r.close()
+        self._scan = None
+
+    def _array(self, name: str) -> np.ndarray:
+        if getattr(self, name) is None:
+            self._load()
+        return getattr(self, name)
+
+    image_keys = property(
+        lambda self: self._array("_image_keys"), doc="int64 keys of the image records, dataset order (a streamed part loads its idx)"
+    )
+    image_offsets = property(lambda self: self._array("_image_offsets"), doc="int64 byte offsets of the image records")
+    identity_keys = property(lambda self: self._array("_identity_keys"), doc="int64 keys of the identity records (insightface)")
+    identity_offsets = property(lambda self: self._array("_identity_offsets"), doc="int64 byte offsets of the identity records")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the idx is not held: :meth:`entries` reads it in blocks."""
+        return self._scan is not None
+
+    def entries(self) -> Iterator[tuple[int, int, int]]:
+        """``(k, key, offset)`` of every image, ``k`` = 0, 1, ... in dataset order: from the
+        arrays, or for a streamed part from the idx in blocks (memory: one block).
+
+        Raises:
+            RecordIOError: (streamed) the idx changed since the part was opened.
+        """
+        if self._scan is None:
+            blocks = (
+                (self._image_keys[i : i + 4096], self._image_offsets[i : i + 4096])
+                for i in range(0, self._n_images, 4096)
+            )
+        else:
+            blocks = idx_rows(self.idx_path, *self._image_rows, self._scan, max(self._rec_size, 1))
+        k = 0
+        for keys, offs in blocks:
+            for key, off in zip(keys.tolist(), offs.tolist()):
+                yield k, key, off
+                k += 1
+
+    def key_bounds(self) -> tuple[int, int]:
+        """``(smallest, largest)`` image key (``(0, 0)`` without images), without reading
+        the idx of a streamed part."""
+        if not self._n_images:
+            return 0, 0
+        if self._scan is not None:
+            lo = self._scan.first_key + self._image_rows[0]
+            return lo, lo + self._n_images - 1
+        return int(self._image_keys.min()), int(self._image_keys.max())
 
     @staticmethod
     def _detect_header(r: IndexedRecordIOReader) -> Optional[tuple[int, int]]:
@@ -320,7 +408,7 @@ class FaceRecPart:
         return out
 
     def __len__(self) -> int:
-        return len(self.image_keys)
+        return self._n_images
 
     @property
     def reader(self) -> RecordIOReader:
@@ -340,12 +428,16 @@ class FaceRecPart:
         Raises:
             RecordIOError: malformed record (names file, key and offset).
         """
-        key = int(self.image_keys[i])
-        payload = self.reader.read_at(int(self.image_offsets[i]), key)[0]
+        return self.read_record(int(self.image_keys[i]), int(self.image_offsets[i]))
+
+    def read_record(self, key: int, offset: int) -> tuple[IRHeader, bytes]:
+        """Header and image bytes of the record ``key`` at byte ``offset`` (from
+        :meth:`entries`). Raises RecordIOError: malformed record (names file, key, offset)."""
+        payload = self.reader.read_at(offset, key)[0]
         try:
             return unpack(payload)
         except RecordIOError as e:
-            raise RecordIOError(f"{self.rec_path}: key {key}, record at offset {int(self.image_offsets[i])}: {e}") from None
+            raise RecordIOError(f"{self.rec_path}: key {key}, record at offset {offset}: {e}") from None
 
     def read_header(self, i: int) -> tuple[IRHeader, int]:
         """Header of image ``i`` and its image length (-1 if unknown), reading ~64 bytes."""
@@ -375,6 +467,8 @@ class FaceRec:
         path: folder, ``.rec`` or ``.idx`` (see :func:`find_parts`).
         layout: ``auto`` (per file), ``insightface`` or ``plain``.
         prefix: file stem inside a folder (``train``).
+        stream: for one pass in dataset order: the idx is read in blocks, not held
+            (:class:`FaceRecPart`; :meth:`entries`).
     Attributes:
         parts: the :class:`FaceRecPart` objects, in order.
         property: ``(num_classes, height, width)`` from ``property``, or None.
@@ -383,10 +477,10 @@ class FaceRec:
         RecordIOError: unreadable files, bad idx, forced layout not matching.
     """
 
-    def __init__(self, path: str | os.PathLike, layout: str = "auto", prefix: str = "train"):
+    def __init__(self, path: str | os.PathLike, layout: str = "auto", prefix: str = "train", stream: bool = False):
         files, prop = find_parts(path, prefix)
         self.path = str(path)
-        self.parts = [FaceRecPart(f, layout) for f in files]
+        self.parts = [FaceRecPart(f, layout, stream) for f in files]
         self.property_path = str(prop) if prop else None
         self.property = None
         self.property_error = None
@@ -441,39 +535,41 @@ class FaceRec:
         out = np.empty(len(self), np.int64)
         ids = np.empty(len(self), np.uint64)
         bad: dict[int, tuple[str, str]] = {}
-        i = 0
-        for p in self.parts:
-            for k in range(len(p)):
-                reason = "bad_record"
+        for i, j, _, key, off in self.entries():
+            p = self.parts[j]
+            reason = "bad_record"
+            try:
+                h, _ = p.reader.read_header(off, key)
                 try:
-                    h, _ = p.read_header(k)
-                    try:
-                        lab = class_id(label_of(h))
-                    except (ValueError, RecordIOError) as e:
-                        reason = "bad_label"
-                        raise RecordIOError(
-                            f"{p.rec_path}: key {int(p.image_keys[k])}, record at offset {int(p.image_offsets[k])}: {e}"
-                        ) from None
-                except RecordIOError as e:
-                    if errors == "raise":
-                        raise
-                    bad[i] = (reason, str(e))
-                    lab, h = -1, None
-                out[i] = lab
-                ids[i] = h.id if h is not None else 0
-                i += 1
+                    lab = class_id(label_of(h))
+                except (ValueError, RecordIOError) as e:
+                    reason = "bad_label"
+                    raise RecordIOError(f"{p.rec_path}: key {key}, record at offset {off}: {e}") from None
+            except RecordIOError as e:
+                if errors == "raise":
+                    raise
+                bad[i] = (reason, str(e))
+                lab, h = -1, None
+            out[i] = lab
+            ids[i] = h.id if h is not None else 0
         if errors == "collect":
             return (out, ids, bad) if with_ids else (out, bad)
         return (out, ids) if with_ids else out
 
+    def entries(self) -> Iterator[tuple[int, int, int, int, int]]:
+        """``(i, part_index, index_in_part, key, offset)`` of every image, in dataset order
+        (:meth:`FaceRecPart.entries`: a streamed dataset's idx is read in blocks)."""
+        i = 0
+        for j, p in enumerate(self.parts):
+            for k, key, off in p.entries():
+                yield i, j, k, key, off
+                i += 1
+
     def __iter__(self) -> Iterator[tuple[int, IRHeader, bytes]]:
         """Yield ``(i, header, image_bytes)`` in dataset order."""
-        i = 0
-        for p in self.parts:
-            for k in range(len(p)):
-                h, img = p.read(k)
-                yield i, h, img
-                i += 1
+        for i, j, _, key, off in self.entries():
+            h, img = self.parts[j].read_record(key, off)
+            yield i, h, img
 
     def close(self) -> None:
         for p in self.parts:

@@ -25,7 +25,8 @@ import numpy as np
 
 from facekit.errors import RecordIOError, SampleRejected
 from facekit.formats.facerec import PartFiles, class_id, find_parts, read_property
-from facekit.formats.recordio import RecordIOReader, load_idx, unpack
+from facekit.formats.idx import load_idx
+from facekit.formats.recordio import RecordIOReader, unpack
 
 CAP = 1000  # problems listed per check and file before they are only counted
 

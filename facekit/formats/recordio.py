@@ -13,7 +13,6 @@ magic back between parts.
 from __future__ import annotations
 
 import os
-import re
 import struct
 from collections import namedtuple
 from typing import BinaryIO, Iterator, Sequence
@@ -21,6 +20,7 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from facekit.errors import RecordIOError
+from facekit.formats.idx import IdxScan, idx_rows, load_idx, scan_idx
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -340,100 +340,6 @@ class IndexedRecordIOWriter(RecordIOWriter):
             self._idx.close()
 
 
-_IDX_RE = re.compile(rb"(?:-?[0-9]{1,19}\t[0-9]{1,19}\n)*(?:-?[0-9]{1,19}\t[0-9]{1,19}\n?)?")
-
-
-#: bytes of an idx parsed at once (about 4k lines: ~1.5 MB of transient tokens)
-_IDX_BLOCK = 1 << 16
-
-
-def _parse_idx_slow(path: str, data: bytes) -> tuple[np.ndarray, np.ndarray]:
-    keys, offs = [], []
-    for lineno, line in enumerate(data.split(b"\n"), 1):
-        line = line.strip()
-        if not line:
-            continue
-        fields = line.split(b"\t")
-        try:
-            if len(fields) != 2:
-                raise ValueError
-            key, off = int(fields[0]), int(fields[1])
-            if off < 0:
-                raise ValueError
-        except ValueError:
-            raise RecordIOError(
-                f"{path}:{lineno}: bad idx line {line[:80]!r} (expected 'key<TAB>offset')"
-            ) from None
-        if not (-(1 << 63) <= key < (1 << 63) and off < (1 << 63)):
-            raise RecordIOError(f"{path}:{lineno}: idx line {line[:80]!r}: number out of range")
-        keys.append(key)
-        offs.append(off)
-    return np.asarray(keys, dtype=np.int64), np.asarray(offs, dtype=np.int64)
-
-
-def load_idx(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """Parse an ``.idx`` file (mxnet ``MXIndexedRecordIO``: ``f"{key}\\t{offset}\\n"`` lines).
-
-    Returns:
-        ``(keys, offsets)``: two int64 arrays of the same length, in file order (an idx need
-        not be sorted; a key listed twice keeps both rows here, readers use the last, as
-        mxnet's dict does). Offsets are byte positions of a record's first magic.
-    Raises:
-        RecordIOError: a line that is not ``key<TAB>offset`` with integers and a
-            non-negative offset; the message names the file, line number and line.
-    """
-    path = os.fspath(path)
-    # Fast path for a well-formed idx, in blocks of whole lines so that memory stays flat
-    # (the arrays, plus one block's tokens): lines counted first, then each block checked
-    # by one C-level match and converted at once into its rows.
-    with open(path, "rb") as f:
-        n = 0
-        last = b"\n"
-        while block := f.read(_IDX_BLOCK):
-            n += block.count(b"\n")
-            last = block[-1:]
-        n += last != b"\n"  # a last line without its newline
-        keys = np.empty(n, np.int64)
-        offs = np.empty(n, np.int64)
-        f.seek(0)
-        i, carry = 0, b""
-        while True:
-            block = f.read(_IDX_BLOCK)
-            data = carry + block
-            if block:
-                end = data.rfind(b"\n") + 1
-                data, carry = data[:end], data[end:]
-            if data:
-                if not _IDX_RE.fullmatch(data):
-                    break
-                try:
-                    arr = np.array(data.split(), dtype=object).astype(np.int64).reshape(-1, 2)
-                except (ValueError, OverflowError):
-                    break
-                if i + len(arr) > n:  # the file changed under us: the slow path decides
-                    break
-                keys[i : i + len(arr)] = arr[:, 0]
-                offs[i : i + len(arr)] = arr[:, 1]
-                i += len(arr)
-            if not block:
-                if i == n:
-                    return keys, offs
-                break
-        f.seek(0)
-        data = f.read()
-    return _parse_idx_slow(path, data)
-
-
-def read_idx(path: str | os.PathLike) -> list[tuple[int, int]]:
-    """Parse an ``.idx`` file into ``[(key, offset), ...]`` in file order.
-
-    Raises:
-        RecordIOError: a line that is not ``key<TAB>offset`` (names file and line).
-    """
-    keys, offs = load_idx(path)
-    return list(zip(keys.tolist(), offs.tolist()))
-
-
 class RecordIOReader:
     """Reads records of a ``.rec`` file by offset or sequentially, without mxnet
     (dmlc ``RecordIOReader``/``RecordIOChunkReader``; mxnet ``MXRecordIO(path, 'r')``).
@@ -655,45 +561,100 @@ class IndexedRecordIOReader(RecordIOReader):
     With ``idx_path=None`` the index is rebuilt in memory by a sequential scan
     (:func:`build_index`).
 
+    ``stream=True`` is for one pass in idx order over a large file: the idx is checked in
+    one pass (:func:`scan_idx`) and, when its keys are dense and its offsets increase (what
+    every writer makes), not held: :meth:`rows` streams it in blocks, and ``key_array`` /
+    ``offset_array`` are loaded on first use. Any other idx is loaded at once.
+
     Raises:
         RecordIOError: an unparsable idx, an idx offset past the end of the ``.rec`` (names
             both files, the key and the offset), or an empty idx beside a non-empty ``.rec``
             (it would read as an empty dataset).
     """
 
-    def __init__(self, idx_path: str | os.PathLike | None, rec_path: str | os.PathLike):
+    def __init__(self, idx_path: str | os.PathLike | None, rec_path: str | os.PathLike, stream: bool = False):
         super().__init__(rec_path)
+        self._key_array: np.ndarray | None = None
+        self._offset_array: np.ndarray | None = None
+        self._scan: IdxScan | None = None
+        self._map: dict | None = None
+        self._keys: list | None = None
         if idx_path is None:
             self.idx_path = None
             keys, offs, _ = build_index(self.path)
-            self.key_array = np.asarray(keys, dtype=np.int64)
-            self.offset_array = np.asarray(offs, dtype=np.int64)
-        else:
-            self.idx_path = os.fspath(idx_path)
-            self.key_array, self.offset_array = load_idx(self.idx_path)
-            if not len(self.key_array) and self.size:
-                raise RecordIOError(
-                    f"{self.idx_path}: empty idx beside {self.path} ({self.size} bytes of records): rebuild it "
-                    "with 'facekit reindex --force' (or delete it to have the .rec scanned)"
-                )
-        bad = np.flatnonzero(self.offset_array >= max(self.size, 1))
-        if len(bad):
-            i = int(bad[0])
+            self._set_arrays(np.asarray(keys, dtype=np.int64), np.asarray(offs, dtype=np.int64))
+            return
+        self.idx_path = os.fspath(idx_path)
+        if stream:
+            scan = scan_idx(self.idx_path, max(self.size, 1))
+            self._check(scan.rows, scan.past_end)
+            if scan.rows and scan.dense and scan.increasing and scan.blocks:
+                self._scan = scan
+                self._k0, self._dense, self._n = scan.first_key, True, scan.rows
+                return
+        self._set_arrays(*load_idx(self.idx_path))
+
+    def _check(self, n: int, past_end) -> None:
+        if not n and self.size and self.idx_path is not None:
             raise RecordIOError(
-                f"{self.idx_path}: key {int(self.key_array[i])} offset {int(self.offset_array[i])} is past "
-                f"the end of {self.path} ({self.size} bytes)"
+                f"{self.idx_path}: empty idx beside {self.path} ({self.size} bytes of records): rebuild it "
+                "with 'facekit reindex --force' (or delete it to have the .rec scanned)"
             )
-        n = len(self.key_array)
-        self._k0 = int(self.key_array[0]) if n else 0
+        if past_end is not None:
+            raise RecordIOError(
+                f"{self.idx_path}: key {past_end[0]} offset {past_end[1]} is past the end of {self.path} ({self.size} bytes)"
+            )
+
+    def _set_arrays(self, keys: np.ndarray, offs: np.ndarray) -> None:
+        bad = np.flatnonzero(offs >= max(self.size, 1))
+        self._check(len(keys), (int(keys[bad[0]]), int(offs[bad[0]])) if len(bad) else None)
+        n = len(keys)
+        if self._scan is not None and not (n == self._n and n and int(keys[0]) == self._k0 and int(keys[-1]) == self._k0 + n - 1):
+            raise RecordIOError(f"{self.idx_path}: the idx changed while it was being read (rows, keys or offsets differ)")
+        self._key_array, self._offset_array, self._n = keys, offs, n
+        self._k0 = int(keys[0]) if n else 0
         # keys k0, k0 + 1, ...: strictly increasing from k0 to k0 + n - 1 (1 byte a record of
         # transient memory, not an arange and a comparison of the whole idx)
-        ka = self.key_array
-        self._dense = bool(n) and int(ka[-1]) - self._k0 == n - 1 and bool((ka[1:] > ka[:-1]).all())
-        self._map: dict | None = None
-        self._keys: list | None = None
+        self._dense = bool(n) and int(keys[-1]) - self._k0 == n - 1 and bool((keys[1:] > keys[:-1]).all())
+        if self._scan is not None and not (self._dense and bool((offs[1:] > offs[:-1]).all())):
+            raise RecordIOError(f"{self.idx_path}: the idx changed while it was being read (rows, keys or offsets differ)")
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the idx is not held in memory (``stream=True``, arrays not loaded yet)."""
+        return self._key_array is None
+
+    @property
+    def key_array(self) -> np.ndarray:
+        """The idx's keys, int64, in file order (loaded on first use when streamed)."""
+        if self._key_array is None:
+            self._set_arrays(*load_idx(self.idx_path))
+        return self._key_array
+
+    @property
+    def offset_array(self) -> np.ndarray:
+        """The idx's record offsets (bytes), int64, in file order."""
+        if self._offset_array is None:
+            self._set_arrays(*load_idx(self.idx_path))
+        return self._offset_array
+
+    def rows(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Rows ``start .. stop - 1`` of the idx as ``(keys, offsets)`` int64 blocks, in
+        file order: views of the arrays, or (streamed) read in blocks of a few thousand.
+
+        Raises:
+            RecordIOError: (streamed) the idx changed since it was opened.
+        """
+        start, stop = max(start, 0), min(stop, self._n)
+        if self._key_array is None:
+            yield from idx_rows(self.idx_path, start, stop, self._scan, max(self.size, 1))
+            return
+        for i in range(start, stop, 4096):
+            j = min(i + 4096, stop)
+            yield self._key_array[i:j], self._offset_array[i:j]
 
     def __len__(self) -> int:
-        return len(self.key_array)
+        return self._n
 
     @property
     def keys(self) -> list[int]:
@@ -712,7 +673,9 @@ class IndexedRecordIOReader(RecordIOReader):
         """Byte offset of ``key``'s record. Raises RecordIOError for an unknown key."""
         if self._dense:
             i = key - self._k0
-            if 0 <= i < len(self.offset_array):
+            if 0 <= i < self._n:
+                if i == 0 and self._scan is not None:
+                    return self._scan.first_offset
                 return int(self.offset_array[i])
         else:
             off = self.idx.get(key)
