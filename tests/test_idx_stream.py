@@ -33,9 +33,7 @@ def test_scan_and_rows_give_load_idxs_rows_across_blocks(tmp_path):
     for end in (b"\n", b""):  # a last line without its newline too
         p = _idx(tmp_path / "a.idx", keys, offs, end)
         s = scan_idx(p, 1 << 40)
-        assert (s.rows, s.first_key, s.first_offset, s.dense, s.increasing, s.past_end, s.blocks) == (
-            n, 5, 4, True, True, None, True,
-        )
+        assert (s.streamable, s.rows, s.first_key, s.first_offset, s.past_end) == (True, n, 5, 4, None)
         want_k, want_o = load_idx(p)
         for start, stop in ((0, n), (1, 7), (4095, 8193), (n - 1, n), (3, 3)):
             got = list(idx_rows(p, start, stop, s, 1 << 40))
@@ -44,37 +42,36 @@ def test_scan_and_rows_give_load_idxs_rows_across_blocks(tmp_path):
             assert np.array_equal(k, want_k[start:stop]) and np.array_equal(o, want_o[start:stop]), (start, stop)
 
 
-def test_scan_tells_what_is_not_dense_increasing_or_in_the_file(tmp_path):
-    cases = {
-        "gap": ([0, 1, 3], [4, 8, 12], (False, True)),
-        "unsorted keys": ([1, 0, 2], [4, 8, 12], (False, True)),
-        "same offset": ([0, 1, 2], [4, 8, 8], (True, False)),
-        "offsets fall": ([0, 1, 2], [4, 12, 8], (True, False)),
-    }
-    for name, (keys, offs, (dense, inc)) in cases.items():
-        s = scan_idx(_idx(tmp_path / "c.idx", keys, offs), 100)
-        assert (s.dense, s.increasing, s.past_end) == (dense, inc, None), name
+def test_scan_tells_what_cannot_be_streamed(tmp_path):
+    for name, keys, offs in (
+        ("gap", [0, 1, 3], [4, 8, 12]),
+        ("unsorted keys", [1, 0, 2], [4, 8, 12]),
+        ("same offset", [0, 1, 2], [4, 8, 8]),
+        ("offsets fall", [0, 1, 2], [4, 12, 8]),
+    ):
+        assert not scan_idx(_idx(tmp_path / "c.idx", keys, offs), 100).streamable, name
     s = scan_idx(_idx(tmp_path / "c.idx", [0, 1, 2], [4, 100, 200]), 100)
-    assert s.past_end == (1, 100)  # the first row past the .rec's end
-    # a valid idx only the line parser takes (blank lines, spaces): scanned, never streamed
-    (tmp_path / "c.idx").write_bytes(b"0\t4\n\n1 \t8\n")
-    s = scan_idx(tmp_path / "c.idx", 100)
-    assert (s.rows, s.dense, s.increasing, s.blocks) == (2, True, True, False)
+    assert s.streamable and s.past_end == (1, 100)  # the first row past the .rec's end
+    for body in (b"0\t4\n\n1\t8\n", b"0\t4\r\n1\t8\r\n", b"0\t4\n1 \t8\n", b"1" * 300_000 + b"\t4\n"):
+        # valid for mxnet's line parser (blank lines, CRLF, spaces) or not: load_idx decides
+        (tmp_path / "c.idx").write_bytes(body)
+        assert not scan_idx(tmp_path / "c.idx", 100).streamable, body[:20]
     assert scan_idx(_idx(tmp_path / "e.idx", [], []), 100).rows == 0
 
 
-def test_scan_names_a_bad_line_as_load_idx_does(tmp_path):
+def test_a_bad_line_is_named_as_load_idx_names_it(tmp_path):
     body = b"".join(b"%d\t%d\n" % (k, 4 + 8 * k) for k in range(9000)) + b"5\tnope\n"
     (tmp_path / "x.idx").write_bytes(body)
+    (tmp_path / "x.rec").write_bytes(b"\0" * 100_000)
     with pytest.raises(RecordIOError) as a:
-        scan_idx(tmp_path / "x.idx", 1 << 40)
+        IndexedRecordIOReader(tmp_path / "x.idx", tmp_path / "x.rec", stream=True)
     with pytest.raises(RecordIOError) as b:
         _parse_idx_slow(str(tmp_path / "x.idx"), body)
     assert str(a.value) == str(b.value) and "x.idx:9001: bad idx line" in str(a.value)
     # a line far longer than any well-formed one never grows a block without bound
     (tmp_path / "x.idx").write_bytes(b"1" * 300_000 + b"\t4\n")
     with pytest.raises(RecordIOError, match=r"x\.idx:1: bad idx line"):
-        scan_idx(tmp_path / "x.idx", 1 << 40)
+        IndexedRecordIOReader(tmp_path / "x.idx", tmp_path / "x.rec", stream=True)
 
 
 # ------------------------------------------------------------------ FaceRec(stream=True)
@@ -217,6 +214,32 @@ def test_an_idx_that_changes_while_read_is_named(tmp_path):
             list(it)
         with pytest.raises(RecordIOError, match=r"train\.idx: the idx changed"):
             rec.parts[0].image_keys  # loading it later checks the same
+
+
+def test_a_rewritten_idx_that_still_looks_valid_is_named(tmp_path, imgs):
+    """Offsets moved but still increasing, the first row changed, the idx deleted: each is
+    named before a record is read at an offset the open did not check."""
+    d = _rec(tmp_path / "rw", imgs, range(9))
+    ks, os_ = load_idx(d / "train.idx")
+    for what in ("moved", "first", "deleted"):
+        with FaceRec(d, stream=True) as rec:
+            if what == "deleted":
+                (d / "train.idx").unlink()
+                match = r"train\.idx: the idx cannot be read any more"
+            else:
+                o = os_.copy()
+                o[5 if what == "moved" else 0] += 1  # same number of rows, keys, still increasing
+                _idx(d / "train.idx", ks.tolist(), o.tolist())
+                match = r"train\.idx: the idx changed"
+            with pytest.raises(RecordIOError, match=match):
+                list(rec.entries())
+        _idx(d / "train.idx", ks.tolist(), os_.tolist())
+    with IndexedRecordIOReader(d / "train.idx", d / "train.rec", stream=True) as r:
+        o = os_.copy()
+        o[0] += 4
+        _idx(d / "train.idx", ks.tolist(), o.tolist())
+        with pytest.raises(RecordIOError, match=r"train\.idx: the idx changed"):
+            r.offset_array  # loaded later: must be the idx scanned (its first row too)
 
 
 def test_the_mxrec_source_streams_and_names_a_changed_idx(tmp_path, imgs):

@@ -30,6 +30,7 @@ _EXPORTS = {
     "IndexedRecordIOWriter": "recordio:IndexedRecordIOWriter",
     "RecordIOReader": "recordio:RecordIOReader",
     "IndexedRecordIOReader": "recordio:IndexedRecordIOReader",
+    # idx: the .idx text, parsed in blocks
     "load_idx": "idx:load_idx",
     "read_idx": "idx:read_idx",
     "format_idx": "recordio:format_idx",

@@ -43,7 +43,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from facekit.errors import RecordIOError
-from facekit.formats.idx import idx_rows
+from facekit.formats.idx import idx_changed, idx_rows
 from facekit.formats.recordio import IndexedRecordIOReader, IRHeader, RecordIOReader, unpack
 
 LAYOUTS = ("insightface", "plain")
@@ -229,7 +229,8 @@ class FaceRecPart:
     ``stream=True`` (one pass in dataset order over a large file: the ``mxrec`` source):
     a dense idx whose offsets increase, what every writer makes, is checked in one pass and
     not held (16 B a record less); :meth:`entries` reads it in blocks, and the arrays above
-    are loaded on first use. Any other idx is loaded at once, as without ``stream``.
+    are loaded on first use. Any other idx is loaded at once, as without ``stream`` (so is a
+    dense one whose key 0, the header record, is not its first row).
     Raises:
         RecordIOError: unreadable files or idx, a header record whose counts exceed the
             records the idx (or scan) holds, a missing image or identity key.
@@ -269,15 +270,11 @@ class FaceRecPart:
         self.duplicate_offsets = 0
         self._image_keys = self._image_offsets = self._identity_keys = self._identity_offsets = None
         #: streamed (``stream=True``, a dense idx whose offsets increase, so no image repeats
-        #: a record): the idx rows of the images and identity records, read when needed
-        self._scan = r._scan if r.streamed else None
+        #: a record): the idx rows of the images, read when needed
+        self._scan = r._scan if r.streamed and (layout == "plain" or r._k0 == 0) else None
         self._rec_size = r.size
-        if self._scan is not None:
-            if layout == "insightface":  # key 0 was found at row 0: keys are rows
-                first, end = self.header0
-                self._image_rows, self._identity_rows = (1, max(first, 1)), (first, max(first, end))
-            else:
-                self._image_rows, self._identity_rows = (0, self.records), (0, 0)
+        if self._scan is not None:  # keys k0, k0 + 1, ...: the rows of keys 1 .. first - 1
+            self._image_rows = (1, self.header0[0]) if layout == "insightface" else (0, self.records)
             self._n_images = self._image_rows[1] - self._image_rows[0]
         else:
             self._materialise(r)
@@ -310,15 +307,16 @@ class FaceRecPart:
                 self.duplicate_offsets = n_dup
 
     def _load(self) -> None:
-        """A streamed part's arrays, on first use (the idx read whole, checked unchanged)."""
+        """A streamed part's arrays, on first use (the idx read whole, checked to be the
+        idx scanned at open)."""
         r = IndexedRecordIOReader(self.idx_path, self.rec_path)
         try:
-            offs = r.offset_array
+            offs, scan = r.offset_array, self._scan
             if not (
-                r._dense and len(r) == self.records and r._k0 == self._scan.first_key and r.size == self._rec_size
+                r._dense and len(r) == scan.rows and r._k0 == scan.first_key and int(offs[0]) == scan.first_offset
                 and bool((offs[1:] > offs[:-1]).all())
             ):
-                raise RecordIOError(f"{self.idx_path}: the idx changed while it was being read (rows, keys or offsets differ)")
+                raise idx_changed(self.idx_path)
             self._materialise(r)
         finally:
             r.close()
@@ -330,11 +328,16 @@ class FaceRecPart:
         return getattr(self, name)
 
     image_keys = property(
-        lambda self: self._array("_image_keys"), doc="int64 keys of the image records, dataset order (a streamed part loads its idx)"
+        lambda self: self._array("_image_keys"),
+        doc="int64 keys of the image records, dataset order (a streamed part loads its idx)",
     )
     image_offsets = property(lambda self: self._array("_image_offsets"), doc="int64 byte offsets of the image records")
-    identity_keys = property(lambda self: self._array("_identity_keys"), doc="int64 keys of the identity records (insightface)")
-    identity_offsets = property(lambda self: self._array("_identity_offsets"), doc="int64 byte offsets of the identity records")
+    identity_keys = property(
+        lambda self: self._array("_identity_keys"), doc="int64 keys of the identity records (insightface)"
+    )
+    identity_offsets = property(
+        lambda self: self._array("_identity_offsets"), doc="int64 byte offsets of the identity records"
+    )
 
     @property
     def streamed(self) -> bool:
@@ -477,7 +480,9 @@ class FaceRec:
         RecordIOError: unreadable files, bad idx, forced layout not matching.
     """
 
-    def __init__(self, path: str | os.PathLike, layout: str = "auto", prefix: str = "train", stream: bool = False):
+    def __init__(
+        self, path: str | os.PathLike, layout: str = "auto", prefix: str = "train", stream: bool = False
+    ):
         files, prop = find_parts(path, prefix)
         self.path = str(path)
         self.parts = [FaceRecPart(f, layout, stream) for f in files]

@@ -1,10 +1,10 @@
 """The ``.idx`` text of MXNet indexed RecordIO: ``f"{key}\\t{offset}\\n"`` lines.
 
 Parsed in blocks of whole lines, so that memory stays flat: :func:`load_idx` fills two
-int64 arrays (16 B a record: what random access needs), :func:`scan_idx` checks an idx
-in one pass keeping nothing per record, and :func:`idx_rows` streams a range of rows (a
-sequential pass over millions of records without holding the idx). A malformed idx is
-parsed again line by line to name the line: the same :class:`RecordIOError` from all three.
+int64 arrays (16 B a record: what random access needs), :func:`scan_idx` checks in one
+pass, keeping nothing per record, whether an idx can be streamed, and :func:`idx_rows`
+streams a range of its rows (a sequential pass over millions of records without holding
+the idx). :func:`load_idx` parses a malformed idx again line by line to name the line.
 Matches Apache MXNet 1.9.1 ``MXIndexedRecordIO`` (``python/mxnet/recordio.py``), which reads
 each line as ``key<TAB>offset``; a key listed twice keeps its last offset there.
 """
@@ -138,87 +138,106 @@ def read_idx(path: str | os.PathLike) -> list[tuple[int, int]]:
 class IdxScan(NamedTuple):
     """What one pass over an idx tells, with nothing kept per record (:func:`scan_idx`).
 
-    ``rows``: lines; ``first_key`` / ``first_offset``: the first row (0 when empty);
-    ``dense``: the keys are ``first_key, first_key + 1, ...`` in file order;
-    ``increasing``: every offset is larger than the one before (so no two rows share a
-    record); ``past_end``: ``(key, offset)`` of the first row whose offset is not below the
-    ``limit`` given, or None; ``blocks``: every line is ``key<TAB>offset\n`` as
-    :func:`idx_rows` streams them (False for an idx the line-by-line parser alone takes,
-    e.g. one with blank lines or spaces: read it with :func:`load_idx`).
+    ``streamable``: every line is ``key<TAB>offset\n`` (what :func:`idx_rows` reads), the
+    keys are ``first_key, first_key + 1, ...`` in file order and every offset is larger
+    than the one before (so no two rows share a record). The scan stops at the first row
+    that is not so: then the other fields cover the rows read up to it, and the idx is for
+    :func:`load_idx`. ``rows``: lines; ``first_key`` / ``first_offset``: the first row (0
+    when empty); ``past_end``: ``(key, offset)`` of the first row whose offset is not below
+    the ``limit`` given, or None; ``stat``: ``(size, mtime_ns, inode)`` of the file scanned.
     """
 
+    streamable: bool
     rows: int
     first_key: int
     first_offset: int
-    dense: bool
-    increasing: bool
     past_end: tuple[int, int] | None
-    blocks: bool = True
+    stat: tuple[int, int, int]
+
+
+def idx_changed(path: str) -> RecordIOError:
+    """The error of an idx that is not what it was when it was opened."""
+    return RecordIOError(f"{path}: the idx changed while it was being read (rows, keys or offsets differ)")
+
+
+def _stat(f) -> tuple[int, int, int]:
+    st = os.fstat(f.fileno())
+    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def _check(rows: np.ndarray, at: int, first_key: int, prev_off: int, limit: int):
-    """``(dense, increasing, past_end)`` of one block starting at row ``at``."""
+    """``(dense and increasing, past_end)`` of one block starting at row ``at``."""
     k, o = rows[:, 0], rows[:, 1]
-    dense = bool((k == np.arange(first_key + at, first_key + at + len(k), dtype=np.int64)).all())
-    increasing = bool(o[0] > prev_off) and bool((o[1:] > o[:-1]).all())
+    ok = (
+        bool((k == np.arange(first_key + at, first_key + at + len(k), dtype=np.int64)).all())
+        and bool(o[0] > prev_off)
+        and bool((o[1:] > o[:-1]).all())
+    )
     bad = np.flatnonzero(o >= limit)
-    past = (int(k[bad[0]]), int(o[bad[0]])) if len(bad) else None
-    return dense, increasing, past
+    return ok, ((int(k[bad[0]]), int(o[bad[0]])) if len(bad) else None)
 
 
 def scan_idx(path: str | os.PathLike, limit: int) -> IdxScan:
-    """Check an ``.idx`` in one pass, in blocks (memory: one block, not the idx).
+    """Check in one pass, in blocks (memory: one block, not the idx), whether an ``.idx``
+    can be streamed by :func:`idx_rows`; stops at the first row that says it cannot.
 
     Args:
         path: the ``.idx`` file.
         limit: offsets must be below it (the ``.rec`` size; ``past_end`` names the first
             row that is not).
     Raises:
-        RecordIOError: a malformed line, as :func:`load_idx` (names file and line).
+        OSError: the file cannot be opened or read.
     """
     path = os.fspath(path)
-    n, first_key, first_off, dense, inc, past, prev = 0, 0, 0, True, True, None, -1
+    n, first_key, first_off, past, prev = 0, 0, 0, None, -1
     with open(path, "rb") as f:
+        stat = _stat(f)
         try:
             for rows in _blocks(f):
                 if not n:
                     first_key, first_off = int(rows[0, 0]), int(rows[0, 1])
-                d, i, p = _check(rows, n, first_key, prev, limit)
-                dense, inc = dense and d, inc and i
+                ok, p = _check(rows, n, first_key, prev, limit)
+                if not ok:
+                    return IdxScan(False, n, first_key, first_off, past, stat)
                 past = past or p
                 prev = int(rows[-1, 1])
                 n += len(rows)
         except _NotFast:
-            keys, offs = _slow(path, f)  # names a bad line; else valid after all (blank lines)
-            if not len(keys):
-                return IdxScan(0, 0, 0, True, True, None, blocks=False)
-            d, i, p = _check(np.stack([keys, offs], axis=1), 0, int(keys[0]), -1, limit)
-            return IdxScan(len(keys), int(keys[0]), int(offs[0]), d, i, p, blocks=False)
-    return IdxScan(n, first_key, first_off, dense, inc, past)
+            return IdxScan(False, n, first_key, first_off, past, stat)
+    return IdxScan(True, n, first_key, first_off, past, stat)
 
 
-def idx_rows(path: str | os.PathLike, start: int, stop: int, expect: IdxScan, limit: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Rows ``start .. stop - 1`` of a dense, increasing idx checked by :func:`scan_idx`,
-    as ``(keys, offsets)`` int64 blocks (views of one block each; memory: one block).
+def idx_rows(
+    path: str | os.PathLike, start: int, stop: int, expect: IdxScan, limit: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Rows ``start .. stop - 1`` of an idx that :func:`scan_idx` found streamable, as
+    ``(keys, offsets)`` int64 blocks (views of one block each; memory: one block).
 
-    Every block is checked again against ``expect`` (the file may have changed since).
+    The file must be the one scanned (size, modification time and inode), and every block
+    is checked again (dense keys, increasing offsets below ``limit``).
 
     Raises:
-        RecordIOError: the idx no longer is what ``expect`` says (names the file).
+        RecordIOError: the idx changed since the scan, or cannot be read any more (names
+            the file).
     """
     path = os.fspath(path)
     if start >= stop:
         return
-    changed = RecordIOError(f"{path}: the idx changed while it was being read (rows, keys or offsets differ)")
     at, prev = 0, -1
-    with open(path, "rb") as f:
+    try:
+        f = open(path, "rb")
+    except OSError as e:
+        raise RecordIOError(f"{path}: the idx cannot be read any more: {e.strerror or e}") from None
+    with f:
         try:
             for rows in _blocks(f):
+                if _stat(f) != expect.stat:  # rewritten while read
+                    raise idx_changed(path)
                 if at == 0 and (int(rows[0, 0]) != expect.first_key or int(rows[0, 1]) != expect.first_offset):
-                    raise changed
-                dense, inc, past = _check(rows, at, expect.first_key, prev, limit)
-                if not (dense and inc) or past is not None or at + len(rows) > expect.rows:
-                    raise changed
+                    raise idx_changed(path)
+                ok, past = _check(rows, at, expect.first_key, prev, limit)
+                if not ok or past is not None or at + len(rows) > expect.rows:
+                    raise idx_changed(path)
                 lo, hi = max(start - at, 0), min(stop - at, len(rows))
                 if lo < hi:
                     yield rows[lo:hi, 0], rows[lo:hi, 1]
@@ -227,6 +246,8 @@ def idx_rows(path: str | os.PathLike, start: int, stop: int, expect: IdxScan, li
                 if at >= stop:
                     return
         except _NotFast:
-            raise changed from None
+            raise idx_changed(path) from None
+        except OSError as e:
+            raise RecordIOError(f"{path}: the idx cannot be read any more: {e.strerror or e}") from None
     if at != expect.rows:
-        raise changed
+        raise idx_changed(path)

@@ -2,7 +2,8 @@
 
 Matches dmlc-core ``recordio.h``/``recordio.cc`` (record framing, magic splitting) and
 Apache MXNet 1.9.1 ``python/mxnet/recordio.py`` (``IRHeader``, ``pack``, ``unpack``,
-the ``.idx`` text format). See ``shared/docs/FORMATS.md`` section 1.
+the ``.idx`` text format, parsed in :mod:`facekit.formats.idx`). See ``shared/docs/FORMATS.md``
+section 1.
 
 A record on disk is ``uint32 magic, uint32 lrec, payload, zero padding to 4 bytes``
 (little-endian), ``lrec = cflag << 29 | length``. A payload containing the magic bytes at
@@ -20,7 +21,7 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from facekit.errors import RecordIOError
-from facekit.formats.idx import IdxScan, idx_rows, load_idx, scan_idx
+from facekit.formats.idx import IdxScan, idx_changed, load_idx, scan_idx
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -563,8 +564,9 @@ class IndexedRecordIOReader(RecordIOReader):
 
     ``stream=True`` is for one pass in idx order over a large file: the idx is checked in
     one pass (:func:`scan_idx`) and, when its keys are dense and its offsets increase (what
-    every writer makes), not held: :meth:`rows` streams it in blocks, and ``key_array`` /
-    ``offset_array`` are loaded on first use. Any other idx is loaded at once.
+    every writer makes), not held (``streamed``; :func:`facekit.formats.idx.idx_rows` reads
+    it in blocks): ``key_array`` / ``offset_array`` are loaded on first use (and checked to
+    be the idx scanned). Any other idx is loaded at once.
 
     Raises:
         RecordIOError: an unparsable idx, an idx offset past the end of the ``.rec`` (names
@@ -587,8 +589,8 @@ class IndexedRecordIOReader(RecordIOReader):
         self.idx_path = os.fspath(idx_path)
         if stream:
             scan = scan_idx(self.idx_path, max(self.size, 1))
-            self._check(scan.rows, scan.past_end)
-            if scan.rows and scan.dense and scan.increasing and scan.blocks:
+            if scan.streamable and scan.rows:
+                self._check(scan.rows, scan.past_end)
                 self._scan = scan
                 self._k0, self._dense, self._n = scan.first_key, True, scan.rows
                 return
@@ -602,22 +604,25 @@ class IndexedRecordIOReader(RecordIOReader):
             )
         if past_end is not None:
             raise RecordIOError(
-                f"{self.idx_path}: key {past_end[0]} offset {past_end[1]} is past the end of {self.path} ({self.size} bytes)"
+                f"{self.idx_path}: key {past_end[0]} offset {past_end[1]} is past the end of {self.path} "
+                f"({self.size} bytes)"
             )
 
     def _set_arrays(self, keys: np.ndarray, offs: np.ndarray) -> None:
         bad = np.flatnonzero(offs >= max(self.size, 1))
         self._check(len(keys), (int(keys[bad[0]]), int(offs[bad[0]])) if len(bad) else None)
         n = len(keys)
-        if self._scan is not None and not (n == self._n and n and int(keys[0]) == self._k0 and int(keys[-1]) == self._k0 + n - 1):
-            raise RecordIOError(f"{self.idx_path}: the idx changed while it was being read (rows, keys or offsets differ)")
-        self._key_array, self._offset_array, self._n = keys, offs, n
         self._k0 = int(keys[0]) if n else 0
         # keys k0, k0 + 1, ...: strictly increasing from k0 to k0 + n - 1 (1 byte a record of
         # transient memory, not an arange and a comparison of the whole idx)
         self._dense = bool(n) and int(keys[-1]) - self._k0 == n - 1 and bool((keys[1:] > keys[:-1]).all())
-        if self._scan is not None and not (self._dense and bool((offs[1:] > offs[:-1]).all())):
-            raise RecordIOError(f"{self.idx_path}: the idx changed while it was being read (rows, keys or offsets differ)")
+        scan = self._scan
+        if scan is not None and not (
+            self._dense and n == scan.rows and self._k0 == scan.first_key and int(offs[0]) == scan.first_offset
+            and bool((offs[1:] > offs[:-1]).all())
+        ):  # loaded after a streamed open: it must still be the idx scanned
+            raise idx_changed(self.idx_path)
+        self._key_array, self._offset_array, self._n = keys, offs, n
 
     @property
     def streamed(self) -> bool:
@@ -637,21 +642,6 @@ class IndexedRecordIOReader(RecordIOReader):
         if self._offset_array is None:
             self._set_arrays(*load_idx(self.idx_path))
         return self._offset_array
-
-    def rows(self, start: int, stop: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Rows ``start .. stop - 1`` of the idx as ``(keys, offsets)`` int64 blocks, in
-        file order: views of the arrays, or (streamed) read in blocks of a few thousand.
-
-        Raises:
-            RecordIOError: (streamed) the idx changed since it was opened.
-        """
-        start, stop = max(start, 0), min(stop, self._n)
-        if self._key_array is None:
-            yield from idx_rows(self.idx_path, start, stop, self._scan, max(self.size, 1))
-            return
-        for i in range(start, stop, 4096):
-            j = min(i + 4096, stop)
-            yield self._key_array[i:j], self._offset_array[i:j]
 
     def __len__(self) -> int:
         return self._n
