@@ -234,12 +234,19 @@ def test_a_rewritten_idx_that_still_looks_valid_is_named(tmp_path, imgs):
             with pytest.raises(RecordIOError, match=match):
                 list(rec.entries())
         _idx(d / "train.idx", ks.tolist(), os_.tolist())
-    with IndexedRecordIOReader(d / "train.idx", d / "train.rec", stream=True) as r:
-        o = os_.copy()
-        o[0] += 4
-        _idx(d / "train.idx", ks.tolist(), o.tolist())
-        with pytest.raises(RecordIOError, match=r"train\.idx: the idx changed"):
-            r.offset_array  # loaded later: must be the idx scanned (its first row too)
+    for row in (0, 5):  # the first row, or one that keeps the offsets increasing
+        with IndexedRecordIOReader(d / "train.idx", d / "train.rec", stream=True) as r:
+            o = os_.copy()
+            o[row] += 4
+            _idx(d / "train.idx", ks.tolist(), o.tolist())
+            with pytest.raises(RecordIOError, match=r"train\.idx: the idx changed"):
+                r.offset_array  # loaded later: must be the idx scanned
+        _idx(d / "train.idx", ks.tolist(), os_.tolist())
+        with FaceRec(d, stream=True) as rec:
+            _idx(d / "train.idx", ks.tolist(), o.tolist())
+            with pytest.raises(RecordIOError, match=r"train\.idx: the idx changed"):
+                rec.parts[0].image_offsets  # the part's own load checks the same
+        _idx(d / "train.idx", ks.tolist(), os_.tolist())
 
 
 def test_the_mxrec_source_streams_and_names_a_changed_idx(tmp_path, imgs):

@@ -43,7 +43,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from facekit.errors import RecordIOError
-from facekit.formats.idx import idx_changed, idx_rows
+from facekit.formats.idx import check_scanned, idx_rows
 from facekit.formats.recordio import IndexedRecordIOReader, IRHeader, RecordIOReader, unpack
 
 LAYOUTS = ("insightface", "plain")
@@ -311,12 +311,7 @@ class FaceRecPart:
         idx scanned at open)."""
         r = IndexedRecordIOReader(self.idx_path, self.rec_path)
         try:
-            offs, scan = r.offset_array, self._scan
-            if not (
-                r._dense and len(r) == scan.rows and r._k0 == scan.first_key and int(offs[0]) == scan.first_offset
-                and bool((offs[1:] > offs[:-1]).all())
-            ):
-                raise idx_changed(self.idx_path)
+            check_scanned(self.idx_path, self._scan, r.key_array, r.offset_array)
             self._materialise(r)
         finally:
             r.close()
@@ -345,8 +340,9 @@ class FaceRecPart:
         return self._scan is not None
 
     def entries(self) -> Iterator[tuple[int, int, int]]:
-        """``(k, key, offset)`` of every image, ``k`` = 0, 1, ... in dataset order: from the
-        arrays, or for a streamed part from the idx in blocks (memory: one block).
+        """``(k, key, offset)`` of every image (ints; ``offset``: byte position of its record
+        in the ``.rec``), ``k`` = 0, 1, ... in dataset order: from the arrays, or for a
+        streamed part from the idx in blocks (memory: one block).
 
         Raises:
             RecordIOError: (streamed) the idx changed since the part was opened.

@@ -161,8 +161,32 @@ def idx_changed(path: str) -> RecordIOError:
 
 
 def _stat(f) -> tuple[int, int, int]:
+    """``(size, mtime_ns, inode)`` of open file ``f``: what tells a rewritten idx."""
     st = os.fstat(f.fileno())
     return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def check_scanned(path: str, scan: IdxScan, keys: np.ndarray, offs: np.ndarray) -> None:
+    """Check that ``keys`` / ``offs`` (int64, from :func:`load_idx` after a streamed open)
+    are the idx ``scan`` saw: the same file (size, mtime, inode), rows, first row, dense keys
+    and increasing offsets.
+
+    Raises:
+        RecordIOError: :func:`idx_changed` (names the file).
+    """
+    n = len(keys)
+    try:
+        with open(path, "rb") as f:
+            same_file = _stat(f) == scan.stat
+    except OSError as e:
+        raise RecordIOError(f"{path}: the idx cannot be read any more: {e.strerror or e}") from None
+    if not (
+        same_file and n == scan.rows and n
+        and int(keys[0]) == scan.first_key and int(offs[0]) == scan.first_offset
+        and int(keys[-1]) == scan.first_key + n - 1 and bool((keys[1:] > keys[:-1]).all())
+        and bool((offs[1:] > offs[:-1]).all())
+    ):
+        raise idx_changed(path)
 
 
 def _check(rows: np.ndarray, at: int, first_key: int, prev_off: int, limit: int):

@@ -21,7 +21,7 @@ from typing import BinaryIO, Iterator, Sequence
 import numpy as np
 
 from facekit.errors import RecordIOError
-from facekit.formats.idx import IdxScan, idx_changed, load_idx, scan_idx
+from facekit.formats.idx import IdxScan, check_scanned, load_idx, scan_idx
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -616,12 +616,8 @@ class IndexedRecordIOReader(RecordIOReader):
         # keys k0, k0 + 1, ...: strictly increasing from k0 to k0 + n - 1 (1 byte a record of
         # transient memory, not an arange and a comparison of the whole idx)
         self._dense = bool(n) and int(keys[-1]) - self._k0 == n - 1 and bool((keys[1:] > keys[:-1]).all())
-        scan = self._scan
-        if scan is not None and not (
-            self._dense and n == scan.rows and self._k0 == scan.first_key and int(offs[0]) == scan.first_offset
-            and bool((offs[1:] > offs[:-1]).all())
-        ):  # loaded after a streamed open: it must still be the idx scanned
-            raise idx_changed(self.idx_path)
+        if self._scan is not None:  # loaded after a streamed open: it must be the idx scanned
+            check_scanned(self.idx_path, self._scan, keys, offs)
         self._key_array, self._offset_array, self._n = keys, offs, n
 
     @property
