@@ -301,7 +301,7 @@ class FoldersSink(facekit.Sink):
         self.lmk = open(root / p.landmarks_file, "w", encoding="utf-8", newline="\n")
         self.lst = open(root / p.lst_file, "w", encoding="utf-8", newline="\n")
         self.count = 0
-        self.labels = set()
+        self.identities = 0  # folders made: one per label (mkdir refuses a label seen before)
         self._names: set[str] = set()
         self._label = None
 
@@ -310,7 +310,7 @@ class FoldersSink(facekit.Sink):
         if s.label != self._label:
             self._label, self._names = s.label, set()
             (self.dir.staging / folder).mkdir()
-            self.labels.add(s.label)
+            self.identities += 1
         if s.stem:  # a source naming its images (mxrec: the record key): keep the bytes' format
             stem, ext = s.stem, _extension(s.data)
             name = f"{stem}{ext}" if s.face_id == 0 else f"{stem}_{s.face_id}{ext}"
@@ -335,7 +335,7 @@ class FoldersSink(facekit.Sink):
     def close(self):
         self.lmk.close()
         self.lst.close()
-        return {"path": str(self.params.path), "images": self.count, "identities": len(self.labels)}
+        return {"path": str(self.params.path), "images": self.count, "identities": self.identities}
 
     def abort(self):
         for f in (getattr(self, "lmk", None), getattr(self, "lst", None)):

@@ -7,7 +7,12 @@ records is measured by ``benchmarks/bench_detect_align.py --rss`` (too slow for 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import tracemalloc
+
+import pytest
 
 from facekit.formats.idx import load_idx
 from facekit.formats.recordio import IndexedRecordIOWriter
@@ -189,6 +194,73 @@ def test_mxrec_identity_ranges_are_compact():
     assert list(r.slice(1, 3)) == [(1, 3, 6), (2, 6, 9)]
     assert r.note(2, 9, 10) is False and list(r)[-1] == (2, 6, 10)
     assert r.note(5, 10, 11) is True and len(r) == 4
+
+
+def test_the_mxrec_sources_seen_labels_are_compact_and_exact():
+    # the mxrec source refuses a label met again after other labels (a shuffled file); the
+    # labels met were a set of ints (~100 B a label with the ints, 2 MiB at 20,000)
+    import random
+
+    from plugins.mxrec import SeenLabels
+
+    def build(names):
+        seen = SeenLabels()
+        for label in range(len(names)):
+            seen.add(label)
+        return seen
+
+    assert _held_per_identity(build, 20_000) < 1  # one bit a dense label
+    rng = random.Random(13)
+    big = SeenLabels.BITMAP
+    for _ in range(100):
+        seen, ref = SeenLabels(), set()
+        for _ in range(rng.randint(0, 200)):
+            lab = rng.choice([rng.randint(0, 64), rng.randint(0, 1 << 28), big - rng.randint(1, 2), big + rng.randint(0, 2), (1 << 31) - 1])
+            assert (lab in seen) == (lab in ref)
+            seen.add(lab)
+            ref.add(lab)
+        probes = list(ref) + [rng.randint(0, (1 << 31) - 1) for _ in range(50)] + [0, big - 1, big]
+        assert [p in seen for p in probes] == [p in ref for p in probes]
+        assert len(seen.bits) <= big >> 3
+
+
+def test_the_folders_sink_counts_identities_without_a_set(tmp_path):
+    # the folders sink's summary gives its identities: counted as folders are made (a label
+    # met twice cannot make its folder again), not kept in a set of every label
+    from facekit.pipeline.config import load_config
+    from facekit.pipeline.engine import run
+
+    import cv2
+    import numpy as np
+
+    root = tmp_path / "root"
+    for i in range(5):
+        d = root / f"id{i}"
+        d.mkdir(parents=True)
+        for k in range(i + 1):
+            cv2.imwrite(str(d / f"{k}.jpg"), np.full((16, 16, 3), 10 * i + k, np.uint8))
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        f"output: {tmp_path / 'out'}\nshard_size: 4\n"
+        f"source: {{plugin: folders, root: {root}, min_images: 1}}\nsinks: [{{plugin: folders, path: faces}}]\n"
+    )
+    s = run(load_config(cfg), progress=False)
+    info = next(iter(s.sinks.values()))
+    assert info["identities"] == 5 and info["images"] == 15
+    assert not hasattr(s, "labels")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="facekit picks jemalloc on Linux only")
+def test_import_facekit_makes_jemalloc_arrows_allocator_unless_set():
+    # pyarrow's default allocator (mimalloc) keeps freed pages: a run's peak RSS grew with
+    # the results table's row groups (benchmarks/RESULTS-detect-align.md)
+    code = "import facekit, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["jemalloc"], out.stderr
+    env["ARROW_DEFAULT_MEMORY_POOL"] = "system"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["system"], out.stderr
 
 
 def test_summary_json_is_written_from_the_compact_counts_byte_for_byte():
