@@ -302,6 +302,9 @@ class FoldersSink(facekit.Sink):
         self.lst = open(root / p.lst_file, "w", encoding="utf-8", newline="\n")
         self.count = 0
         self.identities = 0  # folders made: one per label (mkdir refuses a label seen before)
+        # file paths as plain strings: pathlib interns every part of every path it parses
+        # (the interpreter's intern table grew by ~2 MiB over a run of 1M files)
+        self._root = os.fspath(root)
         self._names: set[str] = set()
         self._label = None
 
@@ -309,7 +312,7 @@ class FoldersSink(facekit.Sink):
         folder = f"{self.params.prefix}{s.label:0{self.params.label_digits}d}"
         if s.label != self._label:
             self._label, self._names = s.label, set()
-            (self.dir.staging / folder).mkdir()
+            os.mkdir(os.path.join(self._root, folder))
             self.identities += 1
         if s.stem:  # a source naming its images (mxrec: the record key): keep the bytes' format
             stem, ext = s.stem, _extension(s.data)
@@ -323,7 +326,7 @@ class FoldersSink(facekit.Sink):
                 name = f"{base}_v{n}{ext}"
                 n += 1
         self._names.add(name.lower())
-        with open(self.dir.staging / folder / name, "xb") as f:  # never overwrite a crop
+        with open(os.path.join(self._root, folder, name), "xb") as f:  # never overwrite a crop
             f.write(s.data)
         line = landmark_line(s)
         if line:

@@ -209,7 +209,10 @@ class MxrecSource(facekit.Source):
 class SeenLabels:
     """The class ids met so far, compact: one bit a class id below :attr:`BITMAP` (the dense
     ids of real datasets: 2.5 kB for 20,000 identities, where a set of ints took ~2 MiB),
-    a set for larger ones. The bitmap grows with the largest id, to 8 MiB at most."""
+    a set for larger ones. The bitmap grows with the largest id, to 8 MiB at most.
+
+    Labels are class ids as :func:`facekit.formats.facerec.class_id` returns them (int,
+    ``0 <= label < 2**31``); the source checks every label with it first."""
 
     BITMAP = 1 << 26
 
