@@ -146,7 +146,7 @@ def test_cli_start_imports_no_model_runtime():
     that nor facekit's commands import onnxruntime, onnx, torch or TensorFlow."""
     code = (
         "import sys; from facekit.cli.main import main; "
-        "print(' '.join(sorted(main.commands))); "
+        "print(' '.join(main.list_commands(None))); "
         "print(' '.join(m for m in ('onnxruntime', 'onnx', 'torch', 'tensorflow') if m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -154,3 +154,27 @@ def test_cli_start_imports_no_model_runtime():
     commands, loaded = (r.stdout.splitlines() + [""])[:2]
     assert commands == "eval inspect mask-sheet overlap pairs plugins reindex report run show validate verify"
     assert loaded == "", f"the command line's start loaded {loaded}"
+
+
+def test_plugins_load_once_when_a_pipeline_loads_them_first():
+    """The engine and every worker process load the plugins (get_registry) before any
+    command line exists; the built-in commands plugin imports ``facekit.cli``, which must not
+    load the plugins again from inside that import (it did: two loads, every plugin's
+    ``register_*`` hooks called twice, ~0.15 s more per process). The command line then
+    adds the plugins' commands from the same registry."""
+    code = (
+        "import facekit.plugins as P\n"
+        "calls = []\n"
+        "orig = P.load_registry\n"
+        "P.load_registry = lambda *a, **k: calls.append(1) or orig(*a, **k)\n"
+        "reg = P.get_registry()\n"
+        "import sys\n"
+        "assert 'facekit.cli.commands' in sys.modules\n"
+        "from facekit.cli.main import main\n"
+        "print(len(calls), ' '.join(main.list_commands(None)), len(calls))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    first, *commands, after = r.stdout.split()
+    assert (first, after) == ("1", "1"), f"plugins loaded {first} time(s), {after} after the command line started"
+    assert " ".join(commands) == "eval inspect mask-sheet overlap pairs plugins reindex report run show validate verify"

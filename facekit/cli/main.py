@@ -1,6 +1,9 @@
 """The ``facekit`` command: ``run``, ``validate``, ``plugins``; every other command is added
-by a plugin's ``register_commands(cli)`` hook when this module loads
-(:func:`add_plugin_commands`), the built-in ones by :mod:`facekit.cli.commands`."""
+by a plugin's ``register_commands(cli)`` hook the first time the group looks a command up
+or lists them (:func:`add_plugin_commands`), the built-in ones by
+:mod:`facekit.cli.commands`. Importing this module loads no plugin: a pipeline that loads
+the plugins (the engine, a worker process) imports it through the built-in commands plugin
+and must not load them a second time from inside that import."""
 
 from __future__ import annotations
 
@@ -20,8 +23,20 @@ class FacekitGroup(click.Group):
     help says so and a command a plugin would have added fails naming the reason."""
 
     plugin_error: str = ""
+    _plugin_commands_added: bool = False
+
+    def add_plugin_commands(self) -> None:
+        """Add the plugins' commands (:func:`add_plugin_commands`), once."""
+        if not self._plugin_commands_added:
+            self._plugin_commands_added = True
+            add_plugin_commands(self)
+
+    def list_commands(self, ctx):
+        self.add_plugin_commands()
+        return super().list_commands(ctx)
 
     def get_command(self, ctx, cmd_name):
+        self.add_plugin_commands()
         cmd = super().get_command(ctx, cmd_name)
         if cmd is None and self.plugin_error and not ctx.resilient_parsing:
             ctx.fail(f"No such command {cmd_name!r} (plugin commands were not loaded: {self.plugin_error})")
@@ -150,7 +165,7 @@ def plugins(as_json):
 
 def add_plugin_commands(cli: "FacekitGroup") -> None:
     """Call every plugin's ``register_commands(cli)`` hook, as simonw's ``llm`` does when its
-    command line loads: the built-in commands (:mod:`facekit.cli.commands`) and those of
+    command line loads (here: when ``cli`` first looks a command up or lists them): the built-in commands (:mod:`facekit.cli.commands`) and those of
     third-party plugins are added the same way.
 
     The hooks run one plugin at a time on ``cli`` itself: facekit's own plugins first, then
@@ -205,9 +220,7 @@ def _distribution(reg, plugin: str) -> str:
 
 if __name__ == "__main__":
     # python -m facekit.cli.main: the package has imported this module as facekit.cli.main
-    # already (hooks called there); run that group rather than call every hook again here.
+    # already; run that group (the one the commands plugin adds to) rather than this copy.
     from facekit.cli.main import main as _facekit
 
     _facekit()
-else:
-    add_plugin_commands(main)
