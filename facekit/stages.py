@@ -163,7 +163,7 @@ class Stage:
 
 
 class SourceParams(Params):
-    start_id: int = Field(0, ge=0, description="class id of the first admitted identity")
+    start_id: int = Field(0, ge=0, lt=2**31, description="class id of the first admitted identity (class ids are below 2**31)")
     exclude: Optional[InputPath] = Field(
         None,
         description="a file of identities to leave out, one per line (e.g. from 'facekit overlap --exclude'); "

@@ -46,7 +46,7 @@ from __future__ import annotations
 import bisect
 import os
 from array import array
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -298,12 +298,15 @@ class IdentityRanges:
 class _Out:
     """One ``.rec``/``.idx`` being written: a whole dataset or one shard."""
 
-    def __init__(self, root, stem: str, insightface: bool):
+    def __init__(self, root, stem: str, insightface: bool, ranges: Optional[IdentityRanges] = None):
+        """``ranges``: the sink's own ranges when this file is the whole dataset (its keys
+        are the record ids the sink numbers): kept once, noted by the sink, not here."""
         self.stem = stem
         self.w = IndexedRecordIOWriter(root / f"{stem}.idx", root / f"{stem}.rec")
         self.insightface = insightface
         self.key = 1 if insightface else 0
-        self.ranges = IdentityRanges()  # in this file's keys
+        self.shared_ranges = ranges is not None
+        self.ranges = ranges if ranges is not None else IdentityRanges()  # in this file's keys
         if insightface:
             # Placeholder header, rewritten in place at finish (same length: see finish()).
             self.header_bytes = _header(0, 0)
@@ -317,7 +320,8 @@ class _Out:
             )
 
     def _note(self, label: int, n: int = 1) -> None:
-        self.ranges.note(label, self.key, self.key + n)
+        if not self.shared_ranges:
+            self.ranges.note(label, self.key, self.key + n)
 
     def images(self, payloads: list, runs: list[list[int]]) -> None:
         """Append image records (payloads as :func:`encode_records` takes them) with one
@@ -444,7 +448,7 @@ class MxrecSink(facekit.Sink):
             self.tmp_off = 0
             self.rec_offsets = array("q")
         else:
-            self.out = _Out(root, p.prefix, self.insightface)
+            self.out = _Out(root, p.prefix, self.insightface, self.ranges)  # one file: same keys, one copy
 
     #: image records framed and written together, at most BATCH records or BATCH_BYTES
     #: image bytes (one framing pass, one magic scan, one write per batch; bounded memory)

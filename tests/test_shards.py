@@ -239,6 +239,24 @@ def test_gate_labels_admitted_identities_in_order_and_rejects_small_ones():
     assert counts["b"] == {"label": -1, "kept": 0, "rejected": 1}
 
 
+def test_gate_class_ids_stop_below_2_31():
+    # class ids are below 2**31 (every reader's class_id check; the gate's account is int32):
+    # a start_id that would pass it is a config error, a run that reaches it a one-line error
+    from pydantic import ValidationError
+
+    from facekit.stages import SourceParams
+
+    assert SourceParams(start_id=2**31 - 1).start_id == 2**31 - 1
+    with pytest.raises(ValidationError, match="less than 2147483648"):
+        SourceParams(start_id=2**31)
+    gate = IdentityGate(start_id=2**31 - 2, min_images=1)
+    rows = gate.admit(_result(0, "a+ b+"))
+    assert [r.sample.label for r in rows] == [2**31 - 2, 2**31 - 1]
+    assert gate.counts["b"] == {"label": 2**31 - 1, "kept": 1, "rejected": 0}
+    with pytest.raises(FacekitError, match=r"identity 'c': class id 2147483648 is not below 2\*\*31"):
+        gate.admit(_result(1, "c+"))
+
+
 def test_gate_refuses_an_identity_that_comes_back():
     gate = IdentityGate(0, 1)
     gate.admit(_result(0, "a+ b+"))

@@ -22,6 +22,8 @@ from facekit.stages import Reject, Sample
 IDENTITY_TOO_SMALL = "identity_too_small"
 #: a run stops when this many first images all fail in a stage with the same error
 SYSTEMATIC_ERRORS = 5
+#: class ids are below this (the readers' ``class_id`` check; int32 in the identity account)
+MAX_CLASS_ID = 2**31
 
 
 @dataclass(slots=True)
@@ -38,13 +40,14 @@ class Row:
 class IdentityCounts(Mapping):
     """Per-identity account for ``summary.json``: a read-only mapping of identity name to
     ``{"label", "kept", "rejected"}`` (class id, -1 when not admitted; kept faces; rejected
-    images/faces), in the order identities were first seen. Held as a name index and int64
-    arrays (~75 B an identity; a dict of objects took 254 B, and Glint360K has 360k
-    identities); each value is made when asked for (``dict(counts)``: a plain copy)."""
+    images/faces), in the order identities were first seen. Held as a name index and int32
+    arrays (class ids are below 2**31, as :func:`facekit.formats.facerec.class_id` checks; ~65 B an
+    identity; a dict of objects took 254 B, and Glint360K has 360k identities); each value
+    is made when asked for (``dict(counts)``: a plain copy)."""
 
     def __init__(self):
         self.index: dict[str, int] = {}
-        self.label, self.kept, self.rejected = array("q"), array("q"), array("q")
+        self.label, self.kept, self.rejected = array("i"), array("i"), array("i")
         self.decided = bytearray()  # 1: the identity's faces went through the gate
 
     def slot(self, name: str) -> int:
@@ -119,6 +122,8 @@ class IdentityGate:
                     raise FacekitError(f"identity {ident!r}: the source gave several or partial labels {sorted(given)}")
                 labels[ident] = buf[0].label
             else:
+                if self.next_id >= MAX_CLASS_ID:
+                    raise FacekitError(f"identity {ident!r}: class id {self.next_id} is not below 2**31 (start_id too high)")
                 labels[ident] = self.next_id
                 self.next_id += 1
             self.admitted += 1
