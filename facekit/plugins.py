@@ -185,8 +185,10 @@ def _jsonable(v):
 def plugin_listing(reg: Registry | None = None) -> list[dict]:
     """What ``facekit plugins --json`` prints: one dict per installed plugin, with its
     ``stages`` (sources, detectors, aligners, augmenters, sinks), ``executors`` (kind
-    ``executor``), ``commands`` (those it added to the command line; filled only where the
-    ``facekit`` command line has loaded them) and ``error`` (one line, or None)."""
+    ``executor``), ``commands`` (those it added to the command line; filled only once the
+    ``facekit`` group has looked a command up or listed them,
+    :meth:`facekit.cli.main.FacekitGroup.add_plugin_commands`) and ``error`` (one line, or
+    None)."""
     reg = reg or get_registry()
     out = []
     for info in reg.plugins.values():

@@ -255,6 +255,13 @@ def test_gate_class_ids_stop_below_2_31():
     assert gate.counts["b"] == {"label": 2**31 - 1, "kept": 1, "rejected": 0}
     with pytest.raises(FacekitError, match=r"identity 'c': class id 2147483648 is not below 2\*\*31"):
         gate.admit(_result(1, "c+"))
+    # a label the source gives (a third-party source keeping its own ids) is checked too
+    gate = IdentityGate(0, 1)
+    ok = ShardResult(0, [Outcome("a", [Sample(0, "a/0.jpg", "a", label=2**31 - 1)], [], 1)])
+    assert [r.sample.label for r in gate.admit(ok)] == [2**31 - 1]
+    big = ShardResult(1, [Outcome("b", [Sample(1, "b/0.jpg", "b", label=2**31)], [], 1)])
+    with pytest.raises(FacekitError, match=r"identity 'b': the source gave class id 2147483648, not below 2\*\*31"):
+        gate.admit(big)
 
 
 def test_gate_refuses_an_identity_that_comes_back():

@@ -120,6 +120,8 @@ class IdentityGate:
             if any(lab >= 0 for lab in given):
                 if len(given) != 1:
                     raise FacekitError(f"identity {ident!r}: the source gave several or partial labels {sorted(given)}")
+                if buf[0].label >= MAX_CLASS_ID:
+                    raise FacekitError(f"identity {ident!r}: the source gave class id {buf[0].label}, not below 2**31")
                 labels[ident] = buf[0].label
             else:
                 if self.next_id >= MAX_CLASS_ID:
