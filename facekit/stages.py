@@ -18,6 +18,7 @@ import numpy as np
 from pydantic import Field
 
 from facekit.errors import SampleRejected
+from facekit.formats.facerec import MAX_CLASS
 from facekit.params import InputPath, OptionalInputPath, OutputPath, Params
 from facekit.vision.detection import Detections, DetectorParams, find_faces
 
@@ -163,7 +164,7 @@ class Stage:
 
 
 class SourceParams(Params):
-    start_id: int = Field(0, ge=0, lt=2**31, description="class id of the first admitted identity (class ids are below 2**31)")
+    start_id: int = Field(0, ge=0, lt=MAX_CLASS, description="class id of the first admitted identity (class ids are below 2**31)")
     exclude: Optional[InputPath] = Field(
         None,
         description="a file of identities to leave out, one per line (e.g. from 'facekit overlap --exclude'); "

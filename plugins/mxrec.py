@@ -221,6 +221,7 @@ class SeenLabels:
         self.large: set[int] = set()
 
     def add(self, label: int) -> None:
+        """Note class id ``label`` (int, ``0 <= label < 2**31``)."""
         if label >= self.BITMAP:
             self.large.add(label)
             return
@@ -231,6 +232,7 @@ class SeenLabels:
         self.bits[i] |= 1 << (label & 7)
 
     def __contains__(self, label: int) -> bool:
+        """Whether class id ``label`` was noted."""
         if label >= self.BITMAP:
             return label in self.large
         i = label >> 3

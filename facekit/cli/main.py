@@ -165,8 +165,9 @@ def plugins(as_json):
 
 def add_plugin_commands(cli: "FacekitGroup") -> None:
     """Call every plugin's ``register_commands(cli)`` hook, as simonw's ``llm`` does when its
-    command line loads (here: when ``cli`` first looks a command up or lists them): the built-in commands (:mod:`facekit.cli.commands`) and those of
-    third-party plugins are added the same way.
+    command line loads (here: when ``cli`` first looks a command up or lists them): the
+    built-in commands (:mod:`facekit.cli.commands`) and those of third-party plugins are
+    added the same way.
 
     The hooks run one plugin at a time on ``cli`` itself: facekit's own plugins first, then
     the others in plugin-name order. A plugin whose hook raises, or that replaces or removes

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 from facekit.errors import FacekitError
+from facekit.formats.facerec import MAX_CLASS  # class ids are below it: int32 in the account
 from facekit.pipeline.shards import STAGE_ERROR, ShardResult
 from facekit.stages import Reject, Sample
 
 IDENTITY_TOO_SMALL = "identity_too_small"
 #: a run stops when this many first images all fail in a stage with the same error
 SYSTEMATIC_ERRORS = 5
-#: class ids are below this (the readers' ``class_id`` check; int32 in the identity account)
-MAX_CLASS_ID = 2**31
 
 
 @dataclass(slots=True)
@@ -120,11 +119,11 @@ class IdentityGate:
             if any(lab >= 0 for lab in given):
                 if len(given) != 1:
                     raise FacekitError(f"identity {ident!r}: the source gave several or partial labels {sorted(given)}")
-                if buf[0].label >= MAX_CLASS_ID:
+                if buf[0].label >= MAX_CLASS:
                     raise FacekitError(f"identity {ident!r}: the source gave class id {buf[0].label}, not below 2**31")
                 labels[ident] = buf[0].label
             else:
-                if self.next_id >= MAX_CLASS_ID:
+                if self.next_id >= MAX_CLASS:
                     raise FacekitError(f"identity {ident!r}: class id {self.next_id} is not below 2**31 (start_id too high)")
                 labels[ident] = self.next_id
                 self.next_id += 1
