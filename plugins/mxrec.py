@@ -430,6 +430,9 @@ class MxrecSink(facekit.Sink):
     uniform_size = True
 
     def open(self, publication):
+        """Start the dataset in the staging folder ``publication`` gives for ``path``: the
+        ``.lst`` and, for one file, the ``.rec``/``.idx`` (a shuffled or sharded dataset is
+        staged in one temporary ``.rec`` first and split at :meth:`close`)."""
         p = self.params
         self.dir = publication.dir(p.path)
         root = self.dir.staging
@@ -458,6 +461,7 @@ class MxrecSink(facekit.Sink):
     BATCH_BYTES = 2 << 20
 
     def write(self, s: facekit.Sample):
+        """:meth:`write_many` of one sample: its record id, as text."""
         return self.write_many([s])[0]
 
     def write_many(self, samples: list[facekit.Sample]):
@@ -569,6 +573,10 @@ class MxrecSink(facekit.Sink):
         return files
 
     def close(self):
+        """Write the pending records, the identity records (insightface layout), the
+        ``property``, ``<prefix>.identities.tsv`` and, for several plain files, the DALI
+        index; returns the summary entry (images, identities, records, files, ...). An
+        ``OSError`` while writing propagates: the run fails and publishes nothing."""
         p = self.params
         self._flush()
         if self.staged:
@@ -606,6 +614,8 @@ class MxrecSink(facekit.Sink):
         }
 
     def abort(self):
+        """Close what is open after a failed run; the staging folder is the publication's
+        to remove."""
         if hasattr(self, "dir"):
             if hasattr(self, "out"):
                 self.out.close()
@@ -616,5 +626,6 @@ class MxrecSink(facekit.Sink):
 
 @facekit.hookimpl
 def register_stages(register):
+    """The ``mxrec`` source and sink."""
     register(MxrecSource)
     register(MxrecSink)

@@ -411,6 +411,8 @@ class FaceRecPart:
 
     @property
     def reader(self) -> RecordIOReader:
+        """This part's ``.rec`` reader, opened on first use and again in a new process (a
+        DataLoader worker never shares the parent's file descriptor)."""
         if self._reader is None or self._pid != os.getpid():
             self._reader = RecordIOReader(self.rec_path)  # never share a descriptor across processes
             self._pid = os.getpid()
@@ -454,6 +456,7 @@ class FaceRecPart:
         return out
 
     def close(self) -> None:
+        """Close the ``.rec`` reader if one is open (it reopens on the next read)."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -494,6 +497,8 @@ class FaceRec:
 
     @property
     def layout(self) -> str:
+        """The parts' layout (see :attr:`FaceRecPart.layout`), or ``"mixed"`` when the parts
+        differ."""
         kinds = {p.layout for p in self.parts}
         return kinds.pop() if len(kinds) == 1 else "mixed"
 
@@ -518,6 +523,8 @@ class FaceRec:
         return self.parts[j].read(k)
 
     def read_header(self, i: int) -> tuple[IRHeader, int]:
+        """Header of image ``i`` (dataset order) and its image length (-1 if unknown),
+        reading ~64 bytes. Raises IndexError, RecordIOError."""
         j, k = self.locate(i)
         return self.parts[j].read_header(k)
 
@@ -573,6 +580,7 @@ class FaceRec:
             yield i, h, img
 
     def close(self) -> None:
+        """Close every part's reader (each reopens on its next read)."""
         for p in self.parts:
             p.close()
 

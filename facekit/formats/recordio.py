@@ -211,6 +211,13 @@ class RecordIOWriter:
         self.offset = 0
 
     def write(self, payload: bytes) -> int:
+        """Append one record (:func:`encode_record` framing, mxnet ``MXRecordIO.write``).
+
+        Returns:
+            the offset of the record's first magic: what the idx lists for it.
+        Raises:
+            RecordIOError: a payload of 2**29 bytes or more (nothing written).
+        """
         data = encode_record(payload)
         start = self.offset
         self._f.write(data)
@@ -280,9 +287,11 @@ class RecordIOWriter:
         self._f.seek(self.offset)
 
     def flush(self) -> None:
+        """Hand the buffered bytes to the operating system (no ``fsync``)."""
         self._f.flush()
 
     def close(self) -> None:
+        """Flush and close the file; closing twice is harmless."""
         if not self._f.closed:
             self._f.close()
 
@@ -307,6 +316,12 @@ class IndexedRecordIOWriter(RecordIOWriter):
         self._idx = open(self.idx_path, "w", encoding="ascii", newline="\n", buffering=1 << 16)
 
     def write_idx(self, key: int, payload: bytes) -> int:
+        """:meth:`write` one record and list it in the idx as ``key<TAB>offset`` (mxnet
+        ``MXIndexedRecordIO.write_idx``). Returns its offset.
+
+        Raises:
+            RecordIOError: a payload of 2**29 bytes or more (nothing written).
+        """
         offset = self.write(payload)
         self._idx.write(f"{int(key)}\t{offset}\n")
         return offset
@@ -336,6 +351,7 @@ class IndexedRecordIOWriter(RecordIOWriter):
         self._idx.write(_idx_text([int(k) for k in keys], offsets))
 
     def close(self) -> None:
+        """Close the ``.rec`` and then the ``.idx``; closing twice is harmless."""
         super().close()
         if not self._idx.closed:
             self._idx.close()
@@ -544,6 +560,7 @@ class RecordIOReader:
         return self.size
 
     def close(self) -> None:
+        """Close the ``.rec`` file."""
         self._f.close()
 
     def __enter__(self):
@@ -644,6 +661,8 @@ class IndexedRecordIOReader(RecordIOReader):
 
     @property
     def keys(self) -> list[int]:
+        """The idx keys in idx order, as Python ints (mxnet ``MXIndexedRecordIO.keys``);
+        :attr:`key_array` is the same as an int64 array without the list."""
         if self._keys is None:
             self._keys = self.key_array.tolist()
         return self._keys
