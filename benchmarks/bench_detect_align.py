@@ -196,7 +196,8 @@ PEERS = {
 UNTIMED_IMPORTS = {
     "insightface": ("cv2", "insightface.model_zoo"),
     "onnxruntime": ("onnx", "onnxruntime"),
-    "facekit": ("cv2", "onnx", "onnxruntime", "PIL.Image", "simplejpeg", "pyarrow.parquet"),
+    # facekit first: its import picks Arrow's allocator, which must precede pyarrow's import
+    "facekit": ("facekit", "cv2", "onnx", "onnxruntime", "PIL.Image", "simplejpeg", "pyarrow.parquet"),
 }
 
 
@@ -240,7 +241,9 @@ def bench(a) -> None:
 
     # facekit's modules as an installed package has them (pip compiles them to bytecode; an
     # editable install under PYTHONDONTWRITEBYTECODE would compile them in every timed run)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "facekit", "plugins"], cwd=REPO, check=True)
+    if subprocess.run([sys.executable, "-m", "compileall", "-q", "facekit", "plugins"], cwd=REPO).returncode:
+        print("warning: facekit's modules could not all be compiled (a read-only checkout?): its timed runs "
+              "include compiling them", flush=True)
     with tempfile.TemporaryDirectory(prefix="facekit-bench-") as tmp:
         tmp = Path(tmp)
         root = tmp / "root"
@@ -281,9 +284,9 @@ def bench(a) -> None:
         w0, floor = med[W0], med["onnxruntime (floor)"]
         ins, fl = times["insightface loop"], times["onnxruntime (floor)"]
 
-        def paired(a: list[float], b: list[float]) -> str:
-            """The median of the per-round ratios a/b (peers of a round share its load)."""
-            return f"{statistics.median(x / y for x, y in zip(a, b)):.2f}x"
+        def paired(num: list[float], den: list[float]) -> str:
+            """The median of the per-round ratios num/den (peers of a round share its load)."""
+            return f"{statistics.median(x / y for x, y in zip(num, den)):.2f}x"
 
         print("ratios of the medians; in brackets the median of the per-round ratios")
         print(
