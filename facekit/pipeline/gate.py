@@ -40,9 +40,9 @@ class IdentityCounts(Mapping):
     """Per-identity account for ``summary.json``: a read-only mapping of identity name to
     ``{"label", "kept", "rejected"}`` (class id, -1 when not admitted; kept faces; rejected
     images/faces), in the order identities were first seen. Held as a name index and int32
-    arrays (class ids are below 2**31, as :func:`facekit.formats.facerec.class_id` checks; ~65 B an
-    identity; a dict of objects took 254 B, and Glint360K has 360k identities); each value
-    is made when asked for (``dict(counts)``: a plain copy)."""
+    arrays (class ids are below 2**31, as :func:`facekit.formats.facerec.class_id` checks;
+    ~62 B an identity; a dict of objects took 254 B, and Glint360K has 360k identities);
+    each value is made when asked for (``dict(counts)``: a plain copy)."""
 
     def __init__(self):
         self.index: dict[str, int] = {}
