@@ -20,12 +20,15 @@ of one thread per core):
   guard as facekit), largest-central face, ``norm_crop`` (112), ``cv2.imencode`` (JPEG 95),
   file written to ``<identity>/``;
 - ``onnxruntime``: the floor: session creation plus ``session.run`` on exactly the
-  letterboxed inputs facekit feeds its detector for these images (recorded beforehand);
+  letterboxed inputs facekit feeds its detector for these images (recorded beforehand), on
+  one session with onnxruntime's default threads, and again on a one-thread session per
+  core, each on its own thread (the parallelism of facekit's default executor);
 - ``facekit``: ``facekit run`` (in process): ``folders`` source -> ``retinaface`` (the same
-  SCRFD, its default ``threads: 0``) -> ``arcface`` -> ``folders`` sink, with ``workers: 0``
-  (in this process, the libraries' default threads), ``workers: 2`` (short for the next
-  one) and ``executor: {plugin: processes, workers: 2}`` (two spawned workers, one
-  onnxruntime/OpenCV thread each by default).
+  SCRFD, its default ``threads: 0``) -> ``arcface`` -> ``folders`` sink, with the default
+  executor (``threads``: a shard worker thread per core, one onnxruntime/OpenCV thread
+  each), ``workers: 0`` (``inprocess``: shards one at a time in this process, the
+  libraries' default threads) and ``workers: 2`` (``executor: {plugin: processes,
+  workers: 2}``: two spawned workers, one onnxruntime/OpenCV thread each by default).
 
 ``--rss``: peak RSS (``ru_maxrss`` of a child process) of packing N synthetic records with
 the pass-through packer (``folders`` -> ``mxrec``, no detector: hard links to a few aligned
@@ -147,18 +150,33 @@ def record_feeds(root: Path, feeds_path: Path) -> int:
     return len(feeds)
 
 
-def peer_onnxruntime(feeds_path: Path) -> dict:
+def peer_onnxruntime(feeds_path: Path, per_core: bool = False) -> dict:
+    """The floor: one session on onnxruntime's default threads, images one at a time; or
+    (``per_core``) a one-thread session per core, each on its own thread taking every
+    N-th image (the parallelism facekit's default executor uses)."""
+    import threading
+
     import numpy as np
 
+    from facekit.pipeline import usable_cores
     from facekit.vision.onnxdet import make_session
 
     feeds = np.load(feeds_path)
+    n = usable_cores() if per_core else 1
     t0 = time.perf_counter()
-    sess = make_session(MODEL, 0, input_hw=feeds.shape[2:])
+    sessions = [make_session(MODEL, 1 if per_core else 0, input_hw=feeds.shape[2:]) for _ in range(n)]
     t_load = time.perf_counter() - t0
-    name = sess.get_inputs()[0].name
-    for i in range(len(feeds)):
-        sess.run(None, {name: feeds[i : i + 1]})
+    name = sessions[0].get_inputs()[0].name
+
+    def infer(k: int) -> None:
+        for i in range(k, len(feeds), n):
+            sessions[k].run(None, {name: feeds[i : i + 1]})
+
+    threads = [threading.Thread(target=infer, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
     return {"load_s": t_load, "total_s": time.perf_counter() - t0, "inferences": len(feeds)}
 
 
@@ -180,13 +198,15 @@ def peer_facekit(root: Path, out: Path, executor: str) -> dict:
     return {"total_s": time.perf_counter() - t0, "crops": s.faces_kept}
 
 
-W0, W2, EX2 = "facekit workers: 0", "facekit workers: 2", "facekit executor: {plugin: processes, workers: 2}"
+DEF, W0, W2 = "facekit default (threads)", "facekit workers: 0", "facekit workers: 2"
+FLOOR_PC = "onnxruntime (floor, a 1-thread session per core)"
 PEERS = {
     "insightface loop": ["insightface"],
     "onnxruntime (floor)": ["onnxruntime"],
+    FLOOR_PC: ["onnxruntime", "per-core"],
+    DEF: ["facekit", ""],
     W0: ["facekit", "workers: 0"],
     W2: ["facekit", "workers: 2"],
-    EX2: ["facekit", "executor: {plugin: processes, workers: 2}"],
 }
 
 
@@ -219,7 +239,7 @@ def child(argv: list[str]) -> None:
     if kind == "insightface":
         r = peer_insightface(root, out)
     elif kind == "onnxruntime":
-        r = peer_onnxruntime(Path(argv[3]))
+        r = peer_onnxruntime(Path(argv[3]), per_core=argv[4:] == ["per-core"])
     else:
         r = peer_facekit(root, out, argv[3])
     print("RESULT " + json.dumps(r))
@@ -264,7 +284,7 @@ def bench(a) -> None:
             for name in order:
                 out = tmp / f"out{len(info)}{r}{order.index(name)}"
                 args = PEERS[name]
-                extra = [str(feeds)] if args[0] == "onnxruntime" else args[1:]
+                extra = [str(feeds), *args[1:]] if args[0] == "onnxruntime" else args[1:]
                 res = run_child([args[0], str(root), str(out), *extra])
                 shutil.rmtree(out, ignore_errors=True)
                 times[name].append(res["total_s"])
@@ -281,7 +301,7 @@ def bench(a) -> None:
                 f"| {k} | {i.get('crops', '-')} | {i.get('inferences', '-')} | {med[k]:.2f} | {min(v):.2f} | "
                 f"{med[k] / n * 1e3:.1f} ms | {base / med[k]:.2f}x |"
             )
-        w0, floor = med[W0], med["onnxruntime (floor)"]
+        dflt, w0, floor = med[DEF], med[W0], med["onnxruntime (floor)"]
         ins, fl = times["insightface loop"], times["onnxruntime (floor)"]
 
         def paired(num: list[float], den: list[float]) -> str:
@@ -290,18 +310,22 @@ def bench(a) -> None:
 
         print("ratios of the medians; in brackets the median of the per-round ratios")
         print(
-            f"facekit {W0[8:]} vs the insightface loop: {base / w0:.2f}x [{paired(ins, times[W0])}] "
-            f"(target >= 1.5x); {W2[8:]}: {base / med[W2]:.2f}x [{paired(ins, times[W2])}]; "
-            f"{EX2[8:]}: {base / med[EX2]:.2f}x [{paired(ins, times[EX2])}]"
+            f"{DEF} vs the insightface loop: {base / dflt:.2f}x [{paired(ins, times[DEF])}] (target >= 1.5x); "
+            f"{W0[8:]}: {base / w0:.2f}x [{paired(ins, times[W0])}]; {W2[8:]}: {base / med[W2]:.2f}x "
+            f"[{paired(ins, times[W2])}]"
         )
         print(
-            f"facekit {W0[8:]} / onnxruntime floor: {w0 / floor:.2f}x the time [{paired(times[W0], fl)}] "
-            f"(target <= 1.25x); {W2[8:]} / floor: {med[W2] / floor:.2f}x [{paired(times[W2], fl)}]; "
-            f"{EX2[8:]} / floor: {med[EX2] / floor:.2f}x [{paired(times[EX2], fl)}]"
+            f"{DEF} / onnxruntime floor: {dflt / floor:.2f}x the time [{paired(times[DEF], fl)}] (target <= 1.25x); "
+            f"{W0[8:]} / floor: {w0 / floor:.2f}x [{paired(times[W0], fl)}]; {W2[8:]} / floor: "
+            f"{med[W2] / floor:.2f}x [{paired(times[W2], fl)}]"
+        )
+        print(
+            f"{DEF} / {FLOOR_PC}: {dflt / med[FLOOR_PC]:.2f}x the time [{paired(times[DEF], times[FLOOR_PC])}]; "
+            f"that floor vs the first: {floor / med[FLOOR_PC]:.2f}x [{paired(fl, times[FLOOR_PC])}]"
         )
         print(
             f"{W2[8:]} vs {W0[8:]}: {w0 / med[W2]:.2f}x [{paired(times[W0], times[W2])}] (target >= 1.7x); "
-            f"{EX2[8:]} vs {W0[8:]}: {w0 / med[EX2]:.2f}x [{paired(times[W0], times[EX2])}]"
+            f"default vs {W0[8:]}: {w0 / dflt:.2f}x [{paired(times[W0], times[DEF])}]"
         )
 
 

@@ -1,5 +1,6 @@
-"""Built-in executors: ``inprocess`` (shards run here, one at a time) and ``processes``
-(shards run in spawned worker processes). Written as any executor plugin is: a subclass of
+"""Built-in executors: ``threads`` (the default: shards run on threads of this process, one
+per core), ``inprocess`` (shards run here, one at a time) and ``processes`` (shards run in
+spawned worker processes). Written as any executor plugin is: a subclass of
 :class:`facekit.Executor` registered through ``register_executors``."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.pipeline import ShardWorker, WorkerPool, WorkersParams, set_threads
+from facekit.pipeline import ShardWorker, WorkerPool, WorkersParams, WorkerThreads, set_threads, usable_cores
 
 
 class _Done:
@@ -91,10 +92,50 @@ class ProcessesExecutor(facekit.Executor):
         return self.params.workers
 
 
+class ThreadsParams(WorkersParams):
+    workers: int = Field(
+        default_factory=usable_cores, ge=1, le=512, description="worker threads (default: the cores this process may use)"
+    )
+
+
+class ThreadsExecutor(facekit.Executor):
+    """Runs shards on threads of this process, each with its own stages and ``threads``
+    onnxruntime/OpenCV threads (default 1): one image per core, no worker start-up. The
+    default executor."""
+
+    name = "threads"
+    description = "shards run on threads of this process (workers: default one per core, threads per worker)"
+    Params = ThreadsParams
+
+    def start(self, spec):
+        p = self.params
+        self.slots = p.workers * p.in_flight
+        set_threads(p.threads)  # OpenCV's pool is per process: each worker thread calls it
+        self.pool = WorkerThreads(spec, p.workers, p.threads)
+
+    def submit(self, shard):
+        return self.pool.submit(shard)
+
+    def wait(self, handles):
+        return self.pool.wait(handles)
+
+    def result(self, handle):
+        return self.pool.result(handle)
+
+    def close(self, cancel=False):
+        pool = getattr(self, "pool", None)
+        if pool is not None:
+            pool.stop(cancel)
+
+    def workers(self):
+        return self.params.workers
+
+
 @facekit.hookimpl
 def register_executors(register):
+    register(ThreadsExecutor)
     register(InprocessExecutor)
     register(ProcessesExecutor)
 
 
-__all__ = ["InprocessExecutor", "ProcessesExecutor"]
+__all__ = ["InprocessExecutor", "ProcessesExecutor", "ThreadsExecutor"]

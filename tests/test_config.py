@@ -149,7 +149,7 @@ def test_landmark_augmenter_needs_aligned_faces(tmp_path, root):
 def test_executor_settings_are_checked(tmp_path, root):
     base = f"output: out\nsource: {{plugin: folders, root: {root}}}\nsinks: [{{plugin: folders, path: faces}}]\n"
     msg = config_error(tmp_path, base + "executor: {plugin: cluster9}\n")
-    assert "unknown executor plugin 'cluster9'" in msg and "inprocess, processes" in msg
+    assert "unknown executor plugin 'cluster9'" in msg and "inprocess, processes" in msg and "threads" in msg
     msg = config_error(tmp_path, base + "workers: 2\nexecutor: {plugin: processes}\n")
     assert "give 'workers' or 'executor', not both" in msg
     msg = config_error(tmp_path, base + "executor: {plugin: processes, workers: 0}\n")
@@ -166,3 +166,16 @@ def test_executor_settings_are_checked(tmp_path, root):
     assert spec.workers == 4 and spec.executor.params.threads == 2
     spec.set_workers(0)
     assert spec.executor.name == "inprocess" and spec.workers == 0
+    # the default: a shard worker thread per usable core, one library thread each, for a
+    # pipeline that decodes; pass-through packing (base) runs in process
+    from facekit.pipeline import usable_cores
+
+    spec = load_config(write_config(tmp_path, base + "detector: {plugin: haar}\n"))
+    assert spec.executor.name == "threads" and spec.workers == usable_cores() >= 1
+    assert spec.executor.params.threads == 1
+    assert load_config(write_config(tmp_path, base + "detector: {plugin: haar}\nworkers: 0\n")).executor.name == "inprocess"
+    assert load_config(write_config(tmp_path, base)).executor.name == "inprocess"
+    spec = load_config(write_config(tmp_path, base + "executor: {plugin: threads, workers: 3, threads: 2}\n"))
+    assert spec.workers == 3 and spec.executor.params.threads == 2
+    msg = config_error(tmp_path, base + "executor: {plugin: threads, workers: 0}\n")
+    assert "executor (threads): parameter 'workers'" in msg

@@ -19,7 +19,7 @@ from facekit.errors import FacekitError
 
 PLUGIN = '''
 """Detectors that misbehave on purpose, for the engine's failure tests."""
-import os, signal, time
+import os, signal, threading, time
 import numpy as np
 from pydantic import Field
 import facekit
@@ -35,7 +35,8 @@ def _template(image):
 class FaultyParams(facekit.DetectorParams):
     mode: str = Field("ok", description="ok | init | always | kill | slow")
     seconds: float = 0.0
-    marker: str = Field("", description="slow: a folder where each process detecting leaves a file named by its pid")
+    marker: str = Field("", description="slow: a folder where each process (thread) detecting leaves a file "
+                        "named by its pid (and thread), a line per image")
 
 
 class FaultyDetector(facekit.Detector):
@@ -55,7 +56,9 @@ class FaultyDetector(facekit.Detector):
             os.kill(os.getpid(), signal.SIGKILL)
         if m == "slow":
             if self.params.marker:
-                open(os.path.join(self.params.marker, str(os.getpid())), "w").close()
+                name = f"{os.getpid()}-{threading.get_ident()}"
+                with open(os.path.join(self.params.marker, name), "a") as f:
+                    f.write("detect\\n")
             time.sleep(self.params.seconds)
         return _template(image)
 
@@ -84,10 +87,11 @@ def _cli(env, *args, timeout=300):
                           env=env, timeout=timeout)
 
 
-def _faulty_cfg(tmp_path, mode, workers=0, seconds=0.0, name="pipeline.yaml", marker=""):
+def _faulty_cfg(tmp_path, mode, workers=0, seconds=0.0, name="pipeline.yaml", marker="", executor=None, extra=""):
+    where = f"executor: {executor}" if executor else f"workers: {workers}"
     return write_config(tmp_path, f"""
         output: out
-        workers: {workers}
+        {where}{extra}
         source: {{plugin: folders, root: root}}
         detector: {{plugin: faulty, mode: {mode}, seconds: {seconds}, marker: "{marker}"}}
         aligner: {{plugin: arcface}}
@@ -125,11 +129,11 @@ def test_systematic_stage_error_fails_fast(tmp_path, aligned_root, faulty_env):
     assert not (tmp_path / "out" / "rec").exists()
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_plugin_constructor_error_is_one_line(tmp_path, aligned_root, faulty_env, workers):
+@pytest.mark.parametrize("workers,executor", [(0, None), (2, None), (0, "{plugin: threads, workers: 2}")])
+def test_plugin_constructor_error_is_one_line(tmp_path, aligned_root, faulty_env, workers, executor):
     """Item 15: a detector that cannot start -> one line naming the stage; with workers no
     BrokenProcessPool trace."""
-    cfg = _faulty_cfg(tmp_path, "init", workers)
+    cfg = _faulty_cfg(tmp_path, "init", workers, executor=executor)
     r = _cli(faulty_env, "run", "-q", cfg)
     assert r.returncode in (1, 2)
     assert "model server unreachable" in r.stderr and "detector (faulty)" in r.stderr
@@ -303,4 +307,46 @@ def test_ctrl_c_with_workers_is_one_line(tmp_path, aligned_root, faulty_env):
     assert "Traceback" not in err and err.strip().splitlines() == [
         "error: interrupted; nothing was published, previous outputs are unchanged"
     ]
+    assert not (tmp_path / "out" / "rec").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process groups, /proc")
+def test_ctrl_c_with_worker_threads_stops_at_the_next_batch(tmp_path, data_dir, faulty_env):
+    """The ``threads`` executor (the default): Ctrl-C stops each worker thread at its next
+    batch of images instead of letting it finish its shard: exit 130, one line, nothing
+    published, and far fewer images detected than the shards hold."""
+    from facekit.pipeline.worker import BATCH
+
+    root = tmp_path / "root"
+    crops = sorted((data_dir / "aligned_112").rglob("*.jpg"))
+    n = 4 * BATCH  # images an identity: a shard each (shard_size 1), one per thread
+    for ident in ("a", "b"):
+        (root / ident).mkdir(parents=True)
+        for i in range(n):
+            os.symlink(crops[i % len(crops)], root / ident / f"{i:03d}.jpg")
+    marker = tmp_path / "detecting"
+    marker.mkdir()
+    cfg = _faulty_cfg(tmp_path, "slow", seconds=0.25, marker=marker, executor="{plugin: threads, workers: 2}",
+                      extra="\n        shard_size: 1")
+    p = subprocess.Popen([sys.executable, "-m", "facekit.cli", "run", "-q", str(cfg)], env=faulty_env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and len(list(marker.iterdir())) < 2 and p.poll() is None:
+            time.sleep(0.05)
+        assert len(list(marker.iterdir())) == 2, "the worker threads never started detecting"
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode == 130, err
+    assert "Traceback" not in err and err.strip().splitlines() == [
+        "error: interrupted; nothing was published, previous outputs are unchanged"
+    ]
+    detected = [len(f.read_text().splitlines()) for f in marker.iterdir()]
+    # each thread ends the batch it is in and, at most, the one it was starting: without
+    # the stop both would detect all n images of their shard
+    assert len(detected) == 2 and all(0 < d <= 2 * BATCH < n for d in detected), detected
     assert not (tmp_path / "out" / "rec").exists()

@@ -70,7 +70,7 @@ def test_listed_by_facekit_plugins(installed_plugin):
     assert {"folders", "mxrec", "retinaface", "mtcnn", "haar", "arcface", "executors", "commands"} <= set(listing)
     # executors and commands are listed apart from the stages
     assert listing["executors"]["stages"] == []
-    assert {e["name"] for e in listing["executors"]["executors"]} == {"inprocess", "processes"}
+    assert {e["name"] for e in listing["executors"]["executors"]} == {"threads", "inprocess", "processes"}
     assert all(e["kind"] == "executor" for e in listing["executors"]["executors"])
     assert {c["name"] for c in listing["commands"]["commands"]} == {
         "eval", "pairs", "mask-sheet", "overlap", "report", "show", "inspect", "verify", "reindex"

@@ -3,12 +3,14 @@ from a work folder, a results table and atomic publication.
 
 Public names for executor plugins: :class:`ShardWorker` (what a worker runs on a shard),
 :class:`Shard`, :class:`ShardResult`, :class:`ShardFailed`, :class:`WorkerPool` and
-:func:`set_threads` (the process pool the ``processes`` executor uses).
+:func:`set_threads` (the process pool the ``processes`` executor uses), :class:`WorkerThreads` and
+:func:`usable_cores` (the thread pool of the ``threads`` executor).
 """
 
 from facekit.pipeline.executor import Executor, ExecutorParams, ShardFailed, WorkersParams, run_shards
 from facekit.pipeline.processes import WorkerPool, set_threads
 from facekit.pipeline.shards import Outcome, Shard, ShardResult
+from facekit.pipeline.threads import WorkerThreads, usable_cores
 from facekit.pipeline.worker import ShardWorker
 
 __all__ = [
@@ -20,7 +22,9 @@ __all__ = [
     "ShardResult",
     "ShardWorker",
     "WorkerPool",
+    "WorkerThreads",
     "WorkersParams",
     "run_shards",
     "set_threads",
+    "usable_cores",
 ]

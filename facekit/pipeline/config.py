@@ -43,9 +43,14 @@ class TopLevel(Params):
     sinks: list[dict] = Field(min_length=1)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
     workers: Optional[int] = Field(
-        None, ge=0, description="shorthand for 'executor: {plugin: processes, workers: N}' (0: in this process)"
+        None, ge=0, description="shorthand for 'executor: {plugin: processes, workers: N}' (0: 'executor: "
+        "{plugin: inprocess}', shards one at a time in this process)"
     )
-    executor: Optional[dict] = Field(None, description="where shards run: {plugin: inprocess | processes | ..., ...}")
+    executor: Optional[dict] = Field(
+        None, description="where shards run: {plugin: threads | inprocess | processes | ..., ...} (default: threads, "
+        "one per core, for a pipeline that decodes images (a detector, aligner, recognizer or augmenter); inprocess "
+        "for pass-through packing)"
+    )
     shard_size: Optional[int] = Field(
         None, ge=1, le=1_000_000, description="source items per shard, cut at identity boundaries (default: about 1000; "
         "on several workers the last shards of a job are smaller)"
@@ -105,7 +110,8 @@ class PipelineSpec:
 
     @property
     def workers(self) -> int:
-        """The executor's worker processes (0: runs in this process)."""
+        """The executor's workers (processes, threads, actors; 0: ``inprocess``, one shard at
+        a time in this process)."""
         ex = self.executor
         return int(getattr(ex.params, "workers", 0)) if ex is not None and ex.name != "inprocess" else 0
 
@@ -324,7 +330,11 @@ def parse_config(
         ex = stage("executor", top.executor, ("executor",))
     elif top.workers:
         ex = stage("executor", {"plugin": "processes", "workers": top.workers}, ("workers",))
-    else:
+    elif top.workers == 0:
+        ex = stage("executor", {"plugin": "inprocess"}, ("workers",))
+    elif det or ali or rec or augs:  # the default for a pipeline that decodes: a shard worker thread per core
+        ex = stage("executor", {"plugin": "threads"}, ("executor",))
+    else:  # pass-through packing: reading files and checking headers, one thread keeps up
         ex = stage("executor", {"plugin": "inprocess"}, ("executor",))
     errs.raise_if_any()
 

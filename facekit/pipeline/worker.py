@@ -7,7 +7,8 @@ keeps no state between shards, so the same work runs in this process, in worker 
 or on a cluster node. Images are detected :data:`BATCH` at a time through
 ``Detector.detect_batch``; with a thread budget of more than one thread (or the libraries'
 default), the next batch is read and decoded in a second thread while the detector runs
-(libjpeg-turbo and file reads release the GIL), so the decode does not leave cores idle.
+(libjpeg-turbo and file reads release the GIL), so the decode does not leave cores idle. :meth:`ShardWorker.stop` (from another thread) ends
+the shard being processed at its next batch.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Optional
 
 import numpy as np
 
-from facekit.errors import SampleRejected, one_line
+from facekit.errors import FacekitError, SampleRejected, one_line
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Reject, Sample
@@ -36,6 +37,11 @@ NO_OUTPUT = "no_output"
 
 #: images decoded and handed to the detector at once
 BATCH = 8
+
+
+class ShardStopped(FacekitError):
+    """Raised by :meth:`ShardWorker.process` after :meth:`ShardWorker.stop`: the shard was
+    left unfinished on purpose (the run is stopping)."""
 
 
 def _reject(item: Sample, reason: str, detail: str) -> Reject:
@@ -80,11 +86,13 @@ class ShardWorker:
         self.read_ahead = threads is None or threads > 1
         self._reader: Optional[ThreadPoolExecutor] = None
         self._warn_lock = threading.Lock()  # the reader thread reports errors too
+        self._stop = threading.Event()
 
     def __call__(self, shard: Shard) -> ShardResult:
         """Process ``shard``. Raises FacekitError when the run's first images (shard 0) all
         fail in a stage with the same error (:class:`~facekit.pipeline.gate.StageErrorGuard`):
-        the run stops after a few images, not after a whole shard."""
+        the run stops after a few images, not after a whole shard; ShardStopped after
+        :meth:`stop`."""
         t0 = time.perf_counter()
         outs = self.process(shard.items, StageErrorGuard() if shard.index == 0 else None)
         return ShardResult(shard.index, outs, seconds=time.perf_counter() - t0)
@@ -94,11 +102,17 @@ class ShardWorker:
 
         Each batch is decoded, detected, aligned and embedded; its faces are then augmented
         and encoded, except under ``select: identity``, where they wait for the identity
-        choice of the whole shard (a shard holds whole identities)."""
+        choice of the whole shard (a shard holds whole identities).
+
+        Raises:
+            ShardStopped: :meth:`stop` was called (checked before each batch).
+        """
         outs: list[Outcome] = []
         ahead = None  # the next batch, being read in the reader thread
         try:
             for i in range(0, len(items), BATCH):
+                if self._stop.is_set():
+                    raise ShardStopped(f"stopped after {i} of the shard's {len(items)} items")
                 read = ahead.result() if ahead is not None else self._read(items[i : i + BATCH])
                 ahead = None
                 if self.read_ahead and i + BATCH < len(items):
@@ -140,6 +154,11 @@ class ShardWorker:
             first = oc.samples[0]
             oc.samples = []
             oc.rejects.append(self._error(first.replace(identity=oc.identity), e))
+
+    def stop(self) -> None:
+        """Ask the shard being processed (in another thread) to end at its next batch of
+        :data:`BATCH` images, raising :class:`ShardStopped`; so do later shards. Thread-safe."""
+        self._stop.set()
 
     def close(self) -> None:
         """Stop the read-ahead thread (it also ends with the worker's process)."""
