@@ -158,6 +158,13 @@ class Stage:
     Params: ClassVar[type[Params]] = Params
     #: one-line description shown by ``facekit plugins``
     description: ClassVar[str] = ""
+    #: whether instances of this stage may run on several threads of one process at once,
+    #: each thread with its own instance (the ``threads`` executor, the default for
+    #: pipelines that decode). An instance is only ever used by one thread at a time, but
+    #: module-level state (a global RNG, a cache filled lazily, a library bound to one
+    #: thread) is shared; a stage that cannot allow that sets False: the default executor
+    #: is then ``inprocess`` and ``executor: {plugin: threads}`` is refused.
+    thread_safe: ClassVar[bool] = True
 
     def __init__(self, params: Params):
         self.params = params

@@ -10,7 +10,7 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.pipeline import ShardWorker, WorkerPool, WorkersParams, WorkerThreads, set_threads, usable_cores
+from facekit.pipeline import ShardWorker, WorkerPool, WorkersParams, WorkerThreads, default_workers, set_threads
 
 
 class _Done:
@@ -94,7 +94,10 @@ class ProcessesExecutor(facekit.Executor):
 
 class ThreadsParams(WorkersParams):
     workers: int = Field(
-        default_factory=usable_cores, ge=1, le=512, description="worker threads (default: the cores this process may use)"
+        default_factory=default_workers,
+        ge=1,
+        le=512,
+        description="worker threads (default: the cores this process may use, at most 8)",
     )
 
 
@@ -108,10 +111,19 @@ class ThreadsExecutor(facekit.Executor):
     Params = ThreadsParams
 
     def start(self, spec):
+        import cv2
+
         p = self.params
         self.slots = p.workers * p.in_flight
-        set_threads(p.threads)  # OpenCV's pool is per process: each worker thread calls it
-        self.pool = WorkerThreads(spec, p.workers, p.threads)
+        # OpenCV's thread count is the process's: each worker thread's calls get ``threads``;
+        # the caller's setting comes back at close (facekit used as a library)
+        self.cv2_threads = cv2.getNumThreads()
+        set_threads(p.threads)
+        try:
+            self.pool = WorkerThreads(spec, p.workers, p.threads)
+        except BaseException:  # a stage that cannot start: the engine will not call close
+            self.close(cancel=True)
+            raise
 
     def submit(self, shard):
         return self.pool.submit(shard)
@@ -123,9 +135,16 @@ class ThreadsExecutor(facekit.Executor):
         return self.pool.result(handle)
 
     def close(self, cancel=False):
-        pool = getattr(self, "pool", None)
-        if pool is not None:
-            pool.stop(cancel)
+        pool, self.pool = getattr(self, "pool", None), None
+        try:
+            if pool is not None:
+                pool.stop(cancel)
+        finally:
+            if getattr(self, "cv2_threads", None) is not None:
+                import cv2
+
+                cv2.setNumThreads(self.cv2_threads)
+                self.cv2_threads = None
 
     def workers(self):
         return self.params.workers

@@ -168,10 +168,10 @@ def test_executor_settings_are_checked(tmp_path, root):
     assert spec.executor.name == "inprocess" and spec.workers == 0
     # the default: a shard worker thread per usable core, one library thread each, for a
     # pipeline that decodes; pass-through packing (base) runs in process
-    from facekit.pipeline import usable_cores
+    from facekit.pipeline import default_workers
 
     spec = load_config(write_config(tmp_path, base + "detector: {plugin: haar}\n"))
-    assert spec.executor.name == "threads" and spec.workers == usable_cores() >= 1
+    assert spec.executor.name == "threads" and spec.workers == default_workers() >= 1
     assert spec.executor.params.threads == 1
     assert load_config(write_config(tmp_path, base + "detector: {plugin: haar}\nworkers: 0\n")).executor.name == "inprocess"
     assert load_config(write_config(tmp_path, base)).executor.name == "inprocess"
@@ -179,3 +179,35 @@ def test_executor_settings_are_checked(tmp_path, root):
     assert spec.workers == 3 and spec.executor.params.threads == 2
     msg = config_error(tmp_path, base + "executor: {plugin: threads, workers: 0}\n")
     assert "executor (threads): parameter 'workers'" in msg
+    # -w N keeps an executor the config named (its other settings too); the default
+    # becomes processes, as 'workers: N' in the config does
+    spec = load_config(write_config(tmp_path, base + "executor: {plugin: threads, workers: 8, in_flight: 3}\n"))
+    spec.set_workers(4)
+    assert spec.executor.name == "threads" and spec.workers == 4 and spec.executor.params.in_flight == 3
+    spec = load_config(write_config(tmp_path, base + "detector: {plugin: haar}\n"))
+    spec.set_workers(4)
+    assert spec.executor.name == "processes" and spec.workers == 4
+    # an accelerator provider or a stage that is not thread-safe: in process by default
+    from facekit.pipeline.config import _default_executor
+
+    class Stage:
+        def __init__(self, providers, thread_safe=True):
+            self.params = type("P", (), {"providers": providers})()
+            self.cls = type("C", (), {"thread_safe": thread_safe})
+
+    assert _default_executor([Stage(["CPUExecutionProvider"]), None]) == "threads"
+    assert _default_executor([Stage(["CUDAExecutionProvider", "CPUExecutionProvider"])]) == "inprocess"
+    assert _default_executor([Stage(None), Stage(None, thread_safe=False)]) == "inprocess"
+    assert _default_executor([None, None]) == "inprocess"
+
+
+def test_a_stage_that_is_not_thread_safe_is_not_run_on_threads(tmp_path, root, monkeypatch):
+    from facekit.pipeline.config import load_config
+    from facekit.plugins import get_registry
+
+    monkeypatch.setattr(get_registry().get("detector", "haar"), "thread_safe", False)
+    base = f"output: out\nsource: {{plugin: folders, root: {root}}}\nsinks: [{{plugin: folders, path: faces}}]\n"
+    base += "detector: {plugin: haar}\n"
+    assert load_config(write_config(tmp_path, base)).executor.name == "inprocess"
+    msg = config_error(tmp_path, base + "executor: {plugin: threads}\n")
+    assert "detector (haar) cannot run on several threads of one process" in msg and "thread_safe = False" in msg

@@ -153,10 +153,13 @@ def test_aligned_dataset_without_landmarks_uses_template(tmp_path, data_dir, run
 def test_same_seed_same_bytes_any_worker_count(tmp_path, data_dir):
     link_aligned_112(data_dir, tmp_path / "aligned")
     outs = []
-    for i, (seed, workers) in enumerate([(5, 0), (5, 2), (6, 0)]):
+    # the default (threads, one per core; a shard an identity here) and 3 threads too
+    runs = [(5, "workers: 0"), (5, "workers: 2"), (6, "workers: 0"), (5, "shard_size: 1"),
+            (5, "executor: {plugin: threads, workers: 3}\n            shard_size: 1")]
+    for i, (seed, where) in enumerate(runs):
         cfg = write_config(tmp_path, f"""
             output: out{i}
-            workers: {workers}
+            {where}
             source: {{plugin: folders, root: aligned}}
             augmenters: [{{plugin: facemask, seed: {seed}}}]
             sinks: [{{plugin: masked_rec, path: rec}}]
@@ -164,7 +167,7 @@ def test_same_seed_same_bytes_any_worker_count(tmp_path, data_dir):
         run(load_config(cfg), progress=False)
         rec = tmp_path / f"out{i}" / "rec"
         outs.append([(rec / f).read_bytes() for f in ("mask_out.rec", "mask.rec", "mask_out.idx", "train.rec")])
-    assert outs[0] == outs[1]
+    assert outs[0] == outs[1] == outs[3] == outs[4]
     assert outs[0][0] != outs[2][0] and outs[0][3] == outs[2][3]
 
 

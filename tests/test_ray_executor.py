@@ -1,5 +1,6 @@
 """The ``ray`` executor on a real local Ray instance (2 CPUs, this machine only) shared by the tests:
-the real-photo pipeline gives the same bytes as the ``inprocess`` executor, a Ray worker
+the real-photo pipeline gives the same bytes as the default run (the reference every executor
+is compared with in ``test_engine_shards``: ``threads``, ``inprocess``, ``processes``), a Ray worker
 process killed mid-run is retried, a killed driver resumes, and the errors users hit (Ray
 missing, cluster unreachable, a model missing on a node, a stage that cannot start) are
 one line naming the fix."""
@@ -59,7 +60,7 @@ def _same(got: dict, ref: dict) -> None:
 
 
 @pytest.mark.slow
-def test_ray_outputs_are_byte_identical_to_inprocess(tmp_path, photos, scrfd_model, reference, ray_cluster):
+def test_ray_outputs_are_byte_identical_to_the_default_run(tmp_path, photos, scrfd_model, reference, ray_cluster):
     ref_summary, ref = reference
     cfg = _ray_config(tmp_path, photos, scrfd_model, f"{{plugin: ray, workers: 2, address: '{ray_cluster}'}}")
     s = run(load_config(cfg), progress=False)

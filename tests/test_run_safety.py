@@ -118,9 +118,10 @@ def test_run_that_keeps_no_face_fails_and_writes_nothing(tmp_path, data_dir, scr
     assert not (tmp_path / "out" / "rec").exists() and not (tmp_path / "out" / "summary.json").exists()
 
 
-def test_systematic_stage_error_fails_fast(tmp_path, aligned_root, faulty_env):
+@pytest.mark.parametrize("executor", [None, "{plugin: threads, workers: 2}"])
+def test_systematic_stage_error_fails_fast(tmp_path, aligned_root, faulty_env, executor):
     """Item 5: the same stage error on the first images stops the run at once, exit 1."""
-    cfg = _faulty_cfg(tmp_path, "always")
+    cfg = _faulty_cfg(tmp_path, "always", executor=executor)
     r = _cli(faulty_env, "run", "-q", cfg)
     assert r.returncode == 1, r.stdout
     assert "error: the first 5 images all failed in a stage with the same error" in r.stderr

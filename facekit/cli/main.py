@@ -84,7 +84,8 @@ def validate(config):
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(file_okay=False), help="override the config's output folder")
-@click.option("-w", "--workers", type=click.IntRange(0, 512), help="worker processes (the processes executor; 0: in this process)")
+@click.option("-w", "--workers", type=click.IntRange(0, 512), help="workers: of the executor the config names (threads, processes, ray), else worker processes (as "
+              "'workers: N'); 0: in this process, one shard at a time")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
 def run(config, output, workers, quiet):
     """Run a pipeline: source -> detector -> aligner -> augmenters -> sinks."""

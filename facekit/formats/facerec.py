@@ -35,7 +35,6 @@ import math
 import os
 import re
 import struct
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -144,11 +143,11 @@ def image_hw(data: bytes) -> tuple[int, int]:
         return h, w
     from PIL import Image
 
+    import facekit.vision.images  # noqa: F401 - sets the filter for Pillow's DecompressionBombWarning
+
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as im:
-                w, h = im.size
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
     except Image.DecompressionBombError as e:  # over twice Pillow's limit: no size given
         raise ValueError(f"image too large: {e}") from None
     except Exception as e:  # Pillow raises many kinds on junk

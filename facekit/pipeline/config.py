@@ -104,6 +104,8 @@ class PipelineSpec:
     sinks: list[StageConfig] = field(default_factory=list)
     quality: int = 95
     executor: Optional[StageConfig] = None
+    #: whether the config named the executor (``executor:`` or ``workers:``), not the default
+    executor_named: bool = False
     shard_size: Optional[int] = None
     resume: bool = True  # see TopLevel.resume
     report: bool = False
@@ -116,14 +118,16 @@ class PipelineSpec:
         return int(getattr(ex.params, "workers", 0)) if ex is not None and ex.name != "inprocess" else 0
 
     def set_workers(self, workers: int, registry: Registry | None = None) -> None:
-        """Run on ``workers`` processes (0: in this process), as ``-w`` asks: the
-        ``processes`` executor (keeping its other settings when the config chose it)."""
+        """Run on ``workers`` workers (0: ``inprocess``), as ``-w`` asks: the executor the
+        config named when it has a ``workers`` parameter (``threads``, ``processes``, ``ray``:
+        its other settings kept), else, as ``workers: N`` in the config, ``processes``."""
         registry = registry or get_registry()
+        ex = self.executor
         if workers == 0:
             cls = registry.get("executor", "inprocess")
             self.executor = StageConfig("executor", "inprocess", cls, cls.Params(), "executor (inprocess)")
-        elif self.executor is not None and self.executor.name == "processes":
-            self.executor = self.executor.with_params(workers=workers)
+        elif ex is not None and (ex.name == "processes" or (self.executor_named and "workers" in ex.cls.Params.model_fields)):
+            self.executor = ex.with_params(workers=workers)
         else:
             cls = registry.get("executor", "processes")
             self.executor = StageConfig("executor", "processes", cls, cls.Params(workers=workers), "executor (processes)")
@@ -232,6 +236,21 @@ def _paths(params: Params) -> list[tuple[str, Path]]:
     return [(k, v) for k in type(params).model_fields if isinstance(v := getattr(params, k), Path)]
 
 
+def _default_executor(per_sample: list) -> str:
+    """The executor of a config that names none: ``threads`` (a shard worker thread per
+    core) for a pipeline that decodes images; ``inprocess`` for pass-through packing (reading
+    files and checking headers: one thread keeps up), where a stage says it is not
+    ``thread_safe``, and where a stage runs on an accelerator (its onnxruntime ``providers``
+    name one besides the CPU: one session feeds it better than a session per core)."""
+    stages = [s for s in per_sample if s is not None]
+    if not stages or not all(getattr(s.cls, "thread_safe", True) for s in stages):
+        return "inprocess"
+    for s in stages:
+        if any(p != "CPUExecutionProvider" for p in getattr(s.params, "providers", None) or ()):
+            return "inprocess"
+    return "threads"
+
+
 def load_config(
     path: str | os.PathLike,
     registry: Registry | None = None,
@@ -332,11 +351,17 @@ def parse_config(
         ex = stage("executor", {"plugin": "processes", "workers": top.workers}, ("workers",))
     elif top.workers == 0:
         ex = stage("executor", {"plugin": "inprocess"}, ("workers",))
-    elif det or ali or rec or augs:  # the default for a pipeline that decodes: a shard worker thread per core
-        ex = stage("executor", {"plugin": "threads"}, ("executor",))
-    else:  # pass-through packing: reading files and checking headers, one thread keeps up
-        ex = stage("executor", {"plugin": "inprocess"}, ("executor",))
+    else:
+        ex = stage("executor", {"plugin": _default_executor([det, ali, rec, *augs])}, ("executor",))
     errs.raise_if_any()
+    per_sample = [s for s in (det, ali, rec, *augs) if s is not None]
+    unsafe = [s.where for s in per_sample if not getattr(s.cls, "thread_safe", True)]
+    if ex.name == "threads" and unsafe:
+        errs.add(
+            ("executor",),
+            f"{ex.where}: {', '.join(unsafe)} cannot run on several threads of one process (its plugin says "
+            "thread_safe = False): use 'executor: {plugin: processes}' or 'workers: 0'",
+        )
 
     if ali is not None:
         if det is None:
@@ -389,6 +414,7 @@ def parse_config(
         sinks=sinks,
         quality=top.encode.quality,
         executor=ex,
+        executor_named=top.executor is not None or top.workers is not None,
         shard_size=top.shard_size,
         resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),
         report=top.report,

@@ -319,12 +319,16 @@ def excluding(items, path: Path):
 def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -> None:
     """Undo a failed run: stop the workers, let the sinks release their files, remove the
     staging (or leave it to the next run's recovery once the journal exists). The work
-    folder stays: the next run resumes from it."""
+    folder stays: the next run resumes from it. A second Ctrl-C while the workers stop is
+    raised once the rest is cleaned up."""
     if shard_results is not None:
         shard_results.close()
+    interrupted = None
     if executor is not None:
         try:
             executor.close(cancel=True)
+        except KeyboardInterrupt as e:  # a second Ctrl-C while the workers stop: clean up, then raise it
+            interrupted = e
         except Exception:
             pass
     for sink in sinks:
@@ -336,6 +340,8 @@ def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -
         results.abort()
     rejects.close()
     pub.abort()
+    if interrupted is not None:
+        raise interrupted
 
 
 def _sink_call(sc, fn, *args):

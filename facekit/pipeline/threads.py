@@ -12,7 +12,8 @@ session; see ``benchmarks/RESULTS-detect-align.md``).
 
 Stopping (an error elsewhere, Ctrl-C) asks every worker to stop at its next batch of
 images (:meth:`ShardWorker.stop`) and drops the shards not started, so the run unwinds in
-about one batch's time instead of finishing the shards in flight.
+about one batch's time instead of finishing the shards in flight. Stopping is cooperative:
+a thread inside one long native call (a hung network read) finishes that call first.
 """
 
 from __future__ import annotations
@@ -20,19 +21,41 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import queue
+import threading
 from typing import Optional
 
 from facekit.pipeline.shards import Shard, ShardResult
 from facekit.pipeline.worker import ShardWorker
 
 
+#: the ``threads`` executor's default worker count at most: each thread holds its own models
+#: and a batch of decoded images, and the GIL serialises the Python part of the work (a few
+#: percent of it); past this, give ``workers`` or use ``processes``
+MAX_DEFAULT_WORKERS = 8
+
+
 def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask where the system has one,
-    else ``os.cpu_count()``), at least 1."""
+    """The CPU cores this process may run on, at least 1: its affinity mask where the
+    system has one (else ``os.cpu_count()``), and no more than a cgroup v2 CPU quota allows
+    (``/sys/fs/cgroup/cpu.max``, a container limited to 2 CPUs on a 64-core host: 2)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        n = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        n = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            n = min(n, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, n)
+
+
+def default_workers() -> int:
+    """The ``threads`` executor's default: :func:`usable_cores`, at most
+    :data:`MAX_DEFAULT_WORKERS`."""
+    return min(usable_cores(), MAX_DEFAULT_WORKERS)
 
 
 class WorkerThreads:
@@ -40,7 +63,8 @@ class WorkerThreads:
 
     The shard workers (one per thread) are built at construction, in the calling thread,
     so that a stage that cannot start raises there (:class:`~facekit.errors.FacekitError`,
-    one line naming it) before any shard is submitted.
+    one line naming it) before any shard is submitted; each pool thread then keeps one of
+    them for the whole run.
     """
 
     def __init__(self, spec, workers: int, threads: Optional[int]):
@@ -54,22 +78,25 @@ class WorkerThreads:
         except BaseException:
             self.stop(cancel=True)
             raise
-        self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="facekit-shard")
+        self.local = threading.local()
+        self.pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="facekit-shard", initializer=self._bind)
+
+    def _bind(self) -> None:
+        """A new pool thread takes a shard worker of its own (there are as many as threads)."""
+        self.local.worker = self.idle.get_nowait()
 
     def _run(self, shard: Shard) -> ShardResult:
-        w = self.idle.get()  # never waits: at most ``workers`` shards run at once
-        try:
-            return w(shard)
-        finally:
-            self.idle.put(w)
+        return self.local.worker(shard)
 
     def submit(self, shard: Shard) -> cf.Future:
         return self.pool.submit(self._run, shard)
 
     @staticmethod
     def wait(futures: list) -> list:
-        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-        return list(done)
+        while True:  # in slices: a lock wait without a timeout ignores Ctrl-C on some systems
+            done, _ = cf.wait(futures, timeout=1.0, return_when=cf.FIRST_COMPLETED)
+            if done:
+                return list(done)
 
     @staticmethod
     def result(fut: cf.Future) -> ShardResult:

@@ -105,7 +105,8 @@ class ShardWorker:
         choice of the whole shard (a shard holds whole identities).
 
         Raises:
-            ShardStopped: :meth:`stop` was called (checked before each batch).
+            ShardStopped: :meth:`stop` was called (checked before each batch, and every
+                :data:`BATCH` images while the faces chosen per identity are encoded).
         """
         outs: list[Outcome] = []
         ahead = None  # the next batch, being read in the reader thread
@@ -130,7 +131,9 @@ class ShardWorker:
                 ahead.cancel()
         if self.by_identity:
             choose_faces(outs, self.detector.params)
-            for oc in outs:
+            for k, oc in enumerate(outs):
+                if k % BATCH == 0 and self._stop.is_set():
+                    raise ShardStopped(f"stopped after encoding {k} of the shard's {len(outs)} images")
                 self._finish(oc)
         return outs
 

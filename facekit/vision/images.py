@@ -19,6 +19,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from facekit.errors import SampleRejected
 
+# facekit refuses images over Pillow's pixel limit itself, naming the file (_decode_pil,
+# facerec.image_hw); Pillow's warning between 1x and 2x its limit would only repeat that on
+# stderr. Set once, at import: a catch_warnings() around each call is not thread-safe.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 # Reasons a file is rejected before any face work (stable tokens for the rejects file).
 EMPTY_FILE = "empty_file"
 NOT_AN_IMAGE = "not_an_image"
@@ -428,11 +433,10 @@ def decode_image_reduced(data: bytes, min_side: int) -> tuple[np.ndarray, int]:
 def _decode_pil(data: bytes) -> np.ndarray:
     """:func:`decode_image` by Pillow (every format, the reject reasons)."""
     try:
-        # The size decides explicitly (a warnings filter is process-wide state another
-        # thread may reset); the filter only keeps Pillow's own warning off stderr.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+        # The size decides explicitly, below; the filter set at import keeps Pillow's own
+        # warning off stderr (catch_warnings here would swap the process's filter list under
+        # the other worker threads)
+        img = Image.open(io.BytesIO(data))
         fmt = img.format
         w, h = img.size
         if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:

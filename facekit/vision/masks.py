@@ -359,6 +359,10 @@ class MaskRenderer:
             raise ValueError("no mask style and no texture folder: nothing to draw")
         self.texture_p = 1.0 if not self.drawn else (0.0 if not self.user else float(texture_p))
         self.jitter = float(jitter)
+        # the shared face shapes, made here (the main thread) rather than first in a worker
+        # thread, where two threads would both make them
+        _mean5()
+        _anchor_base()
 
     def choose(self, rng: np.random.Generator) -> Texture:
         """One texture drawn with ``rng`` (user PNG with probability ``texture_p``)."""
