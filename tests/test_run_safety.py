@@ -127,6 +127,8 @@ def test_systematic_stage_error_fails_fast(tmp_path, aligned_root, faulty_env, e
     assert "error: the first 5 images all failed in a stage with the same error" in r.stderr
     assert "ValueError: input tensor has the wrong shape" in r.stderr
     assert "Traceback" not in r.stderr
+    # one warning for the run, not one per worker thread
+    assert r.stderr.count("stage error on") == 1, r.stderr
     assert not (tmp_path / "out" / "rec").exists()
 
 

@@ -25,7 +25,7 @@ import threading
 from typing import Optional
 
 from facekit.pipeline.shards import Shard, ShardResult
-from facekit.pipeline.worker import ShardWorker
+from facekit.pipeline.worker import ShardWorker, WarnOnce
 
 
 #: the ``threads`` executor's default worker count at most: each thread holds its own models
@@ -70,9 +70,10 @@ class WorkerThreads:
     def __init__(self, spec, workers: int, threads: Optional[int]):
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
         self.all: list[ShardWorker] = []
+        warn_once = WarnOnce()  # a stage failing on every image: one warning, not one per thread
         try:
             for _ in range(workers):
-                w = ShardWorker(spec, threads)
+                w = ShardWorker(spec, threads, warn_once)
                 self.all.append(w)
                 self.idle.put(w)
         except BaseException:

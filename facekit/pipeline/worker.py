@@ -52,18 +52,36 @@ def _stage_error(e: Exception) -> str:
     return f"{type(e).__name__}: {one_line(e)}"
 
 
+class WarnOnce:
+    """A thread-safe flag for "the first stage error has been reported": one per run in a
+    process, shared by the shard workers of the ``threads`` executor so that a stage failing
+    on every image prints one warning line, not one per worker thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = False
+
+    def first(self) -> bool:
+        """True exactly once: for the first caller, from any thread."""
+        with self._lock:
+            first, self._done = not self._done, True
+        return first
+
+
 class ShardWorker:
     """Builds the per-sample stages of ``spec`` and processes shards.
 
     ``threads``: the thread budget of this worker for stages that take one (onnxruntime
     intra-op threads of a detector whose ``threads`` param is 0 = automatic, OpenCV); None
-    leaves the libraries' defaults (all cores).
+    leaves the libraries' defaults (all cores). ``warn_once``: the :class:`WarnOnce` of the
+    run's first stage-error warning, shared by workers on threads of one process (default:
+    this worker's own).
 
     Raises:
         FacekitError / ConfigError: a stage cannot start (one line naming it).
     """
 
-    def __init__(self, spec: PipelineSpec, threads: int | None = None):
+    def __init__(self, spec: PipelineSpec, threads: int | None = None, warn_once: Optional[WarnOnce] = None):
         det = spec.detector
         if det is not None and threads and getattr(det.params, "threads", None) == 0:
             det = det.with_params(threads=threads)
@@ -77,7 +95,8 @@ class ShardWorker:
         self.by_identity = bool(det and det.params.select == "identity")
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
-        self._warned = False
+        #: the first stage error is logged once (per run: the threads executor shares one)
+        self._warn_once = warn_once or WarnOnce()  # the reader thread reports errors too
         #: False for a pass-through pipeline (no detector, aligner or augmenter): samples
         #: keep their file bytes and are never decoded
         self.needs_pixels = bool(self.detector or self.aligner or self.augmenters)
@@ -85,7 +104,6 @@ class ShardWorker:
         #: worker of one thread, N of them on N cores, gains nothing from it)
         self.read_ahead = threads is None or threads > 1
         self._reader: Optional[ThreadPoolExecutor] = None
-        self._warn_lock = threading.Lock()  # the reader thread reports errors too
         self._stop = threading.Event()
 
     def __call__(self, shard: Shard) -> ShardResult:
@@ -245,9 +263,7 @@ class ShardWorker:
 
     def _error(self, item: Sample, e: Exception) -> Reject:
         detail = _stage_error(e)
-        with self._warn_lock:
-            first, self._warned = not self._warned, True
-        if first:
+        if self._warn_once.first():
             # one line for the user; the traceback only when debugging (FACEKIT_DEBUG)
             log.warning("stage error on %s: %s", item.path, detail)
             log.debug("stage error on %s", item.path, exc_info=e)
