@@ -155,7 +155,9 @@ def test_dead_worker_names_its_images(tmp_path, aligned_root, faulty_env):
 
 
 def test_stage_error_warning_has_no_traceback(tmp_path, data_dir, scrfd_model):
-    """Item 15: a 60000x1 image is a reject; the warning is one line, no traceback."""
+    """Item 15: a 60000x1 image is a ``stage_error`` reject (OpenCV's resize fails on it);
+    the warning about it is printed, and it is one line with no traceback (issue 30 item
+    19: the test checked neither that a warning nor that a stage error happened)."""
     import numpy as np
     from PIL import Image
 
@@ -173,9 +175,14 @@ def test_stage_error_warning_has_no_traceback(tmp_path, data_dir, scrfd_model):
         """)
     r = facekit_cli("run", "-q", cfg)
     assert r.returncode == 0, r.stderr
-    assert "Traceback" not in r.stderr
     rejects = (tmp_path / "out" / "rejects.tsv").read_text().splitlines()[1:]
-    assert len(rejects) == 1 and rejects[0].startswith(str(ident / "long.png"))
+    assert len(rejects) == 1
+    path, identity, reason, detail = rejects[0].split("\t")
+    assert (path, identity, reason) == (str(ident / "long.png"), "someone", "stage_error")
+    # the whole of stderr is the one warning line, naming the image and the error
+    assert "Traceback" not in r.stderr
+    lines = r.stderr.splitlines()
+    assert lines == [f"WARNING facekit: stage error on {ident / 'long.png'}: {detail}"], r.stderr
 
 
 def _children(pid: int) -> list[int]:
