@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -200,17 +201,30 @@ def test_report_bad_input_is_one_line_naming_the_file(run_out, tmp_path):
 
 @pytest.mark.slow
 def test_show_contact_sheets_of_the_rec_and_the_folders(run_out, tmp_path):
+    """``facekit show`` of one identity of the RecordIO: a tile per record holding exactly
+    the crop the ``folders`` sink wrote for it (both sinks got the same JPEG bytes, so the
+    decoded pixels are equal, not just the sheet's shape: issue 30 item 19), its label
+    under it; ``contact_sheet`` of the identity folder is the same image."""
     summary = json.loads((run_out / "summary.json").read_text())
     n = summary["identities"]["John_Savage"]["kept"]
     label = summary["identities"]["John_Savage"]["label"]
     r = facekit_cli("show", run_out / "rec", "--identity", label, "-o", tmp_path / "rec.png", "--cols", 4)
     assert r.returncode == 0, r.stderr
-    sheet = cv2.imread(str(tmp_path / "rec.png"))
+    sheet = cv2.imread(str(tmp_path / "rec.png"))  # PNG: the sheet's pixels as written
     rows = (n + 3) // 4
     assert sheet.shape == (rows * (112 + 16 + 2), 4 * (112 + 2), 3)
-    # the same faces from the folders sink's identity folder <label>/
+    # tile k (row-major, 112 + 16 caption + 2 gap) is the k-th crop of the folders sink's
+    # identity folder <label>/, in the folder's (natural) order, which is the records' order
+    natural = lambda f: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", f.name)]  # noqa: E731
+    crops = sorted((run_out / "aligned" / str(label)).glob("*.jpg"), key=natural)
+    assert len(crops) == n
+    for k, crop in enumerate(crops):
+        y, x = k // 4 * (112 + 16 + 2), k % 4 * (112 + 2)
+        assert np.array_equal(sheet[y : y + 112, x : x + 112], cv2.imread(str(crop))), crop.name
+        assert sheet[y + 112 : y + 128, x : x + 112].max() > 200  # the label's white text
+    # the same faces from the folders sink's identity folder <label>/: the same sheet
     folders = contact_sheet(run_out / "aligned", identity=str(label), cols=4)
-    assert folders.shape == sheet.shape
+    assert np.array_equal(folders, sheet)
     whole = contact_sheet(run_out / "rec", count=16)
     assert whole.shape[0] == 2 * (112 + 16 + 2)
     r = facekit_cli("show", run_out / "rec", "--identity", 9999, "-o", tmp_path / "x.png")
@@ -250,9 +264,25 @@ def test_report_is_paged_and_bounded_for_many_identities(tmp_path):
     assert (rep / "labels-0003.html").exists() and not (rep / "labels-0004.html").exists()
 
 
-def test_report_true_in_a_pipeline_writes_it_after_the_publication(tmp_path, data_dir):
+def test_report_true_in_a_pipeline_writes_it_after_the_publication(tmp_path, data_dir, monkeypatch):
+    """``report: true``: the report is built once, when the run's outputs are published
+    (at that moment the output folder already holds every published file, with its final
+    content, and no staging left: issue 30 item 19 asked that the order be checked)."""
     from conftest import link_aligned_112
+    import facekit.report.build as report_build
 
+    def listing(out: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+                if p.is_file() and p.relative_to(out).parts[0] != "report"}
+
+    seen = []
+    real_build = report_build.build_report
+
+    def build_report(output, *args, **kwargs):
+        seen.append(listing(Path(output)))
+        return real_build(output, *args, **kwargs)
+
+    monkeypatch.setattr(report_build, "build_report", build_report)
     root = link_aligned_112(data_dir, tmp_path / "root")
     cfg = write_config(tmp_path, f"""
         output: out
@@ -261,6 +291,12 @@ def test_report_true_in_a_pipeline_writes_it_after_the_publication(tmp_path, dat
         sinks: [{{plugin: folders, path: faces}}]
         """)
     s = run(load_config(cfg), progress=False)
+    out = tmp_path / "out"
+    assert len(seen) == 1
+    published = listing(out)
+    assert {"summary.json", "results.parquet", "rejects.tsv"} <= published.keys()
+    assert sum(k.startswith("faces/") and k.endswith(".jpg") for k in published) == s.faces_kept == 8
+    assert seen[0] == published  # the report saw the published outputs, nothing more or less
     assert s.report == str(tmp_path / "out" / "report" / "index.html")
     assert (tmp_path / "out" / "report" / "index.html").is_file()
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["faces_kept"] == s.faces_kept
