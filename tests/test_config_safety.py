@@ -5,6 +5,7 @@ files."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -132,8 +133,57 @@ def test_validate_exits_2_and_writes_nothing(tmp_path, root):
     assert r.returncode == 2 and "overlaps" in r.stderr and not (tmp_path / "out").exists()
 
 
+def _bomb(levels: int = 9) -> str:
+    """Nine anchors, each a list of nine aliases of the one before: 9**9 = 387,420,489
+    values once expanded, in one 300-byte flow sequence."""
+    seqs = ["&a [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, levels):
+        prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
+        seqs.append(f"&{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "[" + ", ".join(seqs) + "]"
+
+
+# load_config in a fresh process: seconds, peak traced memory, YAML values constructed
+_MEASURE = """
+import json, sys, time, tracemalloc
+import yaml.constructor
+from facekit.errors import ConfigError
+from facekit.pipeline.config import load_config
+
+built = [0]
+construct = yaml.constructor.BaseConstructor.construct_object
+def counting(self, node, deep=False):
+    built[0] += 1
+    return construct(self, node, deep)
+yaml.constructor.BaseConstructor.construct_object = counting
+out = []
+for path in sys.argv[1:]:
+    built[0] = 0
+    tracemalloc.start()
+    t = time.perf_counter()
+    try:
+        load_config(path)
+        msg = None
+    except ConfigError as e:
+        msg = str(e)
+    seconds = time.perf_counter() - t
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    out.append({"error": msg, "seconds": seconds, "peak_bytes": peak, "constructed": built[0]})
+print(json.dumps(out))
+"""
+
+
 def test_alias_bomb_is_refused_quickly(tmp_path, root):
-    """Item 12: a 433-byte billion-laughs config: refused at once, bounded memory."""
+    """Item 12: a 433-byte billion-laughs config: refused at once, bounded memory.
+
+    Issue 30 item 19: measured, not assumed. PyYAML gives an anchor's aliases one shared
+    object, so the danger is whoever walks the loaded config (a ``json.dumps``, Ray's
+    serializer for ``runtime_env``, a deep copy): 387M values. The second bomb hides in the
+    ``ray`` executor's ``runtime_env``, a dict that validation accepts without walking it,
+    so only the expansion check refuses it. Both are refused from the YAML node graph,
+    before a single value is constructed, in a fresh process: well under 5 s and 16 MB of
+    traced memory (the expansion would take minutes and GBs)."""
     bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n"
     for i in range(1, 9):
         prev, cur = chr(ord("a") + i - 1), chr(ord("a") + i)
@@ -146,6 +196,17 @@ def test_alias_bomb_is_refused_quickly(tmp_path, root):
                        timeout=60)
     assert r.returncode == 2
     assert "alias bomb" in r.stderr and "Traceback" not in r.stderr
+    hidden = tmp_path / "hidden.yaml"
+    hidden.write_text(f"output: out\nexecutor: {{plugin: ray, workers: 1, runtime_env: {{x: {_bomb()}}}}}\n"
+                      "source: {plugin: folders, root: faces}\nsinks: [{plugin: mxrec, path: rec}]\n")
+    assert len(hidden.read_text()) < 600
+    r = subprocess.run([sys.executable, "-c", _MEASURE, str(cfg), str(hidden)], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    for path, m in zip([cfg, hidden], json.loads(r.stdout)):
+        assert m["error"] and "alias bomb" in m["error"] and m["error"].startswith(f"{path}:"), m
+        assert m["constructed"] == 0, m  # refused on the node graph: nothing built
+        assert m["seconds"] < 5 and m["peak_bytes"] < 16 << 20, m
 
 
 def test_reasonable_aliases_still_work(tmp_path, root):
