@@ -36,6 +36,8 @@ WHERE = "executor (ray)"
 INSTALL = 'pip install "facekit[ray]"'
 #: seconds the TCP check of an ``address`` host:port waits before calling it unreachable
 CONNECT_TIMEOUT = 10.0
+#: seconds between two checks, while shards run, that the local Ray instance's raylet lives
+NODE_CHECK_S = 0.5
 
 
 class RayParams(WorkersParams):
@@ -199,7 +201,11 @@ class RayExecutor(facekit.Executor):
         self._queued: list[int] = []
         self._calls: dict = {}  # ObjectRef -> (slot, actor, shard index)
         self.slots = p.workers * p.in_flight
+        self._raylet = None  # the raylet process of the local Ray instance started for the run
+        self._resume = getattr(spec, "resume", True)
         self._connect()
+        if self._owns and p.address is None:
+            self._raylet = _local_raylet(ray)
         try:
             self._check_resources()
             self._needed = _needed_paths(spec)
@@ -310,7 +316,12 @@ class RayExecutor(facekit.Executor):
         return ref
 
     def wait(self, handles):
-        ready, rest = self.ray.wait(handles, num_returns=1)
+        self._check_node()
+        while True:  # with a timeout: a node that died is seen before Ray ends this process
+            ready, rest = self.ray.wait(handles, num_returns=1, timeout=NODE_CHECK_S)
+            if ready:
+                break
+            self._check_node()
         if rest:  # every other finished one too: fewer round trips
             more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
             ready += more
@@ -321,6 +332,7 @@ class RayExecutor(facekit.Executor):
         current = self._actors[slot] is actor
         if current:
             self._queued[slot] -= 1
+        self._check_node()
         try:
             res = self.ray.get(handle)
         except self._lost as e:
@@ -334,6 +346,22 @@ class RayExecutor(facekit.Executor):
         if isinstance(res, _Failure):
             raise facekit.FacekitError(res.message)
         return res
+
+    def _check_node(self) -> None:
+        """Raise one line when the raylet of the local Ray instance started for the run died
+        (killed, out of memory): the node is lost with its actors and object store, and Ray
+        ends this process (no cleanup, no message) once it notices, so the run stops first."""
+        if self._raylet is None or self._raylet.poll() is None:
+            return
+        raylet, self._raylet = self._raylet, None
+        code = raylet.returncode
+        how = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+        again = ("a rerun of the same command resumes from the shards finished so far" if self._resume
+                 else "a rerun of the same command starts over (resume: false)")
+        raise facekit.FacekitError(
+            f"{WHERE}: the local Ray node of this run was lost (its raylet, pid {raylet.pid}, ended: {how}); "
+            f"nothing was published, previous outputs are unchanged; {again}"
+        )
 
     def _replace(self, slot: int, actor) -> None:
         try:
@@ -360,6 +388,16 @@ class RayExecutor(facekit.Executor):
 
     def workers(self):
         return self.params.workers
+
+
+def _local_raylet(ray):
+    """The raylet process (a :class:`subprocess.Popen`) of the local Ray instance this process
+    started, or None where Ray does not say (Ray keeps it in a private attribute)."""
+    try:
+        node = ray._private.worker._global_node
+        return node.all_processes[ray._private.ray_constants.PROCESS_TYPE_RAYLET][0].process
+    except Exception:  # another Ray version: the node is not watched
+        return None
 
 
 def _resources(ray) -> str:
