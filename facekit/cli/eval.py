@@ -45,7 +45,9 @@ def embed_bin(embedder, bins: list[bytes], name: str, batch_size: int = 64, flip
 
 def evaluate_bin(embedder, path, batch_size: int = 64, flip: bool = True, folds: int = 10, progress=None) -> dict:
     """Load a bin safely, embed it and score it. Returns a JSON-ready dict: ``bin`` plus
-    the fields of :class:`facekit.eval.verification.VerificationResult` and ``seconds``."""
+    the fields of :class:`facekit.eval.verification.VerificationResult`, ``accuracy_caveat``
+    (:func:`accuracy_caveat`: what the accuracy of a one-class bin measures, else None) and
+    ``seconds``."""
     from facekit.formats.evalbin import load_bin
     from facekit.eval.verification import verify
 
@@ -53,38 +55,97 @@ def evaluate_bin(embedder, path, batch_size: int = 64, flip: bool = True, folds:
     bins, issame = load_bin(path)
     emb, emb_flip = embed_bin(embedder, bins, str(path), batch_size, flip, progress)
     res = verify(emb, issame, emb_flip, folds=folds)
-    return {"bin": str(path), **res.as_dict(), "seconds": round(time.perf_counter() - t0, 3)}
+    return {
+        "bin": str(path),
+        **res.as_dict(),
+        "accuracy_caveat": accuracy_caveat(res.pairs, res.positives),
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
 
 
-def _tar_cell(r: dict) -> str:
+def accuracy_caveat(pairs: int, positives: int) -> str | None:
+    """What the accuracy of a one-class bin measures, or None for a bin with both kinds.
+
+    With positive pairs only, each fold's threshold is fitted on positives alone, so the
+    accuracy is only the share of pairs closer than it (no pair could be wrongly accepted);
+    with negatives only, the share farther than it. Neither is a verification score."""
+    if pairs and positives == pairs:
+        return (
+            f"all {pairs} pairs positive: accuracy is only the share of pairs closer than a threshold "
+            "fitted on positives, not a verification score"
+        )
+    if pairs and positives == 0:
+        return (
+            f"all {pairs} pairs negative: accuracy is only the share of pairs farther than a threshold "
+            "fitted on negatives, not a verification score"
+        )
+    return None
+
+
+def _note(r: dict) -> str:
+    """The row's note: the one-class caveat and why TAR@FAR is undefined ("-": none)."""
+    notes = [r.get("accuracy_caveat") or accuracy_caveat(r["pairs"], r.get("positives", -1))]
     if r.get("tar") is None:
-        return f"undefined: {r.get('tar_undefined') or 'not measured'}"
-    return f"{100 * r['tar']:.2f} ± {100 * r['tar_std']:.2f}"
+        notes.append(f"TAR@FAR undefined: {r.get('tar_undefined') or 'not measured'}")
+    return "; ".join(n for n in notes if n) or "-"
+
+
+def _pm_cells(values: list[tuple[float, float] | None], empty: str) -> list[str]:
+    """``mean ± std`` cells in percent whose means, ``±`` and stds line up (``empty`` where
+    a value is None)."""
+    parts = [None if v is None else (f"{100 * v[0]:.2f}", f"{100 * v[1]:.2f}") for v in values]
+    wm = max((len(p[0]) for p in parts if p), default=0)
+    ws = max((len(p[1]) for p in parts if p), default=0)
+    return [empty if p is None else f"{p[0].rjust(wm)} ± {p[1].rjust(ws)}" for p in parts]
+
+
+#: the columns of :func:`format_table`: header and alignment (``<`` left, ``>`` right)
+_COLUMNS = (
+    ("bin", "<"),
+    ("pairs", ">"),
+    ("positives", ">"),
+    ("accuracy %", ">"),
+    ("TAR@FAR=1e-3 %", ">"),
+    ("XNorm", ">"),
+    ("seconds", ">"),
+    ("note", "<"),
+)
+_GAP = "  "
 
 
 def format_table(rows: list[dict]) -> str:
-    """The results as a text table: accuracy and TAR in percent. A TAR@FAR that cannot be
-    measured (a set without negatives or positives) reads ``undefined: <reason>``."""
-    head = ["bin", "pairs", "accuracy %", "TAR@FAR=1e-3 %", "XNorm", "seconds"]
+    """The results as a text table, one line per bin, the columns at the same character
+    offsets in every line (widths computed from the cells, two spaces between columns):
+    pairs, positives, accuracy and TAR@FAR=1e-3 in percent (``mean ± std``, the ``±``
+    aligned), XNorm, seconds and a note. A TAR@FAR that cannot be measured (a set without
+    negatives or positives) reads ``undefined``, with the reason in the note; a one-class
+    bin's note says what its accuracy measures (:func:`accuracy_caveat`)."""
+    acc = _pm_cells([(r["accuracy"], r["accuracy_std"]) for r in rows], "-")
+    tar = _pm_cells([None if r.get("tar") is None else (r["tar"], r["tar_std"]) for r in rows], "undefined")
     body = [
         [
             Path(r["bin"]).name,
             str(r["pairs"]),
-            f"{100 * r['accuracy']:.2f} ± {100 * r['accuracy_std']:.2f}",
-            _tar_cell(r),
+            str(r["positives"]) if r.get("positives") is not None else "-",
+            acc[i],
+            tar[i],
             f"{r['xnorm']:.3f}" if r.get("xnorm") is not None else "-",
             f"{r['seconds']:.1f}",
+            _note(r),
         ]
-        for r in rows
+        for i, r in enumerate(rows)
     ]
+    head = [name for name, _ in _COLUMNS]
     widths = [max(len(c[i]) for c in [head, *body]) for i in range(len(head))]
-    widths[0] = max(widths[0], 24)
 
     def line(cells):
-        return " ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        out = _GAP.join(
+            c.ljust(w) if align == "<" else c.rjust(w) for c, w, (_, align) in zip(cells, widths, _COLUMNS)
+        )
+        return out.rstrip()
 
-    out = [line(head), "-" * len(line(head))]
-    return "\n".join(out + [line(c) for c in body])
+    rule = _GAP.join("-" * w for w in widths[:-1] + [len(head[-1])])  # the note: free text
+    return "\n".join([line(head), rule] + [line(c) for c in body])
 
 
 def _bin_error(path, e: BaseException) -> str:
@@ -130,9 +191,11 @@ def eval_command(
 
     Prints 10-fold accuracy (mean ± std), TAR at FAR=1e-3 and XNorm per bin. TAR@FAR is
     reported as undefined (JSON null, with the reason) for a bin without negative or
-    positive pairs. A bin that fails does not stop the others: the results of those that
-    succeeded are printed (and written), then one error line per failed bin, and the exit
-    status is 1.
+    positive pairs. On such a one-class bin the accuracy only counts the pairs on the
+    right side of a threshold fitted on that one class: the row's note (and the JSON's
+    accuracy_caveat) says so. A bin that fails does not stop the others: the results of
+    those that succeeded are printed (and written), then one error line per failed bin,
+    and the exit status is 1.
     """
     from facekit.eval.recognition import OnnxEmbedder
     from facekit.formats.atomic import atomic_write_text
