@@ -63,8 +63,9 @@ def inspect(path, prefix, layout, sample, seed, as_json):
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def verify(path, prefix, layout, decode, jobs, as_json):
     """Check every record: magic, lengths, idx offsets, header and identity records,
-    labels contiguous per identity, property, every image decodable. Exits 1 and names
-    each bad record (file, key, offset) when anything is wrong.
+    each record's header id against its key (insightface layout, where the writer records
+    ids), labels contiguous per identity, property, every image decodable. Exits 1 and
+    names each bad record (file, key, offset) when anything is wrong.
     """
     from facekit.formats.rec_verify import verify as run_verify
 

@@ -4,8 +4,9 @@ Per ``.rec`` file: framing of every record (magic, lengths, part flags, truncati
 a bad record the walk resynchronises on the next plausible record), the ``.idx`` (parsable,
 every offset the start of a record, every record listed, no repeated key), every payload an
 IRHeader, the layout (insightface header and identity records consistent with the image
-records; plain: no empty records), labels class ids (:func:`facekit.formats.facerec.class_id`: finite integers in
-0..2**31-1) and contiguous per identity, and, unless ``decode=False``, every image decodable
+records; plain: no empty records; insightface: each record's header id matches its key, as
+the file's other records have it), labels class ids (:func:`facekit.formats.facerec.class_id`:
+finite integers in 0..2**31-1) and contiguous per identity, and, unless ``decode=False``, every image decodable
 (Pillow, as :func:`facekit.vision.images.decode_image`) with the size ``property`` gives. For a
 shard set, no label in two shards. Counts read from the files (the header's keys) are
 bounded by what the idx holds; an offset listed under several keys, an empty idx beside
@@ -96,6 +97,7 @@ class _PartCheck:
         self.labels = np.zeros(0, np.int64)
         self.image_items: list[tuple[int, int]] = []  # (key, offset) of image records
         self.layout = "?"
+        self.notes: list[str] = []
 
     def add(self, check, key, offset, msg, file=None):
         self.p.add(check, file or self.rec, key, offset, msg)
@@ -108,7 +110,7 @@ class _PartCheck:
 
     # -- framing and payload headers, in file order
     def _scan(self) -> None:
-        offs, flags, imglen = array("q"), array("l"), array("q")
+        offs, flags, imglen, ids = array("q"), array("l"), array("q"), array("Q")
         lab0, lab1 = array("d"), array("d")
         self.bad_offsets: list[int] = []
         with RecordIOReader(self.rec) as r:
@@ -129,6 +131,7 @@ class _PartCheck:
                 offs.append(off)
                 flags.append(h.flag)
                 imglen.append(len(img))
+                ids.append(h.id)
                 if h.flag == 0:
                     lab0.append(float(h.label))
                     lab1.append(np.nan)
@@ -138,6 +141,7 @@ class _PartCheck:
         self.offs = np.frombuffer(offs, np.int64) if len(offs) else np.zeros(0, np.int64)
         self.flags = np.array(flags, np.int64)
         self.imglen = np.frombuffer(imglen, np.int64) if len(imglen) else np.zeros(0, np.int64)
+        self.ids = np.frombuffer(ids, np.uint64) if len(ids) else np.zeros(0, np.uint64)
         self.lab0 = np.array(lab0, np.float64)
         self.lab1 = np.array(lab1, np.float64)
 
@@ -248,6 +252,8 @@ class _PartCheck:
                 )
             self._images(image_keys)
             self._identities(first, end)
+            self._ids("image", image_keys)
+            self._ids("identity", list(range(first, end)))
         else:
             seen = set()
             image_keys = [k for k in self.keys.tolist() if not (k in seen or seen.add(k))]
@@ -294,6 +300,51 @@ class _PartCheck:
                         k, off = lab_keys[s]
                         self.add("labels", k, off, f"label {lab} appears again after other labels (identity not contiguous)")
                 seen.add(lab)
+
+    def _ids(self, what: str, keys: list[int]) -> None:
+        """insightface layout: the header ``id`` of each ``what`` record against its key.
+
+        Writers that record ids give every record ``id = key + d``, one ``d`` per file (0;
+        a facekit shard: the keys before it in the unsharded file). A file whose ids are all
+        0 records none (nothing to check); one without a ``d`` shared by at least half of the
+        records and by more than any other ``d`` numbers them its own way (a note). Any other
+        record whose id is off is a problem: the idx points its key at another key's record
+        (offsets swapped, rows misplaced).
+        """
+        rows, done = [], set()
+        for k in keys:
+            r = self._rec(k)
+            if r >= 0 and r not in done:  # missing / bad / repeated records: reported already
+                done.add(r)
+                rows.append((k, r))
+        if not rows:
+            return
+        ks = np.array([k for k, _ in rows], np.int64)
+        ids = self.ids[np.array([r for _, r in rows], np.int64)]
+        if not ids.any():
+            return
+        delta = ids.view(np.int64) - ks  # modulo 2**64, as the uint64 ids
+        vals, counts = np.unique(delta, return_counts=True)
+        j = int(np.argmax(counts))
+        if 2 * counts[j] < len(rows) or (counts == counts[j]).sum() > 1:
+            self.notes.append(
+                f"{self.rec}: {what} record header ids do not follow the keys (no id - key offset shared by "
+                "at least half of them and more than any other): ids not checked"
+            )
+            return
+        d = int(vals[j])
+        rule = "id = key" if d == 0 else f"id = key {'+' if d > 0 else '-'} {abs(d)}"
+        key_set = set(ks.tolist())
+        for i in np.flatnonzero(delta != d).tolist():
+            k, r, got = int(ks[i]), rows[i][1], int(ids[i])
+            want = (k + d) % (1 << 64)
+            other = (got - d) % (1 << 64)
+            whose = f": it is the record of key {other} (idx offsets swapped?)" if other in key_set else ""
+            self.add(
+                "ids", k, int(self.offs[r]),
+                f"{what} record has header id {got}, expected {want} ({rule}, as the file's other {what} "
+                f"records){whose}",
+            )
 
     def _identities(self, first: int, end: int) -> None:
         key_pos = {k: i for i, (k, _) in enumerate(self.label_keys)}
@@ -401,7 +452,7 @@ def verify(
         elif whole and n != max_label + 1:
             problems.add("property", str(prop_path), None, None, f"num_classes {n} but the data has labels 0..{max_label}")
     items = problems.items + problems.overflow()
-    notes = [
+    notes = [n for c in checks for n in c.notes] + [
         f"{c.rec}: plain layout with identities not contiguous ({c.scattered} label runs come back): shuffled"
         for c in checks
         if getattr(c, "scattered", 0) and c.layout == "plain"
