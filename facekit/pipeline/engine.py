@@ -19,6 +19,7 @@ face, or whose stages fail the same way on the first images, raises and publishe
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import sys
@@ -169,14 +170,15 @@ class _Run:
         gate = IdentityGate(sp.start_id, sp.min_images)
         guard = StageErrorGuard()
         pub = Publication(spec.output)
-        self.rejects = open(pub.file(spec.output / "rejects.tsv"), "w", encoding="utf-8", newline="\n", errors="surrogateescape")
-        self.rejects.write("path\tidentity\treason\tdetail\n")
+        self.rejects = None
         results = None
         opened = []
         started = False
         shard_results = None
         try:
-            results = ResultsWriter(pub.file(spec.output / RESULTS_FILE), len(sinks))
+            self.rejects = _OwnFile(spec.output / "rejects.tsv", pub)
+            self.rejects.write("path\tidentity\treason\tdetail\n")
+            results = _own_call(spec.output / RESULTS_FILE, ResultsWriter, pub.file(spec.output / RESULTS_FILE), len(sinks))
             for sc, sink in zip(spec.sinks, sinks):
                 _sink_call(sc, sink.open, pub)
                 opened.append(sink)
@@ -233,17 +235,16 @@ class _Run:
                 summary.sinks[sc.where] = _sink_call(sc, sink.close)
             self.rejects.close()
             summary.results = str(spec.output / RESULTS_FILE)
-            results.close()
+            _own_call(spec.output / RESULTS_FILE, results.close)
             summary.seconds = round(time.perf_counter() - t0, 3)
             with open(pub.file(spec.output / "summary.json"), "w", encoding="utf-8") as f:
                 summary.write_json(f)
             pub.commit()
             work.remove()  # published: the finished shards are no longer needed
-        except OSError as e:  # the run's own files (rejects, results, summary, work, journal)
+        except OSError as e:  # the run's own files (summary, work, journal)
             _abort(executor if started else None, opened, self.rejects, results, pub, shard_results)
-            target = e.filename or spec.output
-            raise FacekitError(f"{target}: {e.strerror or e}" + (" (disk full?)" if e.errno == 28 else "")) from None
-        except BaseException:
+            raise _file_error(e.filename or spec.output, e) from None
+        except BaseException:  # the first error is the one raised: _abort never replaces it
             _abort(executor if started else None, opened, self.rejects, results, pub, shard_results)
             raise
         return summary
@@ -274,10 +275,13 @@ class _Run:
                 places[id(r)] = [None if o is None else o[k] for o in out]
             i = j
         self.summary.faces_kept += n
-        for row in rows:
-            if row.reject is not None:
-                self._reject(row.reject)
-            results.add(row, places.get(id(row)))
+        try:
+            for row in rows:
+                if row.reject is not None:
+                    self._reject(row.reject)
+                results.add(row, places.get(id(row)))
+        except OSError as e:  # results.add writes a row group now and then (rejects.tsv names itself)
+            raise _file_error(self.spec.output / RESULTS_FILE, e) from None
 
     def _reject(self, r) -> None:
         if r.required:
@@ -319,29 +323,75 @@ def excluding(items, path: Path):
 def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -> None:
     """Undo a failed run: stop the workers, let the sinks release their files, remove the
     staging (or leave it to the next run's recovery once the journal exists). The work
-    folder stays: the next run resumes from it. A second Ctrl-C while the workers stop is
-    raised once the rest is cleaned up."""
-    if shard_results is not None:
-        shard_results.close()
+    folder stays: the next run resumes from it.
+
+    Every step runs whatever the others do, and none raises: the error that failed the run
+    stays the one reported (a disk that is full fails the sink's write first, then the close
+    of every file still buffered). A staging place that cannot be removed is a warning (the
+    next run removes it). A second Ctrl-C while the workers stop is raised once the rest is
+    cleaned up."""
     interrupted = None
-    if executor is not None:
+
+    def attempt(fn, *args, **kwargs):
+        nonlocal interrupted
         try:
-            executor.close(cancel=True)
+            fn(*args, **kwargs)
         except KeyboardInterrupt as e:  # a second Ctrl-C while the workers stop: clean up, then raise it
-            interrupted = e
-        except Exception:
-            pass
+            interrupted = interrupted or e
+        except Exception as e:  # the files are being removed: only the run's first error matters
+            log.debug("cleaning up a failed run: %s: %s: %s", getattr(fn, "__qualname__", fn), type(e).__name__, e)
+
+    if shard_results is not None:
+        attempt(shard_results.close)
+    if executor is not None:
+        attempt(executor.close, cancel=True)
     for sink in sinks:
-        try:
-            sink.abort()
-        except Exception:
-            pass
+        attempt(sink.abort)
     if results is not None:
-        results.abort()
-    rejects.close()
-    pub.abort()
+        attempt(results.abort)
+    if rejects is not None:
+        attempt(rejects.close)
+    try:
+        pub.abort()
+    except KeyboardInterrupt as e:
+        interrupted = interrupted or e
+    except Exception as e:
+        log.warning("%s: a staging file of this run was not removed (%s); the next run removes it", pub.output, e)
     if interrupted is not None:
         raise interrupted
+
+
+def _file_error(path, e: OSError) -> FacekitError:
+    """The one line for an OS error on one of the run's own files (``path``: its final name)."""
+    return FacekitError(f"{path}: {e.strerror or e}" + (" (disk full?)" if e.errno == errno.ENOSPC else ""))
+
+
+def _own_call(path: Path, fn, *args, **kwargs):
+    """Call ``fn`` on the run's own file ``path`` (final name); an OS error names it."""
+    try:
+        return fn(*args, **kwargs)
+    except OSError as e:
+        raise _file_error(path, e) from None
+
+
+class _OwnFile:
+    """A text file of the run itself, staged by ``pub`` and published as ``path``
+    (``rejects.tsv``): a write or close that fails (disk full) raises one line naming it."""
+
+    def __init__(self, path: Path, pub: Publication):
+        self.path = path
+        self.f = _own_call(path, open, pub.file(path), "w", encoding="utf-8", newline="\n", errors="surrogateescape")
+
+    def write(self, text: str) -> None:
+        """Write ``text`` (buffered: an error may come from a later write or the close)."""
+        try:
+            self.f.write(text)
+        except OSError as e:
+            raise _file_error(self.path, e) from None
+
+    def close(self) -> None:
+        """Flush and close (the file is closed even when the flush fails)."""
+        _own_call(self.path, self.f.close)
 
 
 def _sink_call(sc, fn, *args):
@@ -352,5 +402,5 @@ def _sink_call(sc, fn, *args):
         where = getattr(sc.params, "path", None)
         target = e.filename or where
         raise FacekitError(
-            f"{sc.where}: writing {target}: {e.strerror or e}" + (" (disk full?)" if e.errno == 28 else "")
+            f"{sc.where}: writing {target}: {e.strerror or e}" + (" (disk full?)" if e.errno == errno.ENOSPC else "")
         ) from None

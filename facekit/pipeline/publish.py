@@ -161,11 +161,22 @@ class Publication:
     def abort(self) -> None:
         """Remove every staging place of this run; the previous outputs stay as they were.
         Once the journal is written (a commit that failed or was interrupted half way) the
-        staging places are left for :func:`recover`, which the next run calls first."""
+        staging places are left for :func:`recover`, which the next run calls first.
+
+        Raises:
+            OSError: a staging place could not be removed (the first one, naming it), after
+                every other was removed; :func:`clean_stale` removes it in the next run.
+        """
         if self.journaled:
             return
+        first = None
         for staging, _ in self.entries:
-            _remove(staging)
+            try:
+                _remove(staging)
+            except OSError as e:
+                first = first or e
+        if first is not None:
+            raise first
 
 
 def _apply(output: Path, journal: dict) -> None:
