@@ -10,16 +10,25 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.pipeline import ShardWorker, WorkerPool, WorkersParams, WorkerThreads, default_workers, set_threads
+from facekit.pipeline import (
+    ShardProgress,
+    ShardWorker,
+    WorkerPool,
+    WorkersParams,
+    WorkerThreads,
+    default_workers,
+    set_threads,
+)
 
 
-class _Done:
-    """The handle of a shard run at submit time: its result or the error it raised."""
+class _Steps:
+    """The handle of a shard run in this process: the worker's steps (run a batch at a time
+    by ``wait``), then its result or the error it raised."""
 
-    __slots__ = ("result", "error")
+    __slots__ = ("steps", "result", "error")
 
-    def __init__(self, result=None, error=None):
-        self.result, self.error = result, error
+    def __init__(self, steps):
+        self.steps, self.result, self.error = steps, None, None
 
 
 class InprocessParams(facekit.ExecutorParams):
@@ -29,7 +38,9 @@ class InprocessParams(facekit.ExecutorParams):
 
 
 class InprocessExecutor(facekit.Executor):
-    """Runs shards in this process, one at a time (no start-up cost, simplest to debug)."""
+    """Runs shards in this process, one at a time (no start-up cost, simplest to debug).
+    ``wait`` runs the shard one batch of images further and returns: the shard's progress
+    is counted between its batches."""
 
     name = "inprocess"
     description = "shards run in this process, one at a time"
@@ -39,15 +50,40 @@ class InprocessExecutor(facekit.Executor):
         self.slots = 1
         set_threads(self.params.threads)
         self.worker = ShardWorker(spec, self.params.threads)
+        self.running: list[_Steps] = []  # submitted, not finished
+        self.latest: dict[int, int] = {}  # shard -> items done, not yet handed over
 
     def submit(self, shard):
-        try:
-            return _Done(self.worker(shard))
-        except facekit.FacekitError as e:
-            return _Done(error=e)
+        h = _Steps(self.worker.steps(shard))
+        self.running.append(h)
+        return h
 
     def wait(self, handles):
-        return list(handles)
+        """Run the first unfinished shard of ``handles`` one batch further: ``[handle]``
+        once it finished (or failed), else ``[]`` with its progress to hand over."""
+        done = [h for h in handles if h.steps is None]
+        if done:
+            return done
+        h = handles[0]
+        try:
+            step = next(h.steps)
+        except facekit.FacekitError as e:
+            step = e
+        if isinstance(step, ShardProgress):
+            self.latest[step.shard] = step.done
+            return []
+        if isinstance(step, facekit.FacekitError):
+            h.error = step
+        else:
+            h.result = step
+        h.steps = None
+        self.running.remove(h)
+        return [h]
+
+    def progress(self):
+        out = [ShardProgress(s, d) for s, d in self.latest.items()]
+        self.latest = {}
+        return out
 
     def result(self, handle):
         if handle.error is not None:
@@ -55,6 +91,9 @@ class InprocessExecutor(facekit.Executor):
         return handle.result
 
     def close(self, cancel=False):
+        for h in getattr(self, "running", []):  # a shard left unfinished: its read-ahead stops
+            h.steps.close()
+        self.running = []
         worker = getattr(self, "worker", None)
         if worker is not None:
             worker.close()
@@ -81,6 +120,9 @@ class ProcessesExecutor(facekit.Executor):
 
     def wait(self, handles):
         return self.pool.wait(handles)
+
+    def progress(self):
+        return self.pool.progress()
 
     def result(self, handle):
         return self.pool.result(handle)
@@ -130,6 +172,9 @@ class ThreadsExecutor(facekit.Executor):
 
     def wait(self, handles):
         return self.pool.wait(handles)
+
+    def progress(self):
+        return self.pool.progress()
 
     def result(self, handle):
         return self.pool.result(handle)

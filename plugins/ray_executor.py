@@ -12,7 +12,8 @@ input missing on its node, is one :class:`~facekit.FacekitError` line naming the
 
 Workers read the input files by path (storage every node mounts at the same path) and
 send back encoded crops and result rows; the driver (``facekit run``) writes every output,
-so the bytes equal a local run. Ray is imported only when the executor starts: ``facekit``
+so the bytes equal a local run. The actors put their shards' progress on a bounded Ray queue
+of the run (an actor of no CPU) that the driver reads while it waits. Ray is imported only when the executor starts: ``facekit``
 works without it, and ``executor: {plugin: ray}`` without it says how to install it.
 """
 
@@ -28,7 +29,15 @@ from typing import Optional
 from pydantic import Field
 
 import facekit
-from facekit.pipeline import ShardFailed, ShardWorker, WorkersParams, set_threads
+from facekit.pipeline import (
+    PROGRESS_CHANNEL_SIZE,
+    ProgressInbox,
+    ProgressSender,
+    ShardFailed,
+    ShardWorker,
+    WorkersParams,
+    set_threads,
+)
 
 log = logging.getLogger("facekit")
 
@@ -95,9 +104,10 @@ class ShardActor:
 
     ``needed``: ``(label, path)`` of the files and folders this actor reads (model files,
     input folders); one missing on this node is reported, naming the node and the path,
-    instead of every image becoming a reject."""
+    instead of every image becoming a reject. ``progress``: the run's Ray queue, where the
+    worker puts its shards' progress after each batch (None: nowhere)."""
 
-    def __init__(self, spec, threads: Optional[int], needed: list):
+    def __init__(self, spec, threads: Optional[int], needed: list, progress=None):
         self.node = _node()
         self.error: Optional[str] = None
         self.worker = None
@@ -111,7 +121,7 @@ class ShardActor:
             return
         set_threads(threads)
         try:
-            self.worker = ShardWorker(spec, threads)
+            self.worker = ShardWorker(spec, threads, progress=None if progress is None else ProgressSender(progress))
         except Exception as e:
             detail = facekit.one_line(e) if isinstance(e, facekit.FacekitError) else f"{type(e).__name__}: {facekit.one_line(e)}"
             self.error = f"on Ray node {self.node}: {detail}"
@@ -216,6 +226,8 @@ class RayExecutor(facekit.Executor):
             # the actors need the per-sample stages only (the executor's own class may live
             # in a module the nodes cannot import)
             self._spec = ray.put(dataclasses.replace(spec, executor=None, sinks=[]))
+            self._progress = _progress_queue(ray)
+            self._inbox = ProgressInbox(self._progress)
             self._actors = [self._new_actor() for _ in range(p.workers)]
             self._queued = [0] * p.workers
             self._wait_ready()
@@ -286,7 +298,7 @@ class RayExecutor(facekit.Executor):
                 )
 
     def _new_actor(self):
-        return self._cls.remote(self._spec, self.params.threads, self._needed)
+        return self._cls.remote(self._spec, self.params.threads, self._needed, self._progress)
 
     def _wait_ready(self) -> None:
         ray, p = self.ray, self.params
@@ -322,10 +334,16 @@ class RayExecutor(facekit.Executor):
             if ready:
                 break
             self._check_node()
+            if self._inbox.collect():  # progress of the shards in flight: counted now
+                return []
         if rest:  # every other finished one too: fewer round trips
             more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
             ready += more
         return ready
+
+    def progress(self):
+        """The progress the actors put on the run's Ray queue since the last call."""
+        return self._inbox.take()
 
     def result(self, handle):
         slot, actor, index = self._calls.pop(handle)
@@ -382,6 +400,12 @@ class RayExecutor(facekit.Executor):
             except Exception:
                 pass
         self._actors, self._calls = [], {}
+        queue, self._progress = getattr(self, "_progress", None), None
+        if queue is not None:
+            try:
+                ray.kill(queue.actor, no_restart=True)
+            except Exception:
+                pass
         if self._owns:
             self._owns = False
             ray.shutdown()
@@ -398,6 +422,21 @@ def _local_raylet(ray):
         return node.all_processes[ray._private.ray_constants.PROCESS_TYPE_RAYLET][0].process
     except Exception:  # another Ray version: the node is not watched
         return None
+
+
+def _progress_queue(ray):
+    """The run's bounded Ray queue of progress messages: an actor reserving no CPU (the
+    workers may hold them all), on this node where Ray allows (the driver reads it)."""
+    from ray.util.queue import Queue
+
+    opts: dict = {"num_cpus": 0}
+    try:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        opts["scheduling_strategy"] = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=True)
+    except Exception:  # a Ray client connection has no node of its own: anywhere
+        pass
+    return Queue(PROGRESS_CHANNEL_SIZE, actor_options=opts)
 
 
 def _resources(ray) -> str:

@@ -37,6 +37,7 @@ from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.executor import run_shards
 from facekit.pipeline.fingerprint import pipeline_fingerprint
 from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageErrorGuard
+from facekit.pipeline.progress import ImagesDone
 from facekit.pipeline.publish import JOURNAL, STATE_DIR, Publication, clean_stale, recover
 from facekit.pipeline.results import RESULTS_FILE, ResultsWriter
 from facekit.pipeline.runlock import OutputLock
@@ -204,10 +205,16 @@ class _Run:
                 return work.reuse(shard, d)
 
             items = excluding(source, sp.exclude) if getattr(sp, "exclude", None) else source
-            shard_results = run_shards(executor, cut_shards(items, shard_size, *(taper or (None, 1))), reuse)
+            # the bar counts images as the workers finish them (ImagesDone, from any shard);
+            # the results come in shard order
+            shards = cut_shards(items, shard_size, *(taper or (None, 1)))
+            shard_results = run_shards(executor, shards, reuse, progress=shown)
             bar = tqdm(total=total, desc="facekit", unit="img", disable=not shown)
             n_shards = redone = 0
             for res in shard_results:
+                if isinstance(res, ImagesDone):
+                    bar.update(res.count)
+                    continue
                 digest = digests.pop(res.index, None)
                 guard.check_shard(res)  # before keeping it: a stopped run must not reuse it
                 if not res.reused:
@@ -217,7 +224,6 @@ class _Run:
                 summary.images_read += sum(oc.read for oc in res.outcomes)
                 self._write(gate.admit(res), spec.sinks, sinks, results)
                 if not bar.disable:
-                    bar.update(len(res.outcomes))
                     bar.set_postfix(kept=summary.faces_kept, rejected=sum(self.reasons.values()), refresh=False)
                 del res  # not held while the next shard runs
             bar.close()

@@ -9,6 +9,11 @@ died), ``close`` stops everything. :func:`run_shards` does the rest, the same wa
 executor: at most ``slots`` shards in flight (memory stays flat), results handed on in shard
 order, a failed shard run again alone (so one bad shard cannot use up the retries of the
 shards that failed beside it), then, after ``retries`` more attempts, turned into rejects.
+
+An executor may also report progress inside the shards (:mod:`facekit.pipeline.progress`):
+its ``wait`` then also returns, with no handle finished, when progress messages arrived,
+and ``progress`` hands them over; :func:`run_shards` counts the images as the workers finish
+them, not only when the shards before them are done.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import Field
 
 from facekit.errors import FacekitError
 from facekit.params import Params
+from facekit.pipeline.progress import ImagesDone, ProgressTally, ShardProgress
 from facekit.pipeline.shards import Shard, ShardResult, failed_result
 from facekit.stages import Stage
 
@@ -73,8 +79,15 @@ class Executor(Stage):
         raise NotImplementedError
 
     def wait(self, handles: list) -> list:
-        """Block until at least one of ``handles`` finished; return the finished ones."""
+        """Block until at least one of ``handles`` finished; return the finished ones. An
+        executor that reports progress also returns (maybe none finished) when
+        :meth:`progress` has messages."""
         raise NotImplementedError
+
+    def progress(self) -> list[ShardProgress]:
+        """The progress messages of the shards in flight received since the last call,
+        without blocking (default: none; the images are then counted as shards finish)."""
+        return []
 
     def result(self, handle) -> ShardResult:
         """The :class:`ShardResult` of a finished handle.
@@ -103,8 +116,13 @@ def run_shards(
     shards: Iterable[Shard],
     reuse: Callable[[Shard], Optional[Ready]] = lambda shard: None,
     retries: Optional[int] = None,
-) -> Iterator[ShardResult]:
+    progress: bool = False,
+) -> Iterator[Union[ShardResult, ImagesDone]]:
     """Run ``shards`` on a started ``executor``; yield their results in shard order.
+
+    ``progress``: also yield :class:`~facekit.pipeline.progress.ImagesDone` counts between
+    the results, as the images are done in any shard (each item of each shard counted once,
+    before its shard's result; a reused shard's items just before it).
 
     ``reuse(shard)`` returns a finished result (or a loader of one) for a shard that needs
     no work (resume), else None. A shard whose work is lost (:class:`ShardFailed`) runs
@@ -125,6 +143,12 @@ def run_shards(
     succeeded = False  # whether any shard's work came back (or was reused)
     exhausted = False
     slots = max(1, int(executor.slots))
+    tally = ProgressTally()
+
+    def submit(shard, attempt):
+        tally.start(shard.index)
+        pending[executor.submit(shard)] = (shard, attempt)
+
     while True:
         # hand on what is ready first: a finished shard is saved before more work starts
         while nxt in ready:
@@ -134,16 +158,18 @@ def run_shards(
                     res = res()
                 except ShardFailed as e:  # a kept shard that does not read back: run it again
                     log.warning("shard %d (%s): %s; running it again", shard.index, _first(shard), e)
-                    pending[executor.submit(shard)] = (shard, 1)
+                    submit(shard, 1)
                     break
+                news = tally.finish(shard.index, len(shard.items))  # reused: its items are done now
+                if progress and news:
+                    yield ImagesDone(news)
             succeeded = True
             yield res
             shard = res = None  # neither is held while the next shards are cut and run
             nxt += 1
         if again:
             if not pending:  # a failed shard runs alone: its failure is then its own
-                shard, attempt = again.popleft()
-                pending[executor.submit(shard)] = (shard, attempt)
+                submit(*again.popleft())
         else:
             while not exhausted and len(pending) < slots and len(ready) <= 4 * slots:
                 shard = next(it, None)
@@ -154,12 +180,16 @@ def run_shards(
                 if done is not None:
                     ready[shard.index] = (shard, done)
                 else:
-                    pending[executor.submit(shard)] = (shard, 1)
+                    submit(shard, 1)
         if not pending:
             if exhausted and not ready and not again:
                 return
             continue
-        for h in executor.wait(list(pending)):
+        finished = executor.wait(list(pending))
+        news = sum(tally.seen(m) for m in executor.progress())  # drained even when not shown
+        if progress and news:
+            yield ImagesDone(news)
+        for h in finished:
             shard, attempt = pending.pop(h)
             try:
                 res = executor.result(h)
@@ -179,7 +209,10 @@ def run_shards(
                 succeeded = True
             res.attempts = attempt
             ready[shard.index] = (shard, res)
-        h = shard = res = None  # a handle holds its result: not kept while the next shards run
+            news = tally.finish(shard.index, len(shard.items))
+            if progress and news:
+                yield ImagesDone(news)
+        h = shard = res = finished = None  # a handle holds its result: not kept while the next shards run
 
 
 def _first(shard: Shard) -> str:

@@ -7,7 +7,9 @@ their parent (Linux ``PR_SET_PDEATHSIG``, elsewhere a watchdog thread), so a kil
 ``facekit run`` leaves no worker or resource tracker behind, and ignore Ctrl-C (the parent
 unwinds and stops them). A stage that cannot start in a worker becomes one
 :class:`~facekit.errors.FacekitError` line; a worker that dies makes the shards it held
-:class:`~facekit.pipeline.executor.ShardFailed`, and the pool is started again.
+:class:`~facekit.pipeline.executor.ShardFailed`, and the pool is started again. The
+workers report their progress after each batch on a bounded multiprocessing queue of their
+pool (:mod:`facekit.pipeline.progress`; a new pool, a new queue).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Optional
 
 from facekit.errors import FacekitError, one_line
 from facekit.pipeline.executor import ShardFailed
+from facekit.pipeline.progress import PROGRESS_CHANNEL_SIZE, ProgressInbox, ProgressSender, ShardProgress
 from facekit.pipeline.shards import Shard, ShardResult
 
 _worker = None
@@ -58,20 +61,23 @@ def set_threads(threads: Optional[int]) -> None:
         cv2.setNumThreads(int(threads))
 
 
-def init_worker(spec, threads: Optional[int], parent: int) -> None:
+def init_worker(spec, threads: Optional[int], parent: int, progress=None) -> None:
     """Pool initializer: die with ``parent``, ignore Ctrl-C, build this process's shard
-    worker. A stage that cannot start is remembered and reported by every shard (an
-    initializer exception would only break the pool without a message)."""
+    worker, which sends its progress to the multiprocessing queue ``progress``. A stage that
+    cannot start is remembered and reported by every shard (an initializer exception would
+    only break the pool without a message)."""
     global _worker, _init_error
     die_with_parent(parent)
     # Ctrl-C reaches the whole process group: the parent unwinds and shuts the pool down;
     # a worker interrupted inside the executor's queue would only print a traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     set_threads(threads)
+    if progress is not None:  # exiting never waits for messages the parent no longer reads
+        progress.cancel_join_thread()
     try:
         from facekit.pipeline.worker import ShardWorker
 
-        _worker = ShardWorker(spec, threads)
+        _worker = ShardWorker(spec, threads, progress=None if progress is None else ProgressSender(progress))
     except Exception as e:  # reported to the parent as one line by run_shard
         _init_error = one_line(e) if isinstance(e, FacekitError) else f"{type(e).__name__}: {one_line(e)}"
 
@@ -89,14 +95,19 @@ class WorkerPool:
     def __init__(self, spec, workers: int, threads: Optional[int]):
         self.spec, self.workers, self.threads = spec, workers, threads
         self.pool: Optional[cf.ProcessPoolExecutor] = None
+        self.inbox: Optional[ProgressInbox] = None  # the progress queue of the current pool
 
     def _pool(self) -> cf.ProcessPoolExecutor:
         if self.pool is None:
+            ctx = mp.get_context("spawn")
+            # a queue per pool: one a killed worker may have left half written dies with its pool
+            channel = ctx.Queue(PROGRESS_CHANNEL_SIZE)
+            self.inbox = ProgressInbox(channel)
             self.pool = cf.ProcessPoolExecutor(
                 self.workers,
-                mp_context=mp.get_context("spawn"),
+                mp_context=ctx,
                 initializer=init_worker,
-                initargs=(self.spec, self.threads, os.getpid()),
+                initargs=(self.spec, self.threads, os.getpid(), channel),
             )
         return self.pool
 
@@ -110,10 +121,16 @@ class WorkerPool:
         fut.pool = self.pool
         return fut
 
-    @staticmethod
-    def wait(futures: list) -> list:
-        done, _ = cf.wait(futures, return_when=cf.FIRST_COMPLETED)
-        return list(done)
+    def wait(self, futures: list) -> list:
+        """The finished ones of ``futures``, once there are some or progress messages came
+        (then maybe none)."""
+        if self.inbox is None:  # no pool (stopped after a death): the futures are done
+            return list(cf.wait(futures, return_when=cf.FIRST_COMPLETED)[0])
+        return self.inbox.wait(lambda t: list(cf.wait(futures, timeout=t, return_when=cf.FIRST_COMPLETED)[0]))
+
+    def progress(self) -> list[ShardProgress]:
+        """The shards' progress messages since the last call (the latest of each shard)."""
+        return [] if self.inbox is None else self.inbox.take()
 
     def result(self, fut: cf.Future) -> ShardResult:
         try:
@@ -127,7 +144,18 @@ class WorkerPool:
             ) from None
 
     def stop(self, cancel: bool = False) -> None:
+        """Shut the pool down (``cancel``: terminate its processes first) and close its
+        progress queue; the next :meth:`submit` starts a new pool."""
         pool, self.pool = self.pool, None
+        inbox, self.inbox = self.inbox, None
+        try:
+            self._shutdown(pool, cancel)
+        finally:
+            if inbox is not None:
+                inbox.channel.close()
+
+    @staticmethod
+    def _shutdown(pool: Optional[cf.ProcessPoolExecutor], cancel: bool) -> None:
         if pool is None:
             return
         if cancel:  # do not wait for work nobody wants

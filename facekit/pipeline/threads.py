@@ -14,6 +14,10 @@ Stopping (an error elsewhere, Ctrl-C) asks every worker to stop at its next batc
 images (:meth:`ShardWorker.stop`) and drops the shards not started, so the run unwinds in
 about one batch's time instead of finishing the shards in flight. Stopping is cooperative:
 a thread inside one long native call (a hung network read) finishes that call first.
+
+The shard workers report their progress after each batch on a bounded ``queue.Queue``
+(:mod:`facekit.pipeline.progress`); :meth:`WorkerThreads.wait` also returns when messages
+came, and :meth:`WorkerThreads.progress` hands them over.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import queue
 import threading
 from typing import Optional
 
+from facekit.pipeline.progress import PROGRESS_CHANNEL_SIZE, ProgressInbox, ProgressSender, ShardProgress
 from facekit.pipeline.shards import Shard, ShardResult
 from facekit.pipeline.worker import ShardWorker, WarnOnce
 
@@ -70,10 +75,12 @@ class WorkerThreads:
     def __init__(self, spec, workers: int, threads: Optional[int]):
         self.idle: queue.SimpleQueue = queue.SimpleQueue()
         self.all: list[ShardWorker] = []
+        channel: queue.Queue = queue.Queue(PROGRESS_CHANNEL_SIZE)  # the workers' progress messages
+        self.inbox = ProgressInbox(channel)
         warn_once = WarnOnce()  # a stage failing on every image: one warning, not one per thread
         try:
             for _ in range(workers):
-                w = ShardWorker(spec, threads, warn_once)
+                w = ShardWorker(spec, threads, warn_once, ProgressSender(channel))
                 self.all.append(w)
                 self.idle.put(w)
         except BaseException:
@@ -92,12 +99,15 @@ class WorkerThreads:
     def submit(self, shard: Shard) -> cf.Future:
         return self.pool.submit(self._run, shard)
 
-    @staticmethod
-    def wait(futures: list) -> list:
-        while True:  # in slices: a lock wait without a timeout ignores Ctrl-C on some systems
-            done, _ = cf.wait(futures, timeout=1.0, return_when=cf.FIRST_COMPLETED)
-            if done:
-                return list(done)
+    def wait(self, futures: list) -> list:
+        """The finished ones of ``futures``, once there are some or progress messages came
+        (then maybe none)."""
+        # in slices: a lock wait without a timeout ignores Ctrl-C on some systems
+        return self.inbox.wait(lambda t: list(cf.wait(futures, timeout=t, return_when=cf.FIRST_COMPLETED)[0]))
+
+    def progress(self) -> list[ShardProgress]:
+        """The shards' progress messages since the last call (the latest of each shard)."""
+        return self.inbox.take()
 
     @staticmethod
     def result(fut: cf.Future) -> ShardResult:

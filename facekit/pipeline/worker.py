@@ -7,8 +7,11 @@ keeps no state between shards, so the same work runs in this process, in worker 
 or on a cluster node. Images are detected :data:`BATCH` at a time through
 ``Detector.detect_batch``; with a thread budget of more than one thread (or the libraries'
 default), the next batch is read and decoded in a second thread while the detector runs
-(libjpeg-turbo and file reads release the GIL), so the decode does not leave cores idle. :meth:`ShardWorker.stop` (from another thread) ends
-the shard being processed at its next batch.
+(libjpeg-turbo and file reads release the GIL), so the decode does not leave cores idle.
+:meth:`ShardWorker.stop` (from another thread) ends the shard being processed at its next
+batch. After each batch a :class:`~facekit.pipeline.progress.ShardProgress` goes to the
+worker's progress channel (:meth:`ShardWorker.steps` yields them), so the run counts the
+images as they are done, not when the shards before them finish.
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Iterator, Optional, Union
 
 import numpy as np
 
 from facekit.errors import FacekitError, SampleRejected, one_line
 from facekit.pipeline.config import PipelineSpec
+from facekit.pipeline.progress import ProgressSender, ShardProgress
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Reject, Sample
 from facekit.pipeline.gate import StageErrorGuard
@@ -75,13 +79,21 @@ class ShardWorker:
     intra-op threads of a detector whose ``threads`` param is 0 = automatic, OpenCV); None
     leaves the libraries' defaults (all cores). ``warn_once``: the :class:`WarnOnce` of the
     run's first stage-error warning, shared by workers on threads of one process (default:
-    this worker's own).
+    this worker's own). ``progress``: where :meth:`__call__` sends a
+    :class:`~facekit.pipeline.progress.ShardProgress` after each batch (the executor's
+    bounded channel; None: nowhere).
 
     Raises:
         FacekitError / ConfigError: a stage cannot start (one line naming it).
     """
 
-    def __init__(self, spec: PipelineSpec, threads: int | None = None, warn_once: Optional[WarnOnce] = None):
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        threads: int | None = None,
+        warn_once: Optional[WarnOnce] = None,
+        progress: Optional[ProgressSender] = None,
+    ):
         det = spec.detector
         if det is not None and threads and getattr(det.params, "threads", None) == 0:
             det = det.with_params(threads=threads)
@@ -105,15 +117,29 @@ class ShardWorker:
         self.read_ahead = threads is None or threads > 1
         self._reader: Optional[ThreadPoolExecutor] = None
         self._stop = threading.Event()
+        self.progress = progress
 
     def __call__(self, shard: Shard) -> ShardResult:
-        """Process ``shard``. Raises FacekitError when the run's first images (shard 0) all
-        fail in a stage with the same error (:class:`~facekit.pipeline.gate.StageErrorGuard`):
-        the run stops after a few images, not after a whole shard; ShardStopped after
-        :meth:`stop`."""
+        """Process ``shard``, sending its progress to the worker's channel. Raises
+        FacekitError when the run's first images (shard 0) all fail in a stage with the same
+        error (:class:`~facekit.pipeline.gate.StageErrorGuard`): the run stops after a few
+        images, not after a whole shard; ShardStopped after :meth:`stop`."""
+        for step in self.steps(shard):
+            if isinstance(step, ShardResult):
+                return step
+            if self.progress is not None:
+                self.progress.send(step)
+        raise AssertionError("steps() ends with the shard's result")
+
+    def steps(self, shard: Shard) -> Iterator[Union[ShardProgress, ShardResult]]:
+        """Process ``shard`` a batch at a time: a :class:`ShardProgress` after each batch
+        (items done so far), then the :class:`ShardResult` last (what :meth:`__call__`
+        returns; raises as it does). Closing the generator early leaves the shard unfinished."""
         t0 = time.perf_counter()
-        outs = self.process(shard.items, StageErrorGuard() if shard.index == 0 else None)
-        return ShardResult(shard.index, outs, seconds=time.perf_counter() - t0)
+        outs: list[Outcome] = []
+        for done in self._batches(shard.items, StageErrorGuard() if shard.index == 0 else None, outs):
+            yield ShardProgress(shard.index, done)
+        yield ShardResult(shard.index, outs, seconds=time.perf_counter() - t0)
 
     def process(self, items: list, guard: Optional[StageErrorGuard] = None) -> list[Outcome]:
         """One :class:`Outcome` per item of ``items`` (:class:`Sample` / :class:`Reject`).
@@ -127,6 +153,13 @@ class ShardWorker:
                 :data:`BATCH` images while the faces chosen per identity are encoded).
         """
         outs: list[Outcome] = []
+        for _ in self._batches(items, guard, outs):
+            pass
+        return outs
+
+    def _batches(self, items: list, guard: Optional[StageErrorGuard], outs: list[Outcome]) -> Iterator[int]:
+        """The work of :meth:`process`, filling ``outs``; yields the items done after each
+        batch is detected (under ``select: identity`` their faces are encoded at the end)."""
         ahead = None  # the next batch, being read in the reader thread
         try:
             for i in range(0, len(items), BATCH):
@@ -144,6 +177,7 @@ class ShardWorker:
                     for oc in batch:
                         guard.check(oc.read, len(oc.samples), oc.rejects)
                 outs += batch
+                yield len(outs)
         finally:  # stopped by the guard (or an error): the batch read ahead is not wanted
             if ahead is not None:
                 ahead.cancel()
@@ -153,7 +187,6 @@ class ShardWorker:
                 if k % BATCH == 0 and self._stop.is_set():
                     raise ShardStopped(f"stopped after encoding {k} of the shard's {len(outs)} images")
                 self._finish(oc)
-        return outs
 
     def _finish(self, oc: Outcome) -> None:
         """Augment and encode an outcome's faces (a failure rejects the image; so do
