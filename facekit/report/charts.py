@@ -13,6 +13,31 @@ def _fmt(v: float) -> str:
     return f"{v:.2f}"
 
 
+def integer_edges(lo: float, hi: float, bins: int) -> np.ndarray:
+    """Bin edges on whole numbers for integers from ``lo`` to ``hi`` (both included): bins of
+    ``step`` integers, ``[lo, lo + step)``, ..., the last one ending at ``hi + 1`` (so
+    narrower when ``step`` does not divide the span): no bin reaches past the data."""
+    lo, end = float(np.floor(lo)), float(np.floor(hi)) + 1
+    step = max(1, int(np.ceil((end - lo) / bins)))
+    edges = np.arange(lo, end, step, dtype=np.float64)
+    return np.append(edges, end)
+
+
+def _int_range(a: float, b: float) -> str:
+    """The integers of the bin ``[a, b)``: ``"a"`` or ``"a-(b-1)"``."""
+    return _fmt(a) if b - a <= 1 else f"{_fmt(a)}-{_fmt(b - 1)}"
+
+
+def _axis_labels(edges: np.ndarray, lo: float, hi: float, integer: bool, left: float, pw: float):
+    """``(x, value, anchor)`` of the three x-axis labels: the data's minimum at the left end,
+    its maximum at the right end and the value under the middle, never beyond the data
+    (integer bins: the axis runs from ``lo`` to ``hi + 1``, the last bin holding ``hi``)."""
+    mid = (edges[0] + edges[-1]) / 2
+    if integer:
+        mid = min(float(np.floor(mid)), hi)
+    return ((left, lo, "start"), (left + pw / 2, mid, "middle"), (left + pw, hi, "end"))
+
+
 def histogram_svg(values: Sequence[float] | np.ndarray, title: str, unit: str = "", bins: int = 30,
                   integer: bool = False, width: int = 440, height: int = 170) -> str:
     """An SVG bar chart of the histogram of ``values``.
@@ -30,10 +55,7 @@ def histogram_svg(values: Sequence[float] | np.ndarray, title: str, unit: str = 
         return f'<p class="nodata">{title}: no data</p>'
     lo, hi = float(v.min()), float(v.max())
     if integer:
-        lo, hi = np.floor(lo), np.floor(hi) + 1
-        span = int(hi - lo)
-        step = max(1, int(np.ceil(span / bins)))
-        edges = np.arange(lo, hi + step, step, dtype=np.float64)
+        edges = integer_edges(lo, hi, bins)
     else:
         if hi <= lo:
             hi = lo + 1e-6
@@ -42,7 +64,8 @@ def histogram_svg(values: Sequence[float] | np.ndarray, title: str, unit: str = 
     top = max(1, int(counts.max()))
     left, bottom, pad = 44, 28, 22
     pw, ph = width - left - 8, height - bottom - pad
-    bw = pw / len(counts)
+    span = edges[-1] - edges[0]
+    xs = [left + pw * (e - edges[0]) / span for e in edges.tolist()]  # bars as wide as their bins
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="hist" width="{width}" height="{height}" '
              f'viewBox="0 0 {width} {height}" role="img" aria-label="{title}">',
              f'<text x="{left}" y="14" class="t">{title} (n={v.size})</text>',
@@ -53,10 +76,10 @@ def histogram_svg(values: Sequence[float] | np.ndarray, title: str, unit: str = 
     for i, c in enumerate(counts.tolist()):
         if c:
             h = ph * c / top
-            parts.append(f'<rect x="{left + i * bw + 0.5:.1f}" y="{pad + ph - h:.1f}" width="{max(bw - 1, 1):.1f}" '
-                         f'height="{h:.1f}"><title>{_fmt(edges[i])}-{_fmt(edges[i + 1])}{unit}: {c}</title></rect>')
-    for x, val, anchor in ((left, edges[0], "start"), (left + pw / 2, (edges[0] + edges[-1]) / 2, "middle"),
-                           (left + pw, edges[-1], "end")):
+            rng = _int_range(edges[i], edges[i + 1]) if integer else f"{_fmt(edges[i])}-{_fmt(edges[i + 1])}"
+            parts.append(f'<rect x="{xs[i] + 0.5:.1f}" y="{pad + ph - h:.1f}" width="{max(xs[i + 1] - xs[i] - 1, 1):.1f}" '
+                         f'height="{h:.1f}"><title>{rng}{unit}: {c}</title></rect>')
+    for x, val, anchor in _axis_labels(edges, lo, hi, integer, left, pw):
         parts.append(f'<text x="{x:.1f}" y="{pad + ph + 16}" class="xl" text-anchor="{anchor}">{_fmt(val)}{unit}</text>')
     parts.append("</svg>")
     return "".join(parts)
