@@ -9,6 +9,10 @@ Formats (``shared/docs/FORMATS.md`` section 3):
   (as insightface's ``lfw_pairs_label.txt``); tab-separated when the line has tabs (paths
   may then hold spaces), otherwise whitespace-separated.
 
+Numbers (LFW header and image numbers, list labels) may be written as floats when their
+value is exactly a whole number (``70.``, ``70.0``, ``7e1``, as numpy writes them); any
+other value (``70.5``) is an error naming file:line.
+
 A pair source yields, for pair ``i``, image a then image b, both with identity
 :func:`pair_identity` ``(i)`` so that the engine's identity gate (``min_images`` 2) keeps or
 drops a pair as a whole, with ``Sample.pair`` (a :class:`facekit.stages.PairRef`) describing
@@ -18,8 +22,13 @@ saying why a reject of it stops the run.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import math
 import os
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -58,23 +67,44 @@ def _split(line: str) -> list[str]:
     return line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
 
 
-def _int(tok: str, path, lineno: int, what: str) -> int:
+#: a number in decimal or exponent notation (``70.``, ``70.0``, ``7e1``): what
+#: :func:`_integral` reads beside integers, as exact decimals (numpy writes ``70.``)
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,3})?")
+_MAX_NUMBER = 10**15
+
+
+def _integral(tok: str) -> Optional[int]:
+    """The integer ``tok`` writes: an integer (``70``) or a number whose value is exactly a
+    whole number (``70.``, ``70.0``, ``7e1``); None for anything else (``70.5``, ``x``)."""
     try:
-        v = int(tok)
+        return int(tok)
     except ValueError:
-        raise PairsError(f"{path}:{lineno}: {what} {tok!r} is not an integer") from None
+        pass
+    if not _NUMBER.fullmatch(tok):
+        return None
+    d = Decimal(tok)
+    if abs(d) > _MAX_NUMBER or d != d.to_integral_value():
+        return None
+    return int(d)
+
+
+def _int(tok: str, path, lineno: int, what: str) -> int:
+    v = _integral(tok)
+    if v is None:
+        raise PairsError(f"{path}:{lineno}: {what} {tok!r} is not an integer")
     if v < 0:
-        raise PairsError(f"{path}:{lineno}: {what} {v} is negative")
+        raise PairsError(f"{path}:{lineno}: {what} {tok} is negative")
     return v
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``lfw`` when the first non-blank line is two integers (the ``10 300`` header), else ``list``."""
+    """``lfw`` when the first non-blank line is two non-negative integers (the ``10 300``
+    header; ``10. 300.`` too), else ``list``."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             toks = _split(line)
             if toks:
-                return "lfw" if len(toks) == 2 and all(t.isdigit() for t in toks) else "list"
+                return "lfw" if len(toks) == 2 and all(v is not None and v >= 0 for v in map(_integral, toks)) else "list"
     return "list"
 
 
@@ -136,9 +166,10 @@ def read_pairs(path: str | os.PathLike, fmt: Literal["auto", "lfw", "list"] = "a
             else:
                 if len(toks) != 3:
                     raise PairsError(f"{path}:{lineno}: expected 'path1 path2 0|1', found {len(toks)} fields")
-                if toks[2] not in ("0", "1"):
+                label = _integral(toks[2])
+                if label not in (0, 1):
                     raise PairsError(f"{path}:{lineno}: label {toks[2]!r} must be 1 (same) or 0 (different)")
-                pairs.append(Pair(lineno, toks[0], toks[1], toks[2] == "1"))
+                pairs.append(Pair(lineno, toks[0], toks[1], label == 1))
     if fmt == "lfw":
         if header is None:
             raise PairsError(f"{path}: empty LFW pairs file (no '<folds> <n>' header)")
@@ -281,19 +312,34 @@ def folder_pairs(
     seed: int = 0,
     folds: int = 10,
     extensions: tuple[str, ...] = ("jpg", "jpeg", "png", "bmp"),
+    max_per_identity: Optional[int] = None,
+    max_pairs: Optional[int] = None,
 ) -> list[Pair]:
-    """Pairs from an identity-folder tree ``root/<identity>/<image>``: every positive pair
-    (all 2-combinations within each identity) and as many negatives (distinct identities,
+    """Pairs from an identity-folder tree ``root/<identity>/<image>``: the positive pairs
+    (2-combinations within each identity) and as many negatives (distinct identities,
     images drawn with ``random.Random(seed)``, no pair twice), arranged LFW style in
     ``folds`` blocks of positives then negatives, so that the 10 contiguous evaluation
     folds each hold both kinds. ``Pair.line`` = position + 1 (as :func:`write_pairs` writes).
 
+    Args:
+        max_per_identity: at most this many positive pairs per identity (a seeded sample of
+            a larger identity's combinations; None: all of them).
+        max_pairs: at most this many pairs in all: ``max_pairs // 2`` positives (a seeded
+            sample of those left after ``max_per_identity``) and as many negatives.
+    Without caps every positive pair is listed. With caps the positives are drawn without
+    listing every combination (memory follows the pairs kept); the same arguments give the
+    same pairs.
+
     Raises:
         PairsError: no positive pair, or too few identities/images for the negatives.
+        ValueError: a cap below 1 (``max_pairs`` below 2).
     """
-    import itertools
     import random
 
+    if max_per_identity is not None and max_per_identity < 1:
+        raise ValueError(f"max_per_identity must be at least 1, not {max_per_identity}")
+    if max_pairs is not None and max_pairs < 2:
+        raise ValueError(f"max_pairs must be at least 2 (one positive, one negative), not {max_pairs}")
     root = Path(root)
     exts = {"." + e.lower().lstrip(".") for e in extensions}
     ids = []
@@ -301,15 +347,18 @@ def folder_pairs(
         imgs = sorted(f"{d.name}/{f.name}" for f in d.iterdir() if f.is_file() and f.suffix.lower() in exts)
         if imgs:
             ids.append(imgs)
-    positives = [(a, b) for imgs in ids for a, b in itertools.combinations(imgs, 2)]
+    rng = random.Random(seed)
+    if max_per_identity is None and max_pairs is None:
+        positives = [(a, b) for imgs in ids for a, b in itertools.combinations(imgs, 2)]
+        rng.shuffle(positives)
+    else:
+        positives = _capped_positives(ids, rng, max_per_identity, max_pairs)
     if not positives:
         raise PairsError(f"{root}: no identity folder with 2 or more images: no positive pair")
     n_all = sum(len(x) for x in ids)
     possible = (n_all * n_all - sum(len(x) ** 2 for x in ids)) // 2
     if possible < len(positives):
         raise PairsError(f"{root}: only {possible} different-identity pairs for {len(positives)} negatives")
-    rng = random.Random(seed)
-    rng.shuffle(positives)
     if possible < 4 * len(positives):  # nearly every negative is needed: draw from all of them
         every = [(a, b) for i, j in itertools.combinations(range(len(ids)), 2) for a in ids[i] for b in ids[j]]
         negatives = rng.sample(every, len(positives))
@@ -325,6 +374,45 @@ def folder_pairs(
     for f, (pos, neg) in enumerate(zip(_chunks(positives, folds), _chunks(negatives, folds), strict=True)):
         for (a, b), same in [(x, True) for x in pos] + [(x, False) for x in neg]:
             out.append(Pair(len(out) + 1, a, b, same, f))
+    return out
+
+
+def _unrank_pair(t: int, m: int) -> tuple[int, int]:
+    """The ``t``-th 2-combination ``(i, j)``, ``i < j``, of ``range(m)`` in
+    ``itertools.combinations`` order (``0 <= t < m * (m - 1) / 2``), in O(1)."""
+    # row i holds the m - 1 - i pairs (i, i+1 .. m-1); rows i.. from the end hold r(r+1)/2
+    # pairs with r = m - 1 - i: find the row from the count of pairs after t
+    after = m * (m - 1) // 2 - 1 - t
+    r = (math.isqrt(8 * after + 1) - 1) // 2  # largest r with r(r+1)/2 <= after
+    i = m - 2 - r
+    j = t - (i * (2 * m - i - 1)) // 2 + i + 1
+    return i, j
+
+
+def _capped_positives(ids: list[list[str]], rng, max_per_identity: Optional[int], max_pairs: Optional[int]):
+    """Positive pairs under the caps of :func:`folder_pairs`, drawn with ``rng`` by index
+    (no identity's combinations are listed): per identity a sample of ``max_per_identity``
+    combination numbers where it has more, then a sample of ``max_pairs // 2`` of all that
+    remain; returned in random order."""
+    chosen: list[Optional[list[int]]] = []  # per identity: the sampled combination numbers, None: all
+    counts = []
+    for imgs in ids:
+        c = len(imgs) * (len(imgs) - 1) // 2
+        if max_per_identity is not None and c > max_per_identity:
+            chosen.append(sorted(rng.sample(range(c), max_per_identity)))
+            c = max_per_identity
+        else:
+            chosen.append(None)
+        counts.append(c)
+    starts = list(itertools.accumulate(counts, initial=0))
+    total = starts[-1]
+    keep = total if max_pairs is None else min(total, max_pairs // 2)
+    out = []
+    for g in rng.sample(range(total), keep):
+        k = bisect.bisect_right(starts, g) - 1
+        t = g - starts[k]
+        i, j = _unrank_pair(chosen[k][t] if chosen[k] is not None else t, len(ids[k]))
+        out.append((ids[k][i], ids[k][j]))
     return out
 
 
