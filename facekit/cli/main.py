@@ -17,6 +17,20 @@ import click
 
 from facekit.errors import ConfigError, FacekitError, one_line
 
+#: exit status of a command that SIGTERM ended (as a shell reports a process it killed)
+TERMINATED = 128 + signal.SIGTERM
+
+
+def unwind_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit(143)`` in the main thread, so that a command unwinds
+    as it does on Ctrl-C (its ``finally`` blocks run: staging files are removed) instead of
+    being killed where it stands. Commands that write outputs call it first."""
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
 
 class FacekitGroup(click.Group):
     """The ``facekit`` group. When the plugins could not be loaded (``plugin_error``), its
@@ -95,10 +109,7 @@ def run(config, output, workers, quiet):
     if workers is not None:
         spec.set_workers(workers)
 
-    def terminate(signum, frame):  # SIGTERM: unwind like Ctrl-C, so staging files are removed
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
+    unwind_on_sigterm()
     try:
         summary = run_pipeline(spec, progress=False if quiet else None)
     except (FacekitError, OSError) as e:
@@ -108,7 +119,7 @@ def run(config, output, workers, quiet):
         click.echo("error: interrupted; nothing was published, previous outputs are unchanged", err=True)
         sys.exit(130)
     except SystemExit as e:
-        if e.code == 128 + signal.SIGTERM:
+        if e.code == TERMINATED:
             click.echo("error: terminated; nothing was published, previous outputs are unchanged", err=True)
         raise
     except Exception as e:  # a bug: one line, the traceback with FACEKIT_DEBUG=1

@@ -21,14 +21,27 @@ from facekit.errors import FacekitError
 def report_command(output, report_dir, per_page, max_per_identity, rejects_per_page):
     """Write an HTML report of the run in OUTPUT: summary, per-identity contact sheets,
     rejected images by reason, flagged faces, histograms, the name -> label map."""
+    from facekit.cli.main import TERMINATED, unwind_on_sigterm
     from facekit.report.build import build_report
 
+    unwind_on_sigterm()
+    unchanged = "the report was not written, any previous report is unchanged"
     try:
         r = build_report(output, report_dir, per_page=per_page, max_per_identity=max_per_identity,
                          rejects_per_page=rejects_per_page)
     except FacekitError as e:
         click.echo(f"error: {' '.join(str(e).split())}", err=True)
         sys.exit(1)
+    except OSError as e:  # writing the report (disk full, permissions)
+        click.echo(f"error: {e.filename or report_dir or output}: {e.strerror or e}; {unchanged}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo(f"error: interrupted; {unchanged}", err=True)
+        sys.exit(130)
+    except SystemExit as e:
+        if e.code == TERMINATED:
+            click.echo(f"error: terminated; {unchanged}", err=True)
+        raise
     click.echo(f"{r['index']}: {r['identities']} identities, {r['rejected_images']} rejected images, "
                f"{r['flagged']} flagged, {r['pages']} pages, {r['thumbnails']} thumbnails, {r['seconds']} s")
 

@@ -17,6 +17,8 @@ histogram values (4 bytes per face) and the identity list, whatever the run's si
 
 The report is written to a staging folder beside its place and moved there when complete;
 an existing folder is replaced only if it is a facekit report (``.facekit-report`` inside).
+The staging is removed when the report fails or is interrupted (Ctrl-C, SIGTERM), and, after
+a ``kill -9``, by the next report into the same place (:mod:`facekit.report.staging`).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -39,6 +39,7 @@ from facekit.errors import FacekitError
 from facekit.formats.tsv import escape
 from facekit.report.charts import box_side, histogram_svg
 from facekit.report.load import CropReader, RunOutput
+from facekit.report.staging import ReportStaging, remove_dead_staging
 from facekit.report.thumbs import fit, source_thumbnail, sprite, write_jpeg
 
 MARKER = ".facekit-report"
@@ -316,20 +317,10 @@ def build_report(output: str | os.PathLike, report: Optional[str | os.PathLike] 
     if dest.exists() and (not dest.is_dir() or (any(dest.iterdir()) and not (dest / MARKER).exists())):
         raise FacekitError(f"{dest}: exists and is not a facekit report; refusing to replace it")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".partial", dir=dest.parent))
-    try:
-        stats = _Report(run, stage, max(1, per_page), max(1, max_per_identity), max(1, rejects_per_page)).build()
-        (stage / MARKER).write_text(json.dumps({"output": str(run.root)}) + "\n", encoding="utf-8")
-        os.chmod(stage, 0o755)
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            dest.rename(old)
-            stage.rename(dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            stage.rename(dest)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    remove_dead_staging(dest)
+    with ReportStaging(dest) as stage:
+        stats = _Report(run, stage.path, max(1, per_page), max(1, max_per_identity), max(1, rejects_per_page)).build()
+        (stage.path / MARKER).write_text(json.dumps({"output": str(run.root)}) + "\n", encoding="utf-8")
+        stage.publish()
     stats.update(index=str(dest / "index.html"), seconds=round(time.monotonic() - t0, 2))
     return stats
