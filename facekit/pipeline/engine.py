@@ -131,6 +131,9 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
         if recover(spec.output):
             log.warning("%s: completed the publication of a run that was interrupted", spec.output)
         clean_stale(_output_finals(spec))
+        from facekit.report.staging import remove_dead_staging
+
+        remove_dead_staging(spec.output / "report")  # left by a `facekit report` killed there
         summary = _Run(spec, progress).run()
         if spec.report:  # after the publication: a report that fails does not undo the run
             summary.report = _report(spec.output)
