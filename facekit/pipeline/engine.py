@@ -238,7 +238,7 @@ class _Run:
             summary.identities_dropped = gate.dropped
             summary.rejects = dict(sorted(self.reasons.items()))
             summary.executor = {"plugin": spec.executor.name, "workers": executor.workers()}
-            summary.shards = {"size": shard_size, "count": n_shards, "reused": work.reused, "run_again": redone}
+            summary.shards = {"size": shard_size, "count": n_shards, "reused": work.reused, "run_again": redone + work.run_again}
             summary.identities = gate.counts  # a read-only mapping, compact
             for sc, sink in zip(spec.sinks, sinks):
                 summary.sinks[sc.where] = _sink_call(sc, sink.close)

@@ -59,8 +59,9 @@ class Shard:
 
     def digest(self) -> str:
         """A fingerprint of this shard's input (hex): every item's key, path, identity and
-        label, the bytes it carries (hashed) or, for a file, its size and modification time.
-        A finished shard is reused only while its input digest is unchanged."""
+        label, the bytes it carries (hashed: a RecordIO or ``.bin`` record) or, for a file,
+        its :func:`file_stamp`. A finished shard is reused only while its input digest is
+        unchanged."""
         h = hashlib.blake2b(digest_size=16)
         for it in self.items:
             if isinstance(it, Reject):
@@ -72,13 +73,26 @@ class Shard:
             elif it.image is not None:
                 h.update(hashlib.blake2b(it.image.tobytes(), digest_size=16).digest())
             else:
-                try:
-                    st = os.stat(it.path)
-                    h.update(f"{st.st_size}\0{st.st_mtime_ns}".encode())
-                except OSError as e:
-                    h.update(f"missing {e.errno}".encode())
+                h.update(file_stamp(it.path).encode())
             h.update(b"\n")
         return h.hexdigest()
+
+
+def file_stamp(path) -> str:
+    """What tells a rewritten file without reading it: size, modification time, status
+    change time (ctime), inode and device; ``missing <errno>`` when it cannot be stat'ed.
+
+    Size and mtime alone can be faked by accident (a file rewritten with the same size,
+    then ``touch -r`` or a copy keeping times, e.g. ``cp -p``/``rsync -t``); the ctime
+    cannot: the kernel sets it to the current time on every write, rename or chmod, and no
+    call sets it back (only a changed system clock would). A file replaced by another
+    (``mv``, an editor's save) also changes inode. Moving or copying the dataset therefore
+    makes its shards run again, which is the safe side."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"missing {e.errno}"
+    return f"{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0{st.st_ino}\0{st.st_dev}"
 
 
 @dataclass
