@@ -19,8 +19,11 @@ from facekit.vision.align import norm_crop
 from facekit.plugins import get_registry
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-# what "equal" means (the issue's tolerances)
-BOX_TOL, LMK_TOL, SCORE_TOL = 1.0, 1.0, 1e-3
+# what "equal" means, as the README claims it (issue 30 item 18: the test allowed 1 px and
+# 1e-3 while the README claimed 0.01 px and 2e-5). Measured on the 111 shared photos (143
+# faces), the same with 0, 1 and 2 onnxruntime threads: worst box 0.0086 px, landmarks
+# 0.0081 px, score 1.07e-5 (float32 rounding in onnxruntime's and TensorFlow's kernels).
+BOX_TOL, LMK_TOL, SCORE_TOL = 0.02, 0.02, 2e-5
 # mean absolute difference of two 112x112 ArcFace crops (0..255 levels): see test below
 CROP_MEAN_TOL = 0.5
 
@@ -77,6 +80,8 @@ def ours(photos, has_mtcnn):
 
 @pytest.mark.slow
 def test_mtcnn_detections_equal_the_mtcnn_package(photos, reference, ours):
+    """The same faces in every photo; boxes and landmarks within ``BOX_TOL`` / ``LMK_TOL``
+    pixels, scores within ``SCORE_TOL`` of the package's (the README's claim)."""
     paths, _ = photos
     bad, faces, worst = [], 0, np.zeros(3)
     for p, ref, got in zip(paths, reference, ours):
