@@ -17,6 +17,7 @@ if _sys.platform.startswith("linux"):
 
 from facekit.errors import ConfigError, FacekitError, RecordIOError, SampleRejected, one_line
 from facekit.hookspecs import hookimpl
+from facekit.params import FileName
 from facekit.pipeline.executor import Executor, ExecutorParams
 from facekit.stages import (
     Aligner,
@@ -52,6 +53,7 @@ __all__ = [
     "Executor",
     "ExecutorParams",
     "FacekitError",
+    "FileName",
     "InputPath",
     "Occlusion",
     "OptionalInputPath",

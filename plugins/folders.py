@@ -5,12 +5,15 @@ dataset-building guide's ``dir2lmk``, and ``label.txt``, the ``.lst`` of the cro
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import re
 import stat
+import unicodedata
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import facekit
 from facekit.formats import MARKER, aligned_lst_line, landmark_line
@@ -18,6 +21,10 @@ from facekit.vision import MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
 BAD_NAME = "bad_name"
+log = logging.getLogger("facekit.folders")
+#: the most bytes of a file or folder name where the file system cannot say (ext4, XFS,
+#: btrfs, tmpfs: NAME_MAX)
+NAME_MAX = 255
 
 
 class FoldersSourceParams(facekit.SourceParams):
@@ -113,11 +120,20 @@ def _listing(path: str) -> list[os.DirEntry]:
 _DIR, _FILE, _OTHER = 0, 1, 2
 
 
-def _top_names(root: str) -> tuple[list[str], bytearray]:
-    """The names in folder ``root`` in natural order and their types (``_DIR``, ``_FILE``,
-    ``_OTHER``). Names, not ``os.DirEntry`` objects: the top level of a dataset has one
-    entry per identity (~60 B a name instead of ~210 B an entry: 85k identities of MS1M,
-    360k of Glint360K). Raises OSError."""
+def nfc(name: str) -> str:
+    """``name`` in Unicode normalisation form C (``José`` typed on macOS arrives as ``e`` +
+    a combining accent, NFD; most other systems write the single character, NFC)."""
+    return name if name.isascii() or unicodedata.is_normalized("NFC", name) else unicodedata.normalize("NFC", name)
+
+
+def _top_names(root: str) -> tuple[list[str], bytearray, list[str]]:
+    """The names in folder ``root``, their types (``_DIR``, ``_FILE``, ``_OTHER``) and their
+    identities (the NFC form of each name, :func:`nfc`), in natural order of the identity.
+    Names that differ only in normalisation (``José`` as NFC and as NFD) are one identity:
+    they come together, the name already in NFC first, then the others in code point order.
+    Names, not ``os.DirEntry`` objects: the top level of a dataset has one entry per
+    identity (~60 B a name instead of ~210 B an entry: 85k identities of MS1M, 360k of
+    Glint360K). Raises OSError."""
     types: dict[str, int] = {}
     with os.scandir(root) as it:
         for e in it:
@@ -131,8 +147,34 @@ def _top_names(root: str) -> tuple[list[str], bytearray]:
             except OSError:  # looked at again (and reported) when iterated
                 types[e.name] = _OTHER
     names = list(types)
-    _natural_sort(names)
-    return names, bytearray(types[n] for n in names)
+    idents = [nfc(n) for n in names]
+    if idents == names:  # the common case: every name already NFC
+        _natural_sort(names)
+        return names, bytearray(types[n] for n in names), names
+    pairs = sorted(zip(idents, names), key=lambda p: (p[1] != p[0], p[1]))
+    _natural_sort(pairs, lambda p: p[0])  # stable: names of one identity keep the order above
+    return [n for _, n in pairs], bytearray(types[n] for _, n in pairs), [i for i, _ in pairs]
+
+
+def merged_names(names: list[str], idents: list[str]) -> dict[str, list[str]]:
+    """``{identity: [folder names]}`` for each identity that several of ``names`` (in
+    :func:`_top_names` order, so those of one identity are adjacent) normalise to."""
+    out: dict[str, list[str]] = {}
+    for k in range(1, len(names)):
+        if idents[k] == idents[k - 1]:
+            out.setdefault(idents[k], [names[k - 1]]).append(names[k])
+    return out
+
+
+def merge_warning(merged: dict[str, list[str]], root) -> str:
+    """The one-line warning naming the identities merged from several folders."""
+    shown = "; ".join(f"{i!r} <- {', '.join(ascii(n) for n in ns)}" for i, ns in list(merged.items())[:5])
+    more = f"; and {len(merged) - 5} more" if len(merged) > 5 else ""
+    return (
+        f"folders source: {root}: {len(merged)} identit{'y' if len(merged) == 1 else 'ies'} named by several folders "
+        f"whose names differ only in Unicode normalisation, each merged into one identity under its NFC name "
+        f"(the NFC-named folder's images first, then the others' in code point order of the names): {shown}{more}"
+    )
 
 
 class FoldersSource(facekit.Source):
@@ -161,34 +203,36 @@ class FoldersSource(facekit.Source):
         self.exts = {"." + e.lower().lstrip(".") for e in params.extensions}
         self.max_bytes = int(params.max_file_mb * (1 << 20))
 
-    def _top(self):
-        """``(name, path, kind, listing, error)`` for each top-level entry, in natural order.
+    def _top(self, listed=None):
+        """``(identity, path, kind, listing, error)`` for each top-level entry, in natural
+        order of the identity (the entry's name in NFC, :func:`_top_names`).
 
         kind: "dir" (an identity folder; listing = its entries, or error = why it cannot
         be listed), "skip" (a side file of a folder facekit wrote), "file" (any other
-        entry). Reads no file.
+        entry). Reads no file. ``listed``: what :func:`_top_names` returned (else listed
+        here).
         """
         root = str(self.params.root)
         # A folder facekit wrote (the folders sink) has its side files at the top level:
         # landmarks, .lst and the marker. They are not images of an identity.
         own = os.path.exists(os.path.join(root, MARKER))
-        names, types = _top_names(root)
-        for name, t in zip(names, types):
+        names, types, idents = listed or _top_names(root)
+        for name, t, identity in zip(names, types, idents):
             path = os.path.join(root, name)
             if t == _OTHER:  # a link (followed) or a special file
                 try:
                     t = _DIR if stat.S_ISDIR(os.stat(path).st_mode) else _FILE
                 except OSError as e:
-                    yield name, path, "dir", None, os_error_detail(e)  # a link loop: reported as a folder
+                    yield identity, path, "dir", None, os_error_detail(e)  # a link loop: reported as a folder
                     continue
             if t != _DIR:
-                yield name, path, ("skip" if own else "file"), None, None
+                yield identity, path, ("skip" if own else "file"), None, None
                 continue
             try:
                 listing, error = _listing(path), None
             except OSError as e:
                 listing, error = None, os_error_detail(e)
-            yield name, path, "dir", listing, error
+            yield identity, path, "dir", listing, error
 
     def count(self) -> int:
         """Items :meth:`__iter__` yields (one per file of each identity folder, one per
@@ -202,12 +246,20 @@ class FoldersSource(facekit.Source):
         return n
 
     def __iter__(self):
+        """Samples and rejects in natural order of identity, then file. Folders whose names
+        differ only in Unicode normalisation are one identity (its NFC name), their images
+        one run, the NFC-named folder's first; a warning names them."""
         key = 0
         exts = self.exts
         max_bytes = self.max_bytes
         Sample = facekit.Sample
         limit = max_bytes if max_bytes != MAX_FILE_BYTES else None
-        for identity, path, kind, files, error in self._top():
+        listed = _top_names(str(self.params.root))
+        if listed[2] is not listed[0]:
+            merged = merged_names(listed[0], listed[2])
+            if merged:
+                log.warning("%s", merge_warning(merged, self.params.root))
+        for identity, path, kind, files, error in self._top(listed):
             if kind == "skip":
                 continue
             if kind == "file":
@@ -260,18 +312,61 @@ def _extension(data: bytes) -> str:
     return ".jpg"
 
 
+def fit_name(stem: str, tail: str = "", limit: int = NAME_MAX) -> str:
+    """``stem + tail`` if it fits in ``limit`` bytes (a file system's NAME_MAX: names are
+    counted in bytes, UTF-8 on Linux), else the first characters of ``stem`` that fit, ``~``,
+    12 hex digits of the SHA-256 of the whole ``stem``, then ``tail``: deterministic, unique
+    for different stems (within the hash), readable, and never cut inside a multi-byte
+    character. ``tail`` (``_0.jpg``, ``_v1.jpg``) is kept whole."""
+    name = stem + tail
+    if len(os.fsencode(name)) <= limit:
+        return name
+    raw = os.fsencode(stem)
+    mark = "~" + hashlib.sha256(raw).hexdigest()[:12]
+    room = limit - len(os.fsencode(mark + tail))
+    if room < 0:
+        raise ValueError(f"no file name of {limit} bytes can end with {tail!r}")
+    # cut at a character boundary: the bytes of a character cut in two are dropped
+    # (and undecodable bytes of a name that is not UTF-8): the head never grows
+    head = raw[:room].decode("utf-8", "ignore")
+    return head + mark + tail
+
+
+def _name_max(folder: str) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` allows."""
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return NAME_MAX
+
+
+#: digits of the largest class id (2**31 - 1)
+_LABEL_DIGITS = 10
+
+
 class FoldersSinkParams(facekit.Params):
     path: facekit.OutputPath = Field(description="output folder (replaced atomically at the end of the run)")
     prefix: str = Field(
         "", pattern=r"^[^/\\\x00-\x1f\x7f]*$", description="prefix of each identity folder name (dir2lmk --dir_prefix)"
     )
-    landmarks_file: str = Field("landmarks.txt", description="dir2lmk landmark file: path face_id x1 y1 ... x5 y5")
-    lst_file: str = Field(
+    landmarks_file: facekit.FileName = Field("landmarks.txt", description="dir2lmk landmark file: path face_id x1 y1 ... x5 y5")
+    lst_file: facekit.FileName = Field(
         "label.txt", description="insightface .lst of the written crops (dir2lst): 1 <folder>/<file> label, paths relative to path"
     )
     label_digits: int = Field(
         0, ge=0, le=12, description="zero-pad the label in folder names to this many digits (sorted by name = by label)"
     )
+
+    @model_validator(mode="after")
+    def _prefix_fits(self):
+        longest = len(os.fsencode(self.prefix)) + max(self.label_digits, _LABEL_DIGITS)
+        if longest > NAME_MAX:
+            raise ValueError(
+                f"prefix is {len(os.fsencode(self.prefix))} bytes: with a label of up to "
+                f"{max(self.label_digits, _LABEL_DIGITS)} digits a folder name would pass the {NAME_MAX} bytes "
+                "file systems allow"
+            )
+        return self
 
 
 class FoldersSink(facekit.Sink):
@@ -279,8 +374,18 @@ class FoldersSink(facekit.Sink):
 
     Every sample written is its own file: a name already used in the identity's folder
     (``a.jpg`` and ``a.png``; several variants of one face from an augmenter) gets
-    ``_v1``, ``_v2``, ... in write order (names compared case-insensitively), so names are
+    ``_v1``, ``_v2``, ... in write order (names compared case-insensitively and in Unicode
+    NFC, as case-insensitive or normalising file systems compare them), so names are
     deterministic and nothing is overwritten.
+
+    A source that names the image's folder as well (``stem`` ``<folder>/<name>``: the
+    ``mxrec`` source with a ``.lst`` beside the rec) gets ``<prefix><folder>/<name>.<ext>``;
+    a folder name another label already took (compared as above) gets ``_<label>``.
+
+    A name longer than the file system allows (NAME_MAX, 255 bytes on ext4: a legal
+    255-byte source file plus ``_0``) is shortened by :func:`fit_name`: its first
+    characters, ``~``, 12 hex digits of a hash of the whole name, the ``_<face>.<ext>``
+    ending. The results table's ``outputs`` and ``label.txt`` name the file written.
 
     ``label.txt`` (``lst_file``) describes the crops in this folder in insightface's
     ``.lst`` format, one line per file, as ``dir2lst`` writes: ``1<TAB><prefix><label>/<file>
@@ -298,6 +403,12 @@ class FoldersSink(facekit.Sink):
         p = self.params
         self.dir = publication.dir(p.path)
         root = self.dir.staging
+        self.name_max = _name_max(os.fspath(root))
+        if len(os.fsencode(p.prefix)) + max(p.label_digits, _LABEL_DIGITS) > self.name_max:
+            raise facekit.FacekitError(
+                f"folders sink: prefix {p.prefix!r} leaves no room for the label in a folder name of "
+                f"{self.name_max} bytes (the most the file system of {p.path} allows)"
+            )
         self.lmk = open(root / p.landmarks_file, "w", encoding="utf-8", newline="\n")
         self.lst = open(root / p.lst_file, "w", encoding="utf-8", newline="\n")
         self.count = 0
@@ -306,26 +417,47 @@ class FoldersSink(facekit.Sink):
         # (the interpreter's intern table grew by ~2 MiB over a run of 1M files)
         self._root = os.fspath(root)
         self._names: set[str] = set()
+        self._folders: set[str] = set()  # named folders (a source's folder names), compared
         self._label = None
+        self._folder = ""
+
+    @staticmethod
+    def _same(name: str) -> str:
+        """What a case-insensitive, normalising file system compares: NFC, lower case."""
+        return nfc(name).lower()
+
+    def _new_folder(self, s: facekit.Sample) -> str:
+        """The folder of ``s``'s label: ``<prefix><label>``, or ``<prefix><folder>`` when
+        the source names it (``stem`` ``<folder>/<name>``)."""
+        p = self.params
+        if s.stem and "/" in s.stem:
+            named = fit_name(p.prefix + s.stem.partition("/")[0], "", self.name_max)
+            if self._same(named) in self._folders:
+                named = fit_name(p.prefix + s.stem.partition("/")[0], f"_{s.label}", self.name_max)
+            self._folders.add(self._same(named))
+            return named
+        return f"{p.prefix}{s.label:0{p.label_digits}d}"
 
     def write(self, s: facekit.Sample):
-        folder = f"{self.params.prefix}{s.label:0{self.params.label_digits}d}"
         if s.label != self._label:
             self._label, self._names = s.label, set()
-            os.mkdir(os.path.join(self._root, folder))
+            self._folder = self._new_folder(s)
+            os.mkdir(os.path.join(self._root, self._folder))
             self.identities += 1
-        if s.stem:  # a source naming its images (mxrec: the record key): keep the bytes' format
-            stem, ext = s.stem, _extension(s.data)
-            name = f"{stem}{ext}" if s.face_id == 0 else f"{stem}_{s.face_id}{ext}"
-        else:  # aligned crops are JPEG; pass-through bytes keep their own format
-            stem, ext = Path(s.path).stem, _extension(s.data)
-            name = f"{stem}_{s.face_id}{ext}"
-        if name.lower() in self._names:  # same stem twice in one identity (a.jpg + a.png, augmented variants)
-            base, n = name[: -len(ext)], 1
-            while name.lower() in self._names:
-                name = f"{base}_v{n}{ext}"
-                n += 1
-        self._names.add(name.lower())
+        folder = self._folder
+        ext = _extension(s.data)  # aligned crops are JPEG; pass-through bytes keep their own format
+        if s.stem:  # a source naming its images (mxrec: the record key or the .lst's name)
+            stem = s.stem.rpartition("/")[2]
+            face = "" if s.face_id == 0 else f"_{s.face_id}"
+        else:
+            stem, face = Path(s.path).stem, f"_{s.face_id}"
+        limit = self.name_max
+        name = fit_name(stem, face + ext, limit)
+        n = 1
+        while self._same(name) in self._names:  # same stem twice in one identity (a.jpg + a.png, augmented variants)
+            name = fit_name(stem, f"{face}_v{n}{ext}", limit)
+            n += 1
+        self._names.add(self._same(name))
         with open(os.path.join(self._root, folder, name), "xb") as f:  # never overwrite a crop
             f.write(s.data)
         line = landmark_line(s)
