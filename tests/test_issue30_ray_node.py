@@ -110,7 +110,7 @@ def test_ray_node_lost_is_one_facekit_line_and_a_rerun_resumes(tmp_path, photos,
     assert r.returncode == 0, r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["executor"]["plugin"] == "ray"
-    assert finished <= summary["shards"]["reused"] < summary["shards"]["count"]
+    assert finished <= summary["shards"]["reused"] < summary["shards"]["count"], (summary["shards"], r.stderr)
     assert summary["images_read"] == sum(len(files) for _, _, files in os.walk(photos, followlinks=True))
     assert (out / "rec" / "train.rec").stat().st_size > 0 and (out / "rec" / "train.idx").is_file()
     assert not [n for n in out.iterdir() if n.name.endswith(".partial")]
