@@ -389,3 +389,25 @@ def test_an_edited_plugin_helper_module_is_not_reused(tmp_path, acme_plugin, dat
     before = code()
     (site / "acme_shift.py").write_text("SHIFT = 2.0\n")
     assert code() != before
+
+
+def test_library_versions_are_in_the_fingerprint(monkeypatch, tmp_path):
+    """issue 30 item 1: an upgraded library (onnxruntime, the mtcnn wheel's weights) between
+    a crash and a resume changes the fingerprint, so the kept shards run again."""
+    import importlib.metadata
+
+    from facekit.pipeline import fingerprint as fpmod
+
+    before = fpmod.library_versions()
+    assert "onnxruntime" in before and "mtcnn" in before and "numpy" in before
+    assert "torch" not in before and "pytest" not in before  # extras are not run-time requirements
+    real = importlib.metadata.version
+    monkeypatch.setattr(
+        fpmod.importlib.metadata, "version", lambda name: "99.0" if name == "onnxruntime" else real(name)
+    )
+    after = fpmod.library_versions()
+    assert after["onnxruntime"] == "99.0" and after != before
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("output: out\nsource: {plugin: samples}\ndetector: {plugin: mtcnn}\naligner: {plugin: arcface}\nsinks: [{plugin: folders, path: a}]\n")
+    spec = load_config(cfg)
+    assert fpmod.pipeline_fingerprint(spec)["libraries"]["onnxruntime"] == "99.0"

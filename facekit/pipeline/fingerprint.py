@@ -7,7 +7,9 @@ parameters), the content of every file and folder those parameters name (model f
 texture folders: SHA-256; an ONNX model's external-data files too), the encode settings
 and the code that makes the shards (:func:`code_digest`: facekit's source files and every
 file of each stage's plugin package and distribution, helper modules included, so an
-edited install does not reuse shards its old code made). The output folder, the executor,
+edited install does not reuse shards its old code made) and the installed versions of the
+libraries facekit and the plugins require (:func:`library_versions`: onnxruntime, OpenCV,
+the ``mtcnn`` wheel's weights...). The output folder, the executor,
 the shard size (the work folder records it) and the sinks are left out: they do not change
 a shard's product.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import importlib.machinery
 import importlib.metadata
+import re
 import sys
 from itertools import chain
 from pathlib import Path
@@ -123,6 +126,34 @@ def code_digest(classes, modules=(), distributions=()) -> str:
     return h.hexdigest()
 
 
+_REQ_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def library_versions(distributions=()) -> dict[str, str]:
+    """The installed versions of the libraries that make the shards: the run-time
+    requirements (extras left out) of facekit and of each of ``distributions`` (the stages'
+    plugin distributions), e.g. ``{"onnxruntime": "1.20.1", "opencv-python": "4.11.0.86",
+    "mtcnn": "1.0.0", ...}``; ``absent`` for one not installed under that name. An upgrade
+    between a crash and a resume (a new onnxruntime, new MTCNN weights in the ``mtcnn``
+    wheel) makes the kept shards run again."""
+    out: dict[str, str] = {}
+    for dist in sorted({FACEKIT_DIST, *(d for d in distributions if d)}):
+        try:
+            reqs = importlib.metadata.requires(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        for req in reqs:
+            m = _REQ_NAME.match(req)
+            if not m or "extra" in req.partition(";")[2]:  # an optional extra's requirement
+                continue
+            name = m.group(1).lower()
+            try:
+                out[name] = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                out[name] = "absent"
+    return dict(sorted(out.items()))
+
+
 def _tensors(graph) -> Iterator:
     """Every tensor of an ONNX graph: initializers, sparse initializers and node
     attributes, subgraphs (``If``, ``Loop``, ``Scan`` bodies) included."""
@@ -224,6 +255,7 @@ def pipeline_fingerprint(spec: PipelineSpec) -> dict:
             [i.module for i in infos if i is not None and i.module],
             [i.distribution for i in infos if i is not None],
         ),
+        "libraries": library_versions([i.distribution for i in infos if i is not None]),
         "quality": spec.quality,
         "stages": [_stage(sc) for sc in stages],
     }
