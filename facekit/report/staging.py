@@ -34,9 +34,9 @@ def _names(dest: Path) -> re.Pattern:
     ``.NAME.<8 characters>.partial`` that reports before these names left (not 8 hex digits:
     those are a run's)."""
     n = re.escape(dest.name)
-    return re.compile(
-        rf"^\.{n}\.(?:(?P<token>[0-9a-f]{{12}})\.(?P<kind>partial|old|lock)|old-\d+|(?![0-9a-f]{{8}}\.)[a-z0-9_]{{8}}\.partial)$"
-    )
+    ours = r"(?P<token>[0-9a-f]{12})\.(?P<kind>partial|old|lock)"
+    before = r"old-\d+|(?![0-9a-f]{8}\.)[a-z0-9_]{8}\.partial"  # tempfile.mkdtemp's 8 characters
+    return re.compile(rf"^\.{n}\.(?:{ours}|{before})$")
 
 
 def _lock(fd: int, wait: bool) -> bool:
