@@ -100,7 +100,7 @@ def test_mobilefacenet_accuracy_cli_and_python(identities_bin, rec_model, tmp_pa
     out = tmp_path / "scores.json"
     r = facekit_cli("eval", "-m", rec_model, "--std", "128", "-b", "32", "--json", out, "-q", path)
     assert r.returncode == 0, r.stderr
-    assert re.search(r"ids\.bin\s+574\s+\d+\.\d\d ± \d+\.\d\d", r.stdout), r.stdout
+    assert re.search(r"ids\.bin\s+574\s+287\s+\d+\.\d\d ± \d+\.\d\d", r.stdout), r.stdout
     doc = json.loads(out.read_text())
     assert doc["preprocess"]["size"] == [112, 112] and doc["preprocess"]["color"] == "RGB"
     assert doc["preprocess"]["std"] == 128 and doc["preprocess"]["source"]["size"] == "model input shape"
