@@ -115,14 +115,14 @@ _CONTROL = re.compile("[\x00-\x1f\x7f]")
 def _file_name(name: str) -> str:
     if not name or name in (".", ".."):
         raise ValueError(f"{name!r} is not a file name")
+    problem = path_problem(name)
+    if problem:
+        raise ValueError(problem)
     m = _CONTROL.search(name)
     if m:
         raise ValueError(f"the file name {name!r} holds the control character {m.group()!r}")
     if "/" in name or os.sep in name:
         raise ValueError(f"{name!r} must be a file name, not a path (no '/')")
-    problem = path_problem(name)
-    if problem:
-        raise ValueError(problem)
     if len(os.fsencode(name)) > NAME_MAX:
         raise ValueError(f"the file name is {len(os.fsencode(name))} bytes long; file systems allow {NAME_MAX}")
     return name

@@ -80,7 +80,8 @@ class Sample:
     What a source says about an image, for the stages after it:
 
     - stem: the name the source gives the image (mxrec: its record key), used by sinks
-      that write files; None: the file's own name.
+      that write files; None: the file's own name. ``<folder>/<name>`` names the
+      identity's folder too (mxrec with a ``.lst``: the names it was packed from).
     - record_key: the RecordIO record the image was read from (mxrec), or None.
     - per_face_identity: each detected face becomes an identity of its own,
       ``<identity>_<face index>`` (group photos of different people).

@@ -44,8 +44,10 @@ each record is read once).
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 from array import array
+from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
@@ -56,6 +58,8 @@ from facekit.formats import (
     FaceRec,
     IndexedRecordIOWriter,
     IRHeader,
+    LstMismatch,
+    LstNames,
     RecordIOError,
     class_id,
     encode_record,
@@ -72,6 +76,7 @@ from facekit.formats import (
 )
 
 FLOAT32_EXACT = 1 << 24
+log = logging.getLogger("facekit.mxrec")
 
 # --------------------------------------------------------------------------- source
 
@@ -80,9 +85,15 @@ class MxrecSourceParams(facekit.SourceParams):
     path: facekit.InputPath = Field(
         description="a .rec (its .idx beside it, or none: scanned), a .idx, or a folder with <prefix>.rec or shards"
     )
-    prefix: str = Field("train", description="file stem inside a folder: <prefix>.rec or <prefix>-IIIII-of-NNNNN.rec")
+    prefix: facekit.FileName = Field("train", description="file stem inside a folder: <prefix>.rec or <prefix>-IIIII-of-NNNNN.rec")
     layout: Literal["auto", "insightface", "plain"] = Field(
         "auto", description="auto: insightface when key 0 is a header record (flag>0, no image), else plain"
+    )
+    names: Literal["lst", "keys"] = Field(
+        "lst",
+        description="lst: name each image (identity folder/file, for the folders sink) from the .lst beside the rec "
+        "(<stem>.lst, <prefix>.lst for shards) when there is one that matches, else by label and record key with a "
+        "warning; keys: by label and record key",
     )
     order: Literal["file", "label"] = Field(
         "file",
@@ -121,12 +132,36 @@ class MxrecSource(facekit.Source):
             rec = FaceRec(p.path, p.layout, p.prefix, stream=p.order == "file")
         except RecordIOError as e:
             raise facekit.FacekitError(f"mxrec source: {e}") from None
+        names = self._lst_names(rec) if p.names == "lst" else None
         try:
-            yield from self._samples(rec)
+            yield from self._samples(rec, names)
         except RecordIOError as e:  # the idx changed while it was read
             raise facekit.FacekitError(f"mxrec source: {e}") from None
         finally:
             rec.close()
+            if names is not None:
+                names.close()
+
+    def _lst_names(self, rec: FaceRec) -> Optional[LstNames]:
+        """The names the ``.lst`` beside the rec gives its images (``<stem>.lst`` beside a
+        single ``.rec``, ``<prefix>.lst`` beside a shard set), or None: no such file, or
+        one that does not fit the dataset (a one-line warning says why; images are then
+        named by label and record key)."""
+        first = Path(rec.parts[0].rec_path)
+        lst = first.with_suffix(".lst") if len(rec.parts) == 1 else first.parent / f"{self.params.prefix}.lst"
+        if not os.path.lexists(lst):
+            return None
+        layout = rec.layout
+        if layout == "mixed":
+            names, why = None, "the shards mix the insightface and plain layouts"
+        else:
+            names, why = LstNames.load(str(lst), len(rec), 1 if layout == "insightface" else 0)
+        if names is None:
+            log.warning(
+                "mxrec source: %s does not name the images of %s (%s): folders and files are named by label and "
+                "record key (names: keys says so without this warning)", lst, self.params.path, why,
+            )
+        return names
 
     def _order(self, rec: FaceRec):
         """``(i, part_index, index_in_part, key, offset)`` of the images in the order
@@ -148,7 +183,7 @@ class MxrecSource(facekit.Source):
             part = rec.parts[j]
             yield i, j, k, int(part.image_keys[k]), int(part.image_offsets[k])
 
-    def _samples(self, rec: FaceRec):
+    def _samples(self, rec: FaceRec, names: Optional[LstNames] = None):
         p = self.params
         multi = len(rec.parts) > 1
         # the widest key (no temporary array of the whole idx; none read when streamed)
@@ -194,7 +229,16 @@ class MxrecSource(facekit.Source):
                     )
                 seen.add(lab)
                 current = lab
-            stem = f"{j:05d}-{key:0{width}d}" if multi else f"{key:0{width}d}"
+            if names is not None:
+                try:
+                    folder, file_stem = names.name(int(header.id), lab)
+                except LstMismatch as e:
+                    raise facekit.FacekitError(
+                        f"mxrec source: {e} ({path}): the .lst does not match the rec; fix it or set names: keys"
+                    ) from None
+                stem = f"{folder}/{file_stem}"
+            else:
+                stem = f"{j:05d}-{key:0{width}d}" if multi else f"{key:0{width}d}"
             yield facekit.Sample(
                 key=i,
                 path=path,
@@ -247,7 +291,7 @@ class MxrecParams(facekit.Params):
     layout: Literal["insightface", "plain"] = Field(
         "insightface", description="insightface: header + identity records; plain: images only, keys from 0 (DALI-safe)"
     )
-    prefix: str = Field("train", description="file name stem: <prefix>.rec, <prefix>.idx, <prefix>.lst")
+    prefix: facekit.FileName = Field("train", description="file name stem: <prefix>.rec, <prefix>.idx, <prefix>.lst")
     shards: int = Field(1, ge=1, le=99999, description="number of files <prefix>-IIIII-of-NNNNN.rec, split on identity boundaries")
     shuffle: bool = Field(False, description="plain layout: shuffle the images (within each shard) with seed")
     seed: int = Field(0, description="seed of the shuffle (numpy default_rng): same seed, same file")

@@ -53,6 +53,8 @@ _EXPORTS = {
     "aligned_lst_line": "lst:aligned_lst_line",
     "landmark_line": "lst:landmark_line",
     "text_field": "lst:text_field",
+    "LstNames": "lst:LstNames",
+    "LstMismatch": "lst:LstMismatch",
     # evalbin: verification .bin pickles
     "DEFAULT_PROTOCOL": "evalbin:DEFAULT_PROTOCOL",
     "EvalBinError": "evalbin:EvalBinError",

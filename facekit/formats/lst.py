@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 
 import numpy as np
 
@@ -103,3 +104,176 @@ def image_size(data: bytes) -> tuple[int, int]:
     with Image.open(io.BytesIO(data)) as im:
         w, h = im.size
     return h, w
+
+
+# --------------------------------------------------------------------------- names from a .lst
+
+
+class LstMismatch(ValueError):
+    """A ``.lst`` line that does not describe the record it was matched to."""
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _fields(raw: bytes, im2rec: bool) -> tuple[str, str]:
+    """``(label, path)`` fields of a tab-separated ``.lst`` line. Raises ValueError."""
+    f = raw.decode("utf-8", "surrogateescape").rstrip("\r\n").split("\t")
+    if len(f) < 3:
+        raise ValueError("fewer than 3 tab-separated fields")
+    return (f[1], f[-1]) if im2rec else (f[2], f[1])
+
+
+def _names_of(path: str) -> tuple[str, str] | None:
+    """``(identity folder, file stem)`` from a ``.lst`` path column (``.../<folder>/<file>``),
+    or None when the path names no folder or an unusable name."""
+    parts = path.split("/")
+    if len(parts) < 2:
+        return None
+    folder, file = parts[-2], parts[-1]
+    dot = file.rfind(".")
+    stem = file[:dot] if dot > 0 else file
+    if folder in ("", ".", "..") or stem in ("", ".", "..") or _UNSAFE.search(folder + stem):
+        return None
+    return folder, stem
+
+
+class LstNames:
+    """The identity folder and file name a ``.lst`` gives each image record of a RecordIO
+    dataset (its path column: ``.../<folder>/<file>``), to write the records back as
+    identity folders named as they were packed.
+
+    Two formats (``shared/docs/FORMATS.md`` section 2), told apart by the first line:
+    insightface's (``aligned path label ...``: what facekit's ``mxrec`` sink, ``glint2lst``
+    and ``dir2lst`` write; line ``n`` (0-based) is the record with id ``first_id + n``: 1
+    after an insightface header, as ``face2rec2`` numbers them, 0 in a plain file) and
+    mxnet im2rec's (``idx label... path``: the record with id ``idx``).
+
+    :meth:`load` reads the file once, keeping 8 bytes a line (its offset; 16 with
+    im2rec ids that are not consecutive), and refuses (says why) a file that does not fit
+    the dataset: another line count, a malformed line, a path naming no folder, a label
+    whose images are in several folders, a folder holding several labels (folder names
+    compared in NFC, case-insensitively). :meth:`name` reads the record's line (the next
+    one, in file order: no seek) and checks its label against the record's.
+    """
+
+    def __init__(self, path: str, fh, offsets, first_id: int, im2rec: bool, ids=None):
+        self.path, self.first_id, self.im2rec = path, first_id, im2rec
+        self._f, self._offsets, self._pos = fh, offsets, -1  # -1: seek before the first read
+        self._order = self._sorted = None
+        if ids is not None:  # im2rec indices, not consecutive: looked up in sorted order
+            a = np.frombuffer(ids, np.int64)
+            self._order = np.argsort(a, kind="stable")
+            self._sorted = a[self._order]
+
+    @classmethod
+    def load(cls, path: str, records: int, first_id: int) -> "tuple[LstNames | None, str]":
+        """``(names, "")``, or ``(None, why)`` when the file cannot name ``records`` image
+        records whose ids start at ``first_id``. It is opened non-blocking and must be a
+        regular file (a FIFO is refused, not waited on)."""
+        import os
+        import stat
+
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(path, flags)
+        except OSError as e:
+            return None, f"cannot open it: {e.strerror or e}"
+        fh = os.fdopen(fd, "rb")
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                fh.close()
+                return None, "not a regular file"
+            names, why = cls._scan(path, fh, records, first_id)
+        except OSError as e:
+            names, why = None, f"cannot read it: {e.strerror or e}"
+        if names is None:
+            fh.close()
+        return names, why
+
+    @classmethod
+    def _scan(cls, path: str, fh, records: int, first_id: int) -> "tuple[LstNames | None, str]":
+        """:meth:`load` on the open file ``fh``."""
+        from array import array
+
+        from facekit.formats.facerec import class_id
+
+        offsets, ids = array("q"), array("q")
+        folder_of: dict[int, str] = {}
+        label_of: dict[str, int] = {}
+        pos = n = 0
+        im2rec = None
+        for raw in fh:
+            n += 1
+            if n > records:
+                return None, f"it has more lines than the {records} image records"
+            if im2rec is None:
+                f = raw.split(b"\t")
+                im2rec = len(f) >= 3 and _number(f[1].decode("latin-1"))
+            try:
+                label, p = _fields(raw, im2rec)
+                label = class_id(float(label))
+                if im2rec:
+                    ids.append(int(raw.split(b"\t", 1)[0]))
+            except ValueError as e:
+                kind = "an im2rec" if im2rec else "an insightface"
+                return None, f"line {n}: not {kind} .lst line ({e})"
+            names = _names_of(p)
+            if names is None:
+                return None, f"line {n}: the path {p!r} names no usable identity folder and file"
+            folder = unicodedata.normalize("NFC", names[0]).lower()
+            if folder_of.setdefault(label, folder) != folder:
+                return None, f"line {n}: label {label} has images in two folders ({names[0]!r} and another)"
+            if label_of.setdefault(folder, label) != label:
+                return None, f"line {n}: folder {names[0]!r} holds labels {label_of[folder]} and {label}"
+            offsets.append(pos)
+            pos += len(raw)
+        if n != records:
+            return None, f"it has {n} lines for {records} image records"
+        if not im2rec or not n:
+            return cls(path, fh, offsets, first_id, False), ""
+        if ids == array("q", range(ids[0], ids[0] + n)):  # the usual im2rec list: 0, 1, 2, ...
+            return cls(path, fh, offsets, ids[0], True), ""
+        if len(set(ids)) != n:
+            return None, "an im2rec index appears on two lines"
+        return cls(path, fh, offsets, first_id, True, ids), ""
+
+    def _line(self, record_id: int) -> int:
+        """0-based line of the record with id ``record_id``. Raises LstMismatch."""
+        if self._sorted is None:
+            n = record_id - self.first_id
+            if 0 <= n < len(self._offsets):
+                return n
+        else:
+            k = int(np.searchsorted(self._sorted, record_id))
+            if k < len(self._sorted) and int(self._sorted[k]) == record_id:
+                return int(self._order[k])
+        raise LstMismatch(f"{self.path}: no line for the record with id {record_id}")
+
+    def name(self, record_id: int, label: int) -> tuple[str, str]:
+        """``(identity folder, file stem)`` of the record with id ``record_id`` and class id
+        ``label``. Raises LstMismatch: no line for that id, or its label is another."""
+        n = self._line(record_id)
+        off = self._offsets[n]
+        if off != self._pos:
+            self._f.seek(off)
+        raw = self._f.readline()
+        self._pos = off + len(raw)
+        try:
+            lab, p = _fields(raw, self.im2rec)
+            lab = float(lab)
+        except ValueError as e:
+            raise LstMismatch(f"{self.path}:{n + 1}: the line changed since it was read ({e})") from None
+        names = _names_of(p)
+        if lab != label or names is None:
+            raise LstMismatch(f"{self.path}:{n + 1}: label {lab:g}, but the record with id {record_id} has label {label}")
+        return names
+
+    def close(self) -> None:
+        """Close the file."""
+        self._f.close()
