@@ -118,15 +118,16 @@ def test_a_finished_shard_is_not_held_while_the_next_shards_run(tmp_path, monkey
         (d / f"{i}.jpg").write_bytes(buf.tobytes())
     finished: list = []
     alive_at_start: list[int] = []
-    call = worker.ShardWorker.__call__
+    steps = worker.ShardWorker.steps  # what every executor runs (inprocess a batch per wait)
 
     def recording(self, shard):
         alive_at_start.append(sum(r() is not None for r in finished))
-        res = call(self, shard)
-        finished.append(weakref.ref(res))
-        return res
+        for step in steps(self, shard):
+            if isinstance(step, worker.ShardResult):
+                finished.append(weakref.ref(step))
+            yield step
 
-    monkeypatch.setattr(worker.ShardWorker, "__call__", recording)
+    monkeypatch.setattr(worker.ShardWorker, "steps", recording)
     cfg = tmp_path / "pack.yaml"
     cfg.write_text(
         f"output: {tmp_path / 'out'}\nshard_size: 10\n"
