@@ -92,7 +92,8 @@ class InprocessExecutor(facekit.Executor):
 
     def close(self, cancel=False):
         for h in getattr(self, "running", []):  # a shard left unfinished: its read-ahead stops
-            h.steps.close()
+            if h.steps is not None:
+                h.steps.close()
         self.running = []
         worker = getattr(self, "worker", None)
         if worker is not None:
