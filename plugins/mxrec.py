@@ -35,6 +35,17 @@ Written with facekit's own RecordIO writer (no mxnet), into a staging folder tha
 sink is ``uniform_size`` and stops at the first image whose size (read from its header)
 differs from the first image's.
 
+Names (``names: auto``, the default): where a ``.lst`` lies beside the rec (``<stem>.lst``;
+``<prefix>.lst`` beside a shard set: what this sink writes, ``face2rec2``'s and im2rec's
+lists), each image's ``stem`` is ``<identity folder>/<file stem>`` from its path column, so
+the ``folders`` sink writes the tree the rec was packed from. Line ``n`` names the record
+with id ``first_id + n`` (insightface format) or the id in its first column (im2rec). A
+``.lst`` with another line count, a malformed line, a label in two folders or a folder
+with two labels, or folder names that do not sort like the labels (packed again, the
+identities would get other labels) is not used: one warning line, then label/key names.
+A line whose label differs from its record's stops the run (one line: fix the ``.lst`` or
+set ``names: keys``).
+
 The source yields one item per image record: a sample, or a reject ``bad_record``
 (malformed record), ``bad_label`` (not a class id: a finite integer in 0..2**31-1),
 ``empty_record`` or ``duplicate_record`` (an idx offset already listed under another key:
@@ -74,6 +85,7 @@ from facekit.formats import (
     pack_header,
     shard_stem,
 )
+from facekit_plugins.folders import natural_key, nfc
 
 FLOAT32_EXACT = 1 << 24
 log = logging.getLogger("facekit.mxrec")
@@ -89,11 +101,12 @@ class MxrecSourceParams(facekit.SourceParams):
     layout: Literal["auto", "insightface", "plain"] = Field(
         "auto", description="auto: insightface when key 0 is a header record (flag>0, no image), else plain"
     )
-    names: Literal["lst", "keys"] = Field(
-        "lst",
-        description="lst: name each image (identity folder/file, for the folders sink) from the .lst beside the rec "
-        "(<stem>.lst, <prefix>.lst for shards) when there is one that matches, else by label and record key with a "
-        "warning; keys: by label and record key",
+    names: Literal["auto", "lst", "keys"] = Field(
+        "auto",
+        description="how sinks that write files (folders) name each image: auto: as the .lst beside the rec says "
+        "(<stem>.lst, <prefix>.lst beside shards; identity folder and file from its path column) when it matches the "
+        "rec and its folder names sort like the labels, else by label and record key after a one-line warning; "
+        "lst: from the .lst, an error when there is none that matches; keys: by label and record key",
     )
     order: Literal["file", "label"] = Field(
         "file",
@@ -132,7 +145,7 @@ class MxrecSource(facekit.Source):
             rec = FaceRec(p.path, p.layout, p.prefix, stream=p.order == "file")
         except RecordIOError as e:
             raise facekit.FacekitError(f"mxrec source: {e}") from None
-        names = self._lst_names(rec) if p.names == "lst" else None
+        names = self._lst_names(rec) if p.names != "keys" else None
         try:
             yield from self._samples(rec, names)
         except RecordIOError as e:  # the idx changed while it was read
@@ -145,21 +158,32 @@ class MxrecSource(facekit.Source):
     def _lst_names(self, rec: FaceRec) -> Optional[LstNames]:
         """The names the ``.lst`` beside the rec gives its images (``<stem>.lst`` beside a
         single ``.rec``, ``<prefix>.lst`` beside a shard set), or None: no such file, or
-        one that does not fit the dataset (a one-line warning says why; images are then
-        named by label and record key)."""
+        (``names: auto``) one that does not fit the dataset or whose folder names do not sort
+        like the labels (a one-line warning says why; images are then named by label and
+        record key). ``names: lst`` makes each of these an error."""
+        p = self.params
         first = Path(rec.parts[0].rec_path)
-        lst = first.with_suffix(".lst") if len(rec.parts) == 1 else first.parent / f"{self.params.prefix}.lst"
+        lst = first.with_suffix(".lst") if len(rec.parts) == 1 else first.parent / f"{p.prefix}.lst"
         if not os.path.lexists(lst):
+            if p.names == "lst":
+                raise facekit.FacekitError(f"mxrec source: names: lst, but there is no {lst}")
             return None
         layout = rec.layout
         if layout == "mixed":
             names, why = None, "the shards mix the insightface and plain layouts"
         else:
             names, why = LstNames.load(str(lst), len(rec), 1 if layout == "insightface" else 0)
+        if names is not None and p.names == "auto":
+            why = _order_problem(names.folders)
+            if why:
+                names.close()
+                names = None
         if names is None:
+            if p.names == "lst":
+                raise facekit.FacekitError(f"mxrec source: {lst} does not name the images of {p.path}: {why}")
             log.warning(
                 "mxrec source: %s does not name the images of %s (%s): folders and files are named by label and "
-                "record key (names: keys says so without this warning)", lst, self.params.path, why,
+                "record key (names: keys says so without this warning)", lst, p.path, why,
             )
         return names
 
@@ -248,6 +272,23 @@ class MxrecSource(facekit.Source):
                 stem=stem,
                 record_key=key,
             )
+
+
+def _order_problem(folders: dict[int, str]) -> str:
+    """Why folders named ``folders`` (label -> name) would not come back with their labels
+    from the folders source (which numbers identities in natural order of their names), or
+    "" when they would: the names must sort like the labels."""
+    labels = sorted(folders)
+    keys = [natural_key(nfc(folders[lab])) for lab in labels]
+    for i in range(1, len(keys)):
+        if keys[i] <= keys[i - 1]:
+            a, b = labels[i - 1], labels[i]
+            return (
+                f"its folder names do not sort like the labels: {folders[b]!r} (label {b}) sorts before "
+                f"{folders[a]!r} (label {a}), so folders named so would be packed again with other labels; "
+                "names: lst uses them anyway"
+            )
+    return ""
 
 
 class SeenLabels:

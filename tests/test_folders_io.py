@@ -497,7 +497,7 @@ def test_label_txt_describes_the_crops_and_mxnet_packs_them(tmp_path, data_dir, 
         tmp_path,
         """
         output: out2
-        source: {plugin: mxrec, path: out1/rec}
+        source: {plugin: mxrec, path: out1/rec, names: keys}
         sinks: [{plugin: folders, path: faces, prefix: id_}]
         """,
         "two.yaml",

@@ -263,23 +263,45 @@ def test_lst_that_does_not_match_falls_back_with_one_warning(tmp_path, data_dir,
     assert len(warned) == 1 and "8 lines for 9 image records" in warned[0], warned
 
 
-def test_lst_whose_labels_disagree_with_the_records_is_an_error(tmp_path, data_dir):
-    """issue 30 item 13: a ``.lst`` that fits in shape but gives a record another label
-    (two identities' labels swapped) stops the run with one line naming the ``.lst`` line
-    and the record; nothing is published."""
+def test_lst_whose_labels_disagree_with_the_records(tmp_path, data_dir, caplog):
+    """issue 30 item 13: a ``.lst`` that fits in shape but gives two identities each
+    other's labels. ``names: auto`` sees that its folder names would not sort like the
+    labels (packed again they would get other labels): one warning, numbered folders.
+    ``names: lst`` reads it and stops at the first record whose label differs, one line
+    naming the ``.lst`` line and the record; nothing is published. ``names: keys`` numbers
+    the folders without reading it."""
     rec = _pack(tmp_path, data_dir, "{plugin: mxrec, path: rec}")
     swap = {"0": "1", "1": "0"}
     fields = [ln.split("\t") for ln in (rec / "train.lst").read_text(encoding="utf-8").splitlines()]
     (rec / "train.lst").write_text(
         "".join("\t".join(f[:2] + [swap.get(f[2], f[2])] + f[3:]) + "\n" for f in fields), encoding="utf-8"
     )
+    caplog.set_level(logging.WARNING)
+    auto = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec}", "auto")
+    assert len(_written(auto)) == 9 and _written(auto)[0] == "0/00000001.png"
+    warned = [r.getMessage() for r in caplog.records if "train.lst" in r.getMessage()]
+    assert len(warned) == 1 and "do not sort like the labels" in warned[0], warned
     with pytest.raises(FacekitError) as e:
-        _unpack(tmp_path, "{plugin: mxrec, path: packed/rec}", "back")
+        _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: lst}", "back")
     msg = str(e.value)
     assert "\n" not in msg and "train.lst:1: label 1" in msg and "names: keys" in msg, msg
     assert not (tmp_path / "back" / "f").exists()
+    caplog.clear()
     keys = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: keys}", "keys")
-    assert len(_written(keys)) == 9 and _written(keys)[0] == "0/00000001.png"
+    assert _written(keys) == _written(auto) and not caplog.records
+
+
+def test_names_lst_without_a_usable_lst_is_an_error(tmp_path, data_dir):
+    """issue 30 item 13: ``names: lst`` asks for the ``.lst`` names: no ``.lst``, or one
+    that does not fit the rec, is a one-line error, not a silent numbering."""
+    rec = _pack(tmp_path, data_dir, "{plugin: mxrec, path: rec}")
+    lines = (rec / "train.lst").read_text(encoding="utf-8").splitlines(True)
+    (rec / "train.lst").write_text("".join(lines[:-1]), encoding="utf-8")
+    with pytest.raises(FacekitError, match="does not name the images .*8 lines for 9 image records"):
+        _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: lst}", "a")
+    (rec / "train.lst").unlink()
+    with pytest.raises(FacekitError, match="names: lst, but there is no .*train.lst"):
+        _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: lst}", "b")
 
 
 def test_long_lst_names_are_shortened_with_the_prefix(tmp_path, data_dir):

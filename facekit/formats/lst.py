@@ -162,8 +162,11 @@ class LstNames:
     one, in file order: no seek) and checks its label against the record's.
     """
 
-    def __init__(self, path: str, fh, offsets, first_id: int, im2rec: bool, ids=None):
+    def __init__(self, path: str, fh, offsets, first_id: int, im2rec: bool, folders: dict, ids=None):
+        """Use :meth:`load`. ``folders``: each label's folder name (:attr:`folders`)."""
         self.path, self.first_id, self.im2rec = path, first_id, im2rec
+        #: label -> the name of its identity folder, as the file writes it
+        self.folders: dict[int, str] = folders
         self._f, self._offsets, self._pos = fh, offsets, -1  # -1: seek before the first read
         self._order = self._sorted = None
         if ids is not None:  # im2rec indices, not consecutive: looked up in sorted order
@@ -206,6 +209,7 @@ class LstNames:
         offsets, ids = array("q"), array("q")
         folder_of: dict[int, str] = {}
         label_of: dict[str, int] = {}
+        shown: dict[int, str] = {}  # label -> its folder name as written
         pos = n = 0
         im2rec = None
         for raw in fh:
@@ -231,17 +235,19 @@ class LstNames:
                 return None, f"line {n}: label {label} has images in two folders ({names[0]!r} and another)"
             if label_of.setdefault(folder, label) != label:
                 return None, f"line {n}: folder {names[0]!r} holds labels {label_of[folder]} and {label}"
+            if label not in shown:
+                shown[label] = names[0]
             offsets.append(pos)
             pos += len(raw)
         if n != records:
             return None, f"it has {n} lines for {records} image records"
         if not im2rec or not n:
-            return cls(path, fh, offsets, first_id, False), ""
+            return cls(path, fh, offsets, first_id, False, shown), ""
         if ids == array("q", range(ids[0], ids[0] + n)):  # the usual im2rec list: 0, 1, 2, ...
-            return cls(path, fh, offsets, ids[0], True), ""
+            return cls(path, fh, offsets, ids[0], True, shown), ""
         if len(set(ids)) != n:
             return None, "an im2rec index appears on two lines"
-        return cls(path, fh, offsets, first_id, True, ids), ""
+        return cls(path, fh, offsets, first_id, True, shown, ids), ""
 
     def _line(self, record_id: int) -> int:
         """0-based line of the record with id ``record_id``. Raises LstMismatch."""
