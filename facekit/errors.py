@@ -28,6 +28,25 @@ class SampleRejected(FacekitError):
         self.detail = detail
 
 
+class InterruptedAfterPublication(BaseException):
+    """Ctrl-C or SIGTERM arrived after a run had published its outputs (while its QA report
+    was being written): the outputs stand, only the report is missing. A ``BaseException``
+    like the interruption it carries, so that no ``except Exception`` swallows it.
+
+    Attributes:
+        code: the exit status the interruption asked for (130 for Ctrl-C, 143 for SIGTERM).
+        output: the run's output folder.
+    """
+
+    def __init__(self, output, code: int):
+        super().__init__(
+            f"interrupted while writing the QA report; the run's outputs in {output} were published "
+            f"(run 'facekit report {output}' for the report)"
+        )
+        self.output = output
+        self.code = code
+
+
 def one_line(e: BaseException, limit: int = 300) -> str:
     """An exception's message on one line (OpenCV's and onnxruntime's span several), at most
     ``limit`` characters."""

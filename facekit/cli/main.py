@@ -15,7 +15,7 @@ import sys
 
 import click
 
-from facekit.errors import ConfigError, FacekitError, one_line
+from facekit.errors import ConfigError, FacekitError, InterruptedAfterPublication, one_line
 
 #: exit status of a command that SIGTERM ended (as a shell reports a process it killed)
 TERMINATED = 128 + signal.SIGTERM
@@ -115,6 +115,9 @@ def run(config, output, workers, quiet):
     except (FacekitError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
+    except InterruptedAfterPublication as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.code)
     except KeyboardInterrupt:
         click.echo("error: interrupted; nothing was published, previous outputs are unchanged", err=True)
         sys.exit(130)

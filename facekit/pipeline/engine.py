@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from facekit.errors import FacekitError
+from facekit.errors import FacekitError, InterruptedAfterPublication
 from facekit.formats.tsv import escape
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.executor import run_shards
@@ -143,7 +143,12 @@ def run(spec: PipelineSpec, progress: bool | None = None) -> Summary:
 
 def _report(output: Path) -> str:
     """Write ``<output>/report`` (:func:`facekit.report.build_report`); returns its
-    ``index.html``, or "" after a one-line warning when it cannot be written."""
+    ``index.html``, or "" after a one-line warning when it cannot be written.
+
+    Raises:
+        InterruptedAfterPublication: Ctrl-C or SIGTERM while the report was written (the
+            report's staging is removed; the published outputs stand).
+    """
     from facekit.report.build import build_report
 
     try:
@@ -151,6 +156,10 @@ def _report(output: Path) -> str:
     except (FacekitError, OSError) as e:
         log.warning("%s: the QA report was not written: %s", output, e)
         return ""
+    except KeyboardInterrupt:  # the outputs are published: say so, not "nothing was published"
+        raise InterruptedAfterPublication(output, 130) from None
+    except SystemExit as e:  # SIGTERM (facekit.cli.main.unwind_on_sigterm)
+        raise InterruptedAfterPublication(output, e.code if isinstance(e.code, int) else 1) from None
     return str(output / "report" / "index.html")
 
 
