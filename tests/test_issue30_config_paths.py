@@ -179,3 +179,16 @@ def test_nul_byte_in_output_via_cli(tmp_path, faces):
         r = _cli(command, "pipeline.yaml", cwd=tmp_path)
         assert r.returncode == 2
         _one_line_error(r, "pipeline.yaml:1: config: parameter 'output'", "NUL byte")
+
+
+def test_nul_byte_in_the_config_path_or_output_override(tmp_path, faces):
+    """issue 30 item 6: ``load_config`` given a config path or an ``output`` override with
+    a NUL byte (the Python API; argv cannot hold one) raised ValueError from the OS layer;
+    now a ConfigError saying so."""
+    from facekit.errors import ConfigError
+
+    cfg = write_config(tmp_path, "output: out\nsource: {plugin: folders, root: faces}\nsinks: [{plugin: folders, path: f}]\n")
+    with pytest.raises(ConfigError, match="NUL byte"):
+        load_config(str(cfg) + "\0")
+    with pytest.raises(ConfigError, match="NUL byte"):
+        load_config(cfg, output=tmp_path / "o\0ut")

@@ -19,6 +19,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from facekit.errors import ConfigError, FacekitError, one_line
+from facekit.params import path_problem
 from facekit.pipeline.pathcheck import check_output, check_sinks
 from facekit.plugins import Registry, get_registry
 from facekit.stages import OptionalInputPath, Params, Stage
@@ -265,6 +266,9 @@ def load_config(
     Raises:
         ConfigError: unreadable file, bad YAML or any invalid setting (all listed at once).
     """
+    problem = path_problem(os.fspath(path))
+    if problem:
+        raise ConfigError(f"{path!r}: cannot be a config file: {problem}")
     path = Path(path)
     try:
         if path.is_file() and path.stat().st_size > MAX_CONFIG_BYTES:
@@ -304,6 +308,9 @@ def parse_config(
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a pipeline config must be a mapping with source, sinks, output")
     if output is not None:
+        problem = path_problem(os.fspath(output))
+        if problem:
+            raise ConfigError(f"output {os.fspath(output)!r} (given instead of the config's): {problem}")
         data["output"] = str(Path(output).resolve())
     registry = registry or get_registry()
     errs = _Errors(source, _line_map(root))
