@@ -97,7 +97,9 @@ class MxrecSourceParams(facekit.SourceParams):
     path: facekit.InputPath = Field(
         description="a .rec (its .idx beside it, or none: scanned), a .idx, or a folder with <prefix>.rec or shards"
     )
-    prefix: facekit.FileName = Field("train", description="file stem inside a folder: <prefix>.rec or <prefix>-IIIII-of-NNNNN.rec")
+    prefix: facekit.FileName = Field(
+        "train", description="file stem inside a folder: <prefix>.rec or <prefix>-IIIII-of-NNNNN.rec"
+    )
     layout: Literal["auto", "insightface", "plain"] = Field(
         "auto", description="auto: insightface when key 0 is a header record (flag>0, no image), else plain"
     )
