@@ -24,6 +24,7 @@ import json
 import logging
 import sys
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
@@ -319,7 +320,9 @@ MAX_EXCLUDE_BYTES = 256 << 20
 def excluding(items, path: Path):
     """The source's items, those of the identities listed in ``path`` (one per line, as the
     source names them: folder names, class ids of a RecordIO set) turned into
-    ``excluded`` rejects.
+    ``excluded`` rejects. Names are compared in Unicode NFC (the ``folders`` source names
+    an identity by the NFC form of its folder's name, so a list written on macOS, in NFD,
+    still matches).
 
     Raises:
         FacekitError: the file is unreadable or too large (names it).
@@ -327,12 +330,13 @@ def excluding(items, path: Path):
     try:
         if path.stat().st_size > MAX_EXCLUDE_BYTES:
             raise FacekitError(f"{path}: {path.stat().st_size} bytes is too large for an exclude list")
-        names = {ln.strip() for ln in path.read_bytes().decode("utf-8", "surrogateescape").splitlines()} - {""}
+        text = path.read_bytes().decode("utf-8", "surrogateescape")
+        names = {unicodedata.normalize("NFC", ln.strip()) for ln in text.splitlines()} - {""}
     except OSError as e:
         raise FacekitError(f"{path}: cannot read the exclude list: {e.strerror or e}") from None
     detail = f"identity listed in {path}"
     for it in items:
-        if it.identity in names and isinstance(it, Sample):
+        if isinstance(it, Sample) and (it.identity in names or unicodedata.normalize("NFC", it.identity) in names):
             yield Reject(it.path, EXCLUDED, detail, it.identity, it.required)
         else:
             yield it

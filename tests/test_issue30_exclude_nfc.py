@@ -1,0 +1,33 @@
+"""issue 30 item 9 (follow-up): the folders source names an identity by the NFC form of its
+folder's name, so an ``exclude:`` list written in NFD (as macOS writes ``José``) must still
+exclude it."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+
+import pyarrow.parquet as pq
+
+from conftest import write_config
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+
+
+def test_an_nfd_exclude_list_excludes_the_nfc_identity(tmp_path, data_dir):
+    nfc, nfd = unicodedata.normalize("NFC", "José"), unicodedata.normalize("NFD", "José")
+    crops = sorted((data_dir / "aligned_identities" / "kz_celebs_112").glob("*/*.png"))
+    for i, name in enumerate([nfc, "Asel"]):
+        (tmp_path / "faces" / name).mkdir(parents=True)
+        for k in range(2):
+            os.symlink(crops[2 * i + k], tmp_path / "faces" / name / f"{k}.png")
+    (tmp_path / "exclude.txt").write_text(nfd + "\n")
+    cfg = write_config(tmp_path, """
+        output: out
+        source: {plugin: folders, root: faces, exclude: exclude.txt}
+        sinks: [{plugin: folders, path: f}]
+        """)
+    s = run(load_config(cfg), progress=False)
+    assert s.faces_kept == 2 and s.rejects == {"excluded": 2}
+    rows = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()
+    assert [(r["identity"], r["reason"]) for r in rows if r["reason"]] == [(nfc, "excluded")] * 2
