@@ -62,7 +62,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 import facekit
 from facekit.formats import (
@@ -85,7 +85,7 @@ from facekit.formats import (
     pack_header,
     shard_stem,
 )
-from facekit_plugins.folders import natural_key, nfc
+from facekit_plugins.folders import NAME_MAX, natural_key, nfc
 
 FLOAT32_EXACT = 1 << 24
 log = logging.getLogger("facekit.mxrec")
@@ -338,6 +338,20 @@ class MxrecParams(facekit.Params):
     shards: int = Field(1, ge=1, le=99999, description="number of files <prefix>-IIIII-of-NNNNN.rec, split on identity boundaries")
     shuffle: bool = Field(False, description="plain layout: shuffle the images (within each shard) with seed")
     seed: int = Field(0, description="seed of the shuffle (numpy default_rng): same seed, same file")
+
+    @model_validator(mode="after")
+    def _prefix_fits(self):
+        """Every file this sink writes (``<prefix>.identities.tsv``, shards'
+        ``<prefix>-IIIII-of-NNNNN.rec``) must fit the 255 bytes file systems allow a name."""
+        tails = [".identities.tsv"] + ([f"-{0:05d}-of-{self.shards:05d}.rec"] if self.shards > 1 else [])
+        tail = max(tails, key=len)
+        size = len(os.fsencode(self.prefix))
+        if size + len(tail) > NAME_MAX:
+            raise ValueError(
+                f"prefix is {size} bytes: '<prefix>{tail}' would pass the {NAME_MAX} bytes file systems allow a name "
+                f"(at most {NAME_MAX - len(tail)})"
+            )
+        return self
 
     @field_validator("shuffle")
     @classmethod

@@ -1,6 +1,7 @@
-"""issue 30 item 9 (follow-up): the folders source names an identity by the NFC form of its
-folder's name, so an ``exclude:`` list written in NFD (as macOS writes ``José``) must still
-exclude it."""
+"""Follow-ups of issue 30 items 9 and 2: the folders source names an identity by the NFC
+form of its folder's name, so an ``exclude:`` list written in NFD (as macOS writes ``José``)
+must still exclude it; the mxrec sink's file names must fit 255 bytes as the folders sink's
+do."""
 
 from __future__ import annotations
 
@@ -31,3 +32,23 @@ def test_an_nfd_exclude_list_excludes_the_nfc_identity(tmp_path, data_dir):
     assert s.faces_kept == 2 and s.rejects == {"excluded": 2}
     rows = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()
     assert [(r["identity"], r["reason"]) for r in rows if r["reason"]] == [(nfc, "excluded")] * 2
+
+
+def test_mxrec_sink_prefix_too_long_is_refused(tmp_path):
+    """issue 30 item 2 (the mxrec sink): a prefix whose files (``<prefix>.identities.tsv``,
+    ``<prefix>-00000-of-00002.rec``) would pass 255 bytes is refused by validate, naming the
+    line; a prefix that fits is accepted."""
+    from conftest import config_error
+
+    (tmp_path / "faces" / "a").mkdir(parents=True)
+    base = """
+        output: out
+        source: {plugin: folders, root: faces}
+        sinks:
+          - {plugin: mxrec, path: rec, prefix: "%s", shards: %d}
+        """
+    msg = config_error(tmp_path, base % ("p" * 241, 1))
+    assert "pipeline.yaml:5: sinks[0] (mxrec):" in msg and "prefix is 241 bytes" in msg, msg
+    msg = config_error(tmp_path, base % ("p" * 237, 2))
+    assert "'<prefix>-00000-of-00002.rec'" in msg and "at most 236" in msg, msg
+    load_config(write_config(tmp_path, base % ("p" * 240, 1), "ok.yaml"))
