@@ -378,8 +378,9 @@ def report(times: dict[str, list[float]], info: dict[str, dict], n: int, n_inf: 
     print("|---|---|---|---|---|---|---|---|")
     for k, v in times.items():
         i = info[k]
+        inferences = i.get("inferences", n_inf if PEERS[k][0] == "facekit" else "-")  # facekit's: recorded
         print(
-            f"| {k} | {i.get('crops', '-')} | {i.get('inferences', '-')} | {med[k]:.2f} | {min(v):.2f} | "
+            f"| {k} | {i.get('crops', '-')} | {inferences} | {med[k]:.2f} | {min(v):.2f} | "
             f"{med[k] / n * 1e3:.1f} ms | {base / med[k]:.2f}x | {med[IF_DTP] / med[k]:.2f}x |"
         )
     same = info[IF_LFL]["inferences"] == n_inf
