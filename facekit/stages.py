@@ -91,9 +91,10 @@ class Sample:
       ends the error message.
 
     Set by the worker when the pipeline has a recognizer: embedding ``(D,)`` float32,
-    L2-normalised; with ``select: identity``, similarity: cosine similarity to the
-    identity's centre, and flag: ``far_from_identity`` for a likely label-noise face ("":
-    none).
+    L2-normalised; embedding_norm: the embedding's L2 norm before normalisation (a quality
+    signal of ArcFace-family models, MagFace; None when the recognizer cannot say); with
+    ``select: identity``, similarity: cosine similarity to the identity's centre, and flag:
+    ``far_from_identity`` for a likely label-noise face ("": none).
     """
 
     key: int
@@ -116,6 +117,7 @@ class Sample:
     pair: Optional[PairRef] = None
     required: str = ""
     embedding: Optional[np.ndarray] = None
+    embedding_norm: Optional[float] = None
     similarity: Optional[float] = None
     flag: str = ""
 
@@ -261,10 +263,17 @@ class Aligner(Stage):
 class RecognizerParams(Params):
     """Base of every recognizer's parameters."""
 
+    batch: int = Field(
+        64, ge=1, le=4096, description="aligned faces embedded per model call (across the photos of a shard)"
+    )
+
 
 class Recognizer(Stage):
-    """Embeds aligned faces (a face-recognition model): the worker calls :meth:`embed` on
-    the aligned crops of each batch and stores ``Sample.embedding``."""
+    """Embeds aligned faces (a face-recognition model). The worker collects the aligned
+    crops of a shard (after an aligner, or the decoded images of an already aligned source:
+    a ``mxrec`` source or folders of crops with no detector) and calls
+    :meth:`embed_with_norms` on ``params.batch`` of them at a time; it stores
+    ``Sample.embedding`` and ``Sample.embedding_norm``."""
 
     kind = "recognizer"
     Params = RecognizerParams
@@ -273,6 +282,13 @@ class Recognizer(Stage):
         """Embeddings of aligned crops (each ``(S, S, 3)`` uint8 BGR): ``(N, D)`` float32,
         L2-normalised (cosine similarity is a dot product)."""
         raise NotImplementedError
+
+    def embed_with_norms(self, crops: list[np.ndarray]) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """``(embeddings, norms)``: the :meth:`embed` result ``(N, D)`` float32 L2-normalised
+        and the ``(N,)`` float32 L2 norms of the model's raw outputs before normalisation
+        (None when the model cannot say). The default calls :meth:`embed` and gives no
+        norms; a recognizer whose raw output is an ArcFace-style embedding overrides it."""
+        return self.embed(crops), None
 
 
 class Augmenter(Stage):
@@ -306,6 +322,9 @@ class Sink(Stage):
     #: whether every stored image must have one size (e.g. RecordIO with a ``property``
     #: file): such a sink refuses a pipeline that passes whole photos (detector, no aligner)
     uniform_size: ClassVar[bool] = False
+    #: whether the sink stores ``Sample.embedding`` (e.g. ``embeddings``): such a sink
+    #: refuses a pipeline without a recognizer
+    needs_embeddings: ClassVar[bool] = False
 
     def open(self, publication) -> None:
         """Start writing: ask ``publication`` (a :class:`facekit.pipeline.publish.Publication`) for

@@ -10,7 +10,7 @@ import numpy as np
 from pydantic import Field
 
 import facekit
-from facekit.eval import OnnxEmbedder
+from facekit.eval import ModelError, OnnxEmbedder
 from facekit.vision import OnnxSessionParams
 
 
@@ -33,12 +33,45 @@ class OnnxRecognizer(facekit.Recognizer):
         super().__init__(params)
         p = params
         self.model = OnnxEmbedder(p.model, p.input_size, p.mean, p.std, p.color, p.providers, p.threads)
+        check_embedding_output(self.model)
 
     def embed(self, crops):
+        return self.embed_with_norms(crops)[0]
+
+    def embed_with_norms(self, crops):
+        """``(embeddings, norms)`` of aligned crops (each ``(S, S, 3)`` uint8 BGR, resized
+        to the model's input when another size): ``(N, D)`` float32 L2-normalised and the
+        raw outputs' ``(N,)`` float32 L2 norms. One session call per ``len(crops)`` faces
+        when the model takes any batch size (a model exported with a fixed batch runs in
+        chunks of it). A face whose embedding is not finite or is zero keeps NaN values:
+        the worker rejects it."""
         m = self.model
         batch = np.stack([m.prepare(c) for c in crops])
-        emb = m.run(m.to_tensor(batch))
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        raw = m.run(m.to_tensor(batch))
+        norms = np.linalg.norm(raw, axis=1).astype(np.float32)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            emb = (raw / norms[:, None]).astype(np.float32)
+        return emb, norms
+
+
+def check_embedding_output(model: OnnxEmbedder) -> None:
+    """Refuse a model whose first output is not one embedding per image: an ``(N, D)``
+    (or ``(N, D, 1, 1)``) tensor with D from 2 to 65,536 where the graph says, as read from
+    the graph (a detector's score maps, ``(N, A, 1)``, are not; a classifier's ``(N, 1000)``
+    cannot be told from an embedding by its shape).
+
+    Raises:
+        ModelError: naming the model, the output and its shape.
+    """
+    out = model.session.get_outputs()[0]
+    shape = list(out.shape)
+    dims = shape[1:2] if len(shape) == 2 or (len(shape) == 4 and shape[2:] == [1, 1]) else None
+    d = dims[0] if dims else None
+    if dims is None or (isinstance(d, int) and not 2 <= d <= 65536):
+        raise ModelError(
+            f"{model.path}: output {out.name!r} has shape {shape}, not one embedding per image (N x D): "
+            "is this a face-recognition model?"
+        )
 
 
 @facekit.hookimpl

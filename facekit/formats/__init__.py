@@ -1,6 +1,6 @@
 """File formats facekit reads and writes: MXNet RecordIO and its face-dataset layout
 (``train.rec``/``.idx``/``property``/``train.lst``), verification ``.bin`` pickles and
-pairs lists, escaped TSV, atomic files.
+pairs lists, face embeddings (Parquet parts), escaped TSV, atomic files.
 
 The names below are facekit's public formats API (plugins import them from here, never
 from the submodules). They are loaded on first use (PEP 562 ``__getattr__``), so ``import
@@ -48,6 +48,12 @@ _EXPORTS = {
     "label_of": "facerec:label_of",
     "read_property": "facerec:read_property",
     "image_hw": "facerec:image_hw",
+    # embeddings: face embeddings as Parquet parts (the embeddings sink)
+    "EmbeddingsWriter": "embeddings:EmbeddingsWriter",
+    "Embeddings": "embeddings:Embeddings",
+    "load_embeddings": "embeddings:load_embeddings",
+    "iter_embeddings": "embeddings:iter_embeddings",
+    "EMBEDDING_DTYPES": "embeddings:DTYPES",
     # lst: train.lst and landmark lines
     "lst_line": "lst:lst_line",
     "aligned_lst_line": "lst:aligned_lst_line",

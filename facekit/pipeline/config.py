@@ -395,6 +395,13 @@ def parse_config(
                 f"{aug.where} needs the five landmarks of aligned faces, but {det.where} {why}; use a landmark "
                 "detector and an aligner (arcface), or feed already aligned crops without a detector",
             )
+    for i, sc in enumerate(sinks):
+        if getattr(sc.cls, "needs_embeddings", False) and rec is None:
+            errs.add(
+                ("sinks", i),
+                f"{sc.where} stores the faces' embeddings: add 'recognizer: {{plugin: onnx, model: ...}}' "
+                "(after an aligner, or on already aligned crops with no detector)",
+            )
     uniform = [i for i, sc in enumerate(sinks) if sc.cls.uniform_size]
     if det is not None and ali is None and uniform:
         errs.add(
@@ -423,6 +430,6 @@ def parse_config(
         executor=ex,
         executor_named=top.executor is not None or top.workers is not None,
         shard_size=top.shard_size,
-        resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),
+        resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),  # all decode
         report=top.report,
     )

@@ -22,6 +22,9 @@ outputs        list<string>             per sink (``summary.json`` ``sinks`` ord
 similarity     float32 (null)           ``select: identity``: cosine similarity to the
                                         identity's other kept faces
 flag           string (null)            ``far_from_identity``: likely label noise
+embedding_norm float32 (null)           with a recognizer: the L2 norm of the face's
+                                        embedding before normalisation (a quality
+                                        signal of ArcFace-family models, MagFace)
 ============== ======================== =============================================
 
 Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
@@ -75,6 +78,7 @@ SCHEMA = pa.schema(
         ("outputs", pa.list_(pa.string())),
         ("similarity", pa.float32()),
         ("flag", pa.string()),
+        ("embedding_norm", pa.float32()),
     ]
 )
 
@@ -128,6 +132,7 @@ class ResultsWriter:
         c["outputs"].append(outputs if outputs is not None else [None] * self.sinks)
         c["similarity"].append(None if s is None else s.similarity)
         c["flag"].append(None if s is None or not s.flag else s.flag)
+        c["embedding_norm"].append(None if s is None else s.embedding_norm)
         self.rows += 1
         if len(c["path"]) >= CHUNK:
             self._columns()

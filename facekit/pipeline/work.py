@@ -74,6 +74,7 @@ SCHEMA = pa.schema(
         ("occ_covered", pa.int64()),
         ("occ_kind", pa.binary()),
         ("embedding", _F32),
+        ("embedding_norm", pa.float32()),
         ("similarity", pa.float64()),
         ("flag", pa.binary()),
         ("reason", pa.binary()),
@@ -114,7 +115,7 @@ def result_table(result: ShardResult) -> pa.Table:
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
                       "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind",
-                      "embedding", "similarity", "flag"):
+                      "embedding", "embedding_norm", "similarity", "flag"):
                 c[k].append(None)
             return
         c["key"].append(s.key)
@@ -138,6 +139,7 @@ def result_table(result: ShardResult) -> pa.Table:
         c["occ_covered"].append(None if o is None else o.covered)
         c["occ_kind"].append(None if o is None else _t(o.kind))
         c["embedding"].append(None if s.embedding is None else np.asarray(s.embedding, np.float32).reshape(-1).tolist())
+        c["embedding_norm"].append(s.embedding_norm)
         c["similarity"].append(s.similarity)
         c["flag"].append(_t(s.flag))
 
@@ -205,6 +207,7 @@ def _sample(d: dict) -> Sample:
         required=_u(d["required"]) or "",
         pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
         embedding=None if d["embedding"] is None else np.asarray(d["embedding"], np.float32),
+        embedding_norm=d["embedding_norm"],
         similarity=d["similarity"],
         flag=_u(d["flag"]) or "",
     )

@@ -37,6 +37,7 @@ from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_ima
 log = logging.getLogger("facekit")
 
 ALIGN_FAILED = "align_failed"
+BAD_EMBEDDING = "bad_embedding"
 NO_OUTPUT = "no_output"
 
 #: images decoded and handed to the detector at once
@@ -103,15 +104,19 @@ class ShardWorker:
         if rec is not None and threads and getattr(rec.params, "threads", None) == 0:
             rec = rec.with_params(threads=threads)
         self.recognizer = rec.build() if rec else None
+        #: faces embedded per recognizer call (its ``batch`` parameter)
+        self.embed_batch = int(getattr(self.recognizer.params, "batch", 64)) if self.recognizer else 0
         #: select: identity: faces are chosen per identity once the shard's faces are known
         self.by_identity = bool(det and det.params.select == "identity")
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
         #: the first stage error is logged once (per run: the threads executor shares one)
         self._warn_once = warn_once or WarnOnce()  # the reader thread reports errors too
-        #: False for a pass-through pipeline (no detector, aligner or augmenter): samples
-        #: keep their file bytes and are never decoded
-        self.needs_pixels = bool(self.detector or self.aligner or self.augmenters)
+        #: False for a pass-through pipeline (no detector, aligner, recognizer or augmenter):
+        #: samples keep their file bytes and are never decoded. With a recognizer and no
+        #: detector (an already aligned source) the images are decoded to be embedded and
+        #: keep their file bytes for the sinks
+        self.needs_pixels = bool(self.detector or self.aligner or self.recognizer or self.augmenters)
         #: decode the next batch while this one is detected: only with threads to spare (a
         #: worker of one thread, N of them on N cores, gains nothing from it)
         self.read_ahead = threads is None or threads > 1
@@ -159,25 +164,47 @@ class ShardWorker:
 
     def _batches(self, items: list, guard: Optional[StageErrorGuard], outs: list[Outcome]) -> Iterator[int]:
         """The work of :meth:`process`, filling ``outs``; yields the items done after each
-        batch is detected (under ``select: identity`` their faces are encoded at the end)."""
+        batch is detected (under ``select: identity`` their faces are encoded at the end).
+
+        With a recognizer, faces wait until ``recognizer.params.batch`` of them (or the
+        shard's end) are collected, so the model embeds that many in one call, across the
+        photos of the shard; an image is encoded once all its faces are embedded. The run's first
+        images (shard 0, until its :class:`StageErrorGuard` has decided) go one batch at a
+        time, so a stage failing on every image still stops the run after a few."""
         ahead = None  # the next batch, being read in the reader thread
+        waiting: list[Outcome] = []  # detected, not all of their faces embedded yet
+        pending: list[tuple[Outcome, Sample]] = []  # faces of ``waiting`` not embedded yet, in order
         try:
             for i in range(0, len(items), BATCH):
                 if self._stop.is_set():
                     raise ShardStopped(f"stopped after {i} of the shard's {len(items)} items")
                 read = ahead.result() if ahead is not None else self._read(items[i : i + BATCH])
                 ahead = None
-                if self.read_ahead and i + BATCH < len(items):
+                last = i + BATCH >= len(items)
+                if self.read_ahead and not last:
                     ahead = self._reader_thread().submit(self._read, items[i + BATCH : i + 2 * BATCH])
                 batch = self._detect(*read)
+                waiting += batch
+                ready = len(waiting)
+                if self.recognizer is not None:
+                    pending += [(oc, s) for oc in batch for s in oc.samples]
+                    undecided = guard is not None and guard.seen < guard.n  # the run's first images: fail fast
+                    n = len(pending) if last or undecided else len(pending) // self.embed_batch * self.embed_batch
+                    self._embed(pending[:n])
+                    pending = pending[n:]
+                    if pending:  # the outcomes before the first with a face still to embed are done
+                        first = pending[0][0]
+                        ready = next(k for k, oc in enumerate(waiting) if oc is first)
+                done, waiting = waiting[:ready], waiting[ready:]
                 if not self.by_identity:
-                    for oc in batch:
+                    for oc in done:
                         self._finish(oc)
                 if guard is not None:
-                    for oc in batch:
+                    for oc in done:
                         guard.check(oc.read, len(oc.samples), oc.rejects)
-                outs += batch
-                yield len(outs)
+                outs += done
+                if done:
+                    yield len(outs)
         finally:  # stopped by the guard (or an error): the batch read ahead is not wanted
             if ahead is not None:
                 ahead.cancel()
@@ -247,7 +274,8 @@ class ShardWorker:
         return outs, todo
 
     def _detect(self, outs: list[Outcome], todo: list) -> list[Outcome]:
-        """Detect, align and embed the decoded images of a batch read by :meth:`_read`."""
+        """Detect and align the decoded images of a batch read by :meth:`_read` (an already
+        aligned source's images pass as they are, keeping their file bytes)."""
         if not todo:
             return outs
         if self.detector is not None:
@@ -271,28 +299,47 @@ class ShardWorker:
                 outs[i].rejects.append(_reject(it, r.reason, r.detail))
             except Exception as e:
                 outs[i].rejects.append(self._error(it, e))
-        if self.recognizer is not None:
-            self._embed(outs)
         return outs
 
-    def _embed(self, outs: list[Outcome]) -> None:
-        """Embed the aligned faces of a batch with one recognizer call (a failure rejects
-        the images of the batch that had faces)."""
-        faces = [s for oc in outs for s in oc.samples]
-        if not faces:
-            return
-        try:
-            emb = np.asarray(self.recognizer.embed([s.image for s in faces]), np.float32)
-            if emb.shape[0] != len(faces):
-                raise ValueError(f"recognizer returned {emb.shape[0]} embeddings for {len(faces)} faces")
-        except Exception as e:
-            for oc in outs:
-                if oc.samples:
-                    oc.rejects.append(self._error(oc.samples[0], e))
-                    oc.samples = []
-            return
-        for s, e in zip(faces, emb):
-            s.embedding = e
+    def _embed(self, faces: list[tuple[Outcome, Sample]]) -> None:
+        """Embed ``faces`` (each with the outcome holding it), ``recognizer.params.batch``
+        per model call. A call that fails rejects the images whose faces it held
+        (``stage_error``); a face whose embedding is not finite or is zero is rejected as
+        ``bad_embedding``."""
+        step = self.embed_batch
+        for k in range(0, len(faces), step):
+            chunk = faces[k : k + step]
+            try:
+                emb, norms = self.recognizer.embed_with_norms([s.image for _, s in chunk])
+                emb = np.asarray(emb, np.float32)
+                if emb.ndim != 2 or emb.shape[0] != len(chunk):
+                    raise ValueError(
+                        f"recognizer returned embeddings of shape {tuple(emb.shape)} for {len(chunk)} faces "
+                        "(expected one vector per face)"
+                    )
+                norms = None if norms is None else np.asarray(norms, np.float32).reshape(-1)
+                if norms is not None and norms.shape[0] != len(chunk):
+                    raise ValueError(f"recognizer returned {norms.shape[0]} norms for {len(chunk)} faces")
+            except Exception as e:
+                for oc in {id(oc): oc for oc, _ in chunk}.values():
+                    if oc.samples:
+                        oc.rejects.append(self._error(oc.samples[0], e))
+                        oc.samples = []
+                continue
+            good = np.isfinite(emb).all(1) & (np.abs(emb).sum(1) > 0)
+            if norms is not None:
+                good &= np.isfinite(norms) & (norms > 0)
+            for j, (oc, s) in enumerate(chunk):
+                if good[j]:
+                    s.embedding = emb[j]
+                    s.embedding_norm = None if norms is None else float(norms[j])
+                elif s in oc.samples:
+                    oc.samples.remove(s)
+                    what = "NaN or infinite values" if not np.isfinite(emb[j]).all() else "a zero vector"
+                    oc.rejects.append(
+                        Reject(s.path, BAD_EMBEDDING, f"the recognizer's embedding of face {s.face_id} has {what}",
+                               oc.identity, s.required, s.replace(image=None, data=None))
+                    )
 
     def _error(self, item: Sample, e: Exception) -> Reject:
         detail = _stage_error(e)
