@@ -1,0 +1,643 @@
+"""Merge across identities and datasets (issue 26 part 4): the dataset-level computation.
+
+Pure functions on embeddings; the pipeline's decision step (after every shard of every
+source is done) calls them in this order::
+
+    cs = identity_centres(((s, name), emb) for ...)          # one identity at a time
+    pairs = merge_candidates(cs.centres, cs.keys, threshold=DEFAULT_MERGE_THRESHOLD)
+    groups = merge_groups(pairs, cs.centres, counts=cs.counts)
+    dups = cross_identity_images(embeddings, owners, threshold=0.95)   # all images
+    same = cross_identity_hashes(sha256s, owners)                      # exact copies
+    labels = relabel(order, [g.keys for g in groups if not g.flagged])  # when applied
+
+Identity keys are ``(source index, identity name)``: two sources may use the same names for
+different people, and a name is never evidence of a merge, only embeddings are.
+
+Nearest neighbours come from faiss (``IndexFlatIP``: exact, BLAS; ``ivf``/``hnsw`` for
+larger sets, see :func:`merge_candidates`); no function allocates an ``N x N`` matrix:
+queries run in chunks of ``chunk`` rows against an index of the ``N`` rows, each keeping
+``k`` neighbours. Similarities are cosine similarities of L2-normalised rows, recomputed
+exactly in float32 for every reported pair (so they do not depend on the index type).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterable, Optional, Sequence
+
+import numpy as np
+
+from facekit.errors import FacekitError
+
+#: Merge threshold on the cosine similarity of two identity centres (normalised means),
+#: calibrated on the shared kz_celebs_112 identities (SCRFD-500m + arcface, MobileFaceNet
+#: 128-d), each of 25 identities split at random into two halves under two names (10 seeds,
+#: benchmarks/RESULTS-merge.md): at 0.75 precision 1.00 with recall 1.00 for halves of 20+
+#: images, 0.87 for 10, 0.52 for 5 (small identities have noisy centres); different people
+#: reached 0.74. Another model has another scale: calibrate it the same way.
+DEFAULT_MERGE_THRESHOLD = 0.75
+#: Cosine similarity above which two images count as the same picture (re-encoded, resized).
+DEFAULT_DUPLICATE_THRESHOLD = 0.95
+#: ``index="auto"``: exact ``IndexFlatIP`` up to this many rows, ``ivf`` above (an exact
+#: search costs rows^2 x D multiply-adds: 100k x 512-d is ~1 minute on 2 cores).
+FLAT_MAX_CENTRES = 200_000
+FLAT_MAX_IMAGES = 50_000
+_NORM_TOL = 1e-2  # float16 storage of unit rows keeps norms within ~1e-3
+
+
+class MergeError(FacekitError, ValueError):
+    """Bad input to a merge function (one line naming the identity, row or key)."""
+
+
+# ---------------------------------------------------------------------------- centres
+
+
+@dataclass
+class IdentityCentres:
+    """Identity centres in input order: ``centres`` ``(N, D)`` float32 unit rows, ``keys``
+    the N identity keys, ``counts`` ``(N,)`` int64 embeddings per identity."""
+
+    centres: np.ndarray
+    keys: list
+    counts: np.ndarray
+
+
+def mean_centre(emb: np.ndarray) -> np.ndarray:
+    """The mean of an identity's unit embeddings ``(n, D)`` (normalised by the caller)."""
+    return emb.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def default_centre() -> Callable[[np.ndarray], np.ndarray]:
+    """The centre :func:`identity_centres` uses by default: the robust centre of
+    :mod:`facekit.clean.identity` (a few strays do not move it) when that module provides
+    ``robust_centre``, else :func:`mean_centre`."""
+    try:
+        from facekit.clean.identity import robust_centre  # type: ignore[attr-defined]
+    except ImportError:
+        return mean_centre
+    return robust_centre
+
+
+def _check_unit(x: np.ndarray, what: Callable[[int], str], first: int = 0) -> None:
+    """Raise MergeError for the first row of ``x`` that is not finite or not unit norm."""
+    bad = ~np.isfinite(x).all(axis=1)
+    if bad.any():
+        raise MergeError(f"{what(first + int(np.argmax(bad)))}: embedding is not finite (NaN or inf)")
+    norms = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float32))
+    off = np.abs(norms - 1.0) > _NORM_TOL
+    if off.any():
+        r = int(np.argmax(off))
+        raise MergeError(f"{what(first + r)}: embedding norm {norms[r]:.4g}, not L2-normalised")
+
+
+def identity_centres(
+    identities: Iterable[tuple[Hashable, np.ndarray]],
+    centre: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+) -> IdentityCentres:
+    """Centres of identities given one at a time.
+
+    Args:
+        identities: ``(key, embeddings)`` pairs, e.g. a generator reading one identity's
+            ``(n, D)`` float16/float32 L2-normalised embeddings at a time; keys are
+            hashable and unique (``(source index, identity name)`` in a pipeline).
+        centre: ``(n, D) float32 -> (D,)`` vector, normalised here; default
+            :func:`default_centre`.
+    Returns:
+        IdentityCentres in input order. Memory: the ``(N, D)`` float32 matrix, grown in
+        place (``realloc``), plus the keys and counts; one identity's embeddings at a time.
+    Raises:
+        MergeError: a pair that is not ``(key, 2-d array)``, no embedding, a dimension
+        that differs from the first identity's, a NaN/inf or non-unit row, a repeated key,
+        or a centre that is zero or not finite; the message names the identity.
+    """
+    fn = centre or default_centre()
+    buf: Optional[np.ndarray] = None
+    keys: list = []
+    seen: set = set()
+    counts: list[int] = []
+    n = 0
+    for item in identities:
+        try:
+            key, emb = item
+        except (TypeError, ValueError):
+            raise MergeError(f"identity {len(keys)}: expected (key, embeddings), got {type(item).__name__}") from None
+        emb = np.asarray(emb)
+        if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0 or emb.dtype.kind != "f":
+            raise MergeError(f"identity {key!r}: embeddings must be a non-empty (n, D) float array, got {emb.dtype} {emb.shape}")
+        if key in seen:
+            raise MergeError(f"identity {key!r}: key given twice (keys are (source, identity) and unique)")
+        emb = np.ascontiguousarray(emb, dtype=np.float32)
+        if buf is None:
+            buf = np.empty((1024, emb.shape[1]), np.float32)
+        elif emb.shape[1] != buf.shape[1]:
+            raise MergeError(f"identity {key!r}: embedding dimension {emb.shape[1]}, the first identity's is {buf.shape[1]}")
+        _check_unit(emb, lambda r: f"identity {key!r} row {r}")
+        c = np.asarray(fn(emb), np.float32).reshape(-1)
+        norm = float(np.linalg.norm(c))
+        if c.shape[0] != buf.shape[1] or not np.isfinite(norm) or norm < 1e-6:
+            raise MergeError(f"identity {key!r}: no centre (centre norm {norm:.3g}, shape {c.shape}): its embeddings cancel out")
+        if n == buf.shape[0]:
+            buf.resize((n + max(1024, n // 2), buf.shape[1]), refcheck=False)  # in place when it can
+        buf[n] = c / norm
+        n += 1
+        seen.add(key)
+        keys.append(key)
+        counts.append(emb.shape[0])
+    if buf is None:
+        raise MergeError("no identities given")
+    buf.resize((n, buf.shape[1]), refcheck=False)
+    return IdentityCentres(buf, keys, np.asarray(counts, np.int64))
+
+
+# ---------------------------------------------------------------------------- search
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+@contextmanager
+def _faiss_threads(threads: Optional[int]):
+    import faiss
+
+    n = usable_cores() if threads is None else int(threads)
+    if n < 1:
+        raise MergeError(f"threads must be >= 1, got {threads}")
+    old = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield faiss
+    finally:
+        faiss.omp_set_num_threads(old)
+
+
+def _rows(x, lo: int, hi: int) -> np.ndarray:
+    return np.ascontiguousarray(x[lo:hi], dtype=np.float32)
+
+
+def _build_index(faiss, x, kind, nlist, nprobe, ef_search, chunk, seed, check):
+    """A faiss inner-product index over the rows of ``x``, added ``chunk`` rows at a time
+    after ``check(rows, first_row)``. Returns ``(index, margin)``: how far an index score
+    may sit below the exact float32 similarity (float16 storage)."""
+    n, d = x.shape
+    if kind == "flat":
+        index, margin = faiss.IndexFlatIP(d), 1e-4
+    elif kind == "hnsw":
+        index, margin = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT), 1e-4
+        index.hnsw.efConstruction = 80
+        index.hnsw.efSearch = ef_search
+    elif kind == "ivf":
+        nlist = nlist or max(1, min(n // 39, int(2 * np.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
+        )
+        index.cp.niter = 10
+        index.cp.seed = seed
+        index.cp.spherical = True
+        sample = min(n, max(nlist * 40, 10_000))
+        pick = np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
+        train = np.ascontiguousarray(x[pick], dtype=np.float32)
+        bad = ~np.isfinite(train).all(axis=1)
+        if bad.any():  # name the row before faiss's k-means sees it
+            r = int(pick[np.argmax(bad)])
+            check(_rows(x, r, r + 1), r)
+        index.train(train)
+        del train
+        index.nprobe = min(nprobe, nlist)
+        margin = 1e-2
+    else:
+        raise MergeError(f"index must be auto, flat, ivf or hnsw, got {kind!r}")
+    for lo in range(0, n, chunk):
+        rows = _rows(x, lo, min(n, lo + chunk))
+        check(rows, lo)
+        index.add(rows)
+    return index, margin
+
+
+def _search(index, q: np.ndarray, k: int, max_k: int, cut: float):
+    """k nearest neighbours of ``q`` (``k`` includes the query itself), widened to at most
+    ``max_k`` for rows whose last neighbour still scores >= ``cut``. Returns
+    ``(sim, ids, saturated_rows)``: lists of per-round arrays and the rows still full."""
+    n_index = index.ntotal
+    k = min(k, n_index)
+    sim, ids = index.search(q, k)
+    rounds = [(np.arange(len(q)), sim, ids)]
+    rows = np.flatnonzero((sim[:, -1] >= cut) & (ids[:, -1] >= 0)) if k < n_index else np.empty(0, np.int64)
+    while len(rows) and k < min(max_k, n_index):
+        k = min(2 * k, max_k, n_index)
+        sim, ids = index.search(q[rows], k)
+        rounds.append((rows, sim, ids))
+        full = (sim[:, -1] >= cut) & (ids[:, -1] >= 0)
+        rows = rows[full] if k < n_index else rows[:0]
+    return rounds, rows
+
+
+def _exact_sim(x, a: np.ndarray, b: np.ndarray, step: int = 1 << 18) -> np.ndarray:
+    """float32 dot products of rows ``a`` and ``b`` of ``x``, ``step`` pairs at a time."""
+    out = np.empty(len(a), np.float32)
+    for lo in range(0, len(a), step):
+        xa = np.asarray(x[a[lo : lo + step]], np.float32)
+        xb = np.asarray(x[b[lo : lo + step]], np.float32)
+        out[lo : lo + step] = np.einsum("ij,ij->i", xa, xb)
+    return out
+
+
+def _unique_pairs(parts_a: list, parts_b: list, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if not parts_a:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    a = np.concatenate(parts_a).astype(np.int64)
+    b = np.concatenate(parts_b).astype(np.int64)
+    code = np.unique(np.minimum(a, b) * n + np.maximum(a, b))  # sorted: by (i, j)
+    return code // n, code % n
+
+
+def _pair_search(x, n, threshold, k, max_k, threads, index, nlist, nprobe, ef_search, chunk, seed, keep, check):
+    """Pairs ``(i < j)`` of rows of ``x`` among each other's ``k`` nearest neighbours with
+    exact similarity >= threshold and ``keep(i_rows, j_cols)`` true. Returns
+    ``(i, j, sim, saturated)``."""
+    if not (-1.0 <= threshold <= 1.0):
+        raise MergeError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    if k < 1 or max_k < k:
+        raise MergeError(f"need 1 <= k <= max_k, got k={k}, max_k={max_k}")
+    if chunk < 1:
+        raise MergeError(f"chunk must be >= 1, got {chunk}")
+    pa: list = []
+    pb: list = []
+    sat: list = []
+    with _faiss_threads(threads) as faiss:
+        idx, margin = _build_index(faiss, x, index, nlist, nprobe, ef_search, chunk, seed, check)
+        cut = threshold - margin
+        for lo in range(0, n, chunk):
+            q = _rows(x, lo, min(n, lo + chunk))
+            rounds, full = _search(idx, q, k + 1, max_k + 1, cut)
+            for rows, sim, ids in rounds:
+                qi = np.broadcast_to((rows + lo)[:, None], ids.shape)
+                m = (sim >= cut) & (ids >= 0) & (ids != qi)
+                qi, ji = qi[m], ids[m]
+                m = keep(qi, ji)
+                pa.append(qi[m])
+                pb.append(ji[m])
+            sat.append(full + lo)
+        del idx
+    a, b = _unique_pairs(pa, pb, n)
+    del pa, pb
+    s = _exact_sim(x, a, b)
+    m = s >= np.float32(threshold)
+    return a[m], b[m], s[m], np.concatenate(sat).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------- identities
+
+
+@dataclass
+class MergePairs:
+    """Identity pairs above a merge threshold: rows ``i < j`` of the centre matrix, their
+    cosine ``similarity`` (float32), sorted by ``(i, j)``; ``keys`` the centres' keys;
+    ``saturated``: rows whose ``max_k`` nearest neighbours were all above the threshold
+    (they may have more pairs than reported: review them, or raise ``max_k``)."""
+
+    i: np.ndarray
+    j: np.ndarray
+    similarity: np.ndarray
+    keys: Sequence
+    threshold: float
+    saturated: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.i)
+
+    def rows(self):
+        """``(key_i, key_j, similarity)`` tuples in order (for ``decisions.tsv``)."""
+        for a, b, s in zip(self.i.tolist(), self.j.tolist(), self.similarity.tolist()):
+            yield self.keys[a], self.keys[b], s
+
+
+def _check_matrix(x, name: str) -> tuple[int, int]:
+    shape = getattr(x, "shape", None)
+    dtype = getattr(x, "dtype", None)
+    if shape is None or len(shape) != 2 or shape[0] == 0 or shape[1] == 0 or dtype is None or dtype.kind != "f":
+        raise MergeError(f"{name} must be a non-empty (N, D) float array, got {dtype} {shape}")
+    return int(shape[0]), int(shape[1])
+
+
+def merge_candidates(
+    centres: np.ndarray,
+    keys: Optional[Sequence] = None,
+    threshold: float = DEFAULT_MERGE_THRESHOLD,
+    k: int = 10,
+    *,
+    max_k: int = 320,
+    threads: Optional[int] = None,
+    index: str = "auto",
+    nlist: Optional[int] = None,
+    nprobe: int = 16,
+    ef_search: int = 128,
+    chunk: int = 8192,
+    seed: int = 0,
+) -> MergePairs:
+    """Identity pairs whose centres' cosine similarity is >= ``threshold`` (the same person
+    under two names, or in two datasets).
+
+    Each centre is searched for its ``k`` nearest other centres; a pair found from either
+    side is reported once (``i < j``) with its exact float32 similarity, pairs sorted by
+    ``(i, j)`` (an order that does not depend on float rounding). A centre whose ``k``
+    neighbours are all above the threshold is searched again with 2k, 4k, ... up to
+    ``max_k``; one still full at ``max_k`` is listed in ``saturated``.
+
+    Index (``index``): ``flat`` is ``faiss.IndexFlatIP``, exact (``N^2 D`` multiply-adds:
+    100k x 512-d in about a minute on 2 cores); ``ivf`` an ``IndexIVFScalarQuantizer``
+    (float16 storage, spherical k-means on a seeded sample, ``nlist`` lists, default
+    ``2 sqrt(N)``, ``nprobe`` searched per query): approximate, for millions of centres;
+    ``hnsw`` an ``IndexHNSWFlat`` (M 32, ``ef_search``): approximate, more memory and a
+    slow build, fast queries; ``auto``: flat up to ``FLAT_MAX_CENTRES`` rows, else ivf.
+    Approximate indexes can miss pairs (raise ``nprobe``/``ef_search`` for recall), never
+    report a pair below the threshold.
+
+    Args:
+        centres: ``(N, D)`` float32/float16 unit rows (:func:`identity_centres`).
+        keys: the N identity keys (default ``range(N)``), carried into the result.
+        threshold: cosine similarity; default :data:`DEFAULT_MERGE_THRESHOLD`.
+        k: neighbours per centre in the first search. threads: faiss (OpenMP) threads,
+            default the usable cores; restored afterwards. chunk: queries per search call
+            (memory: ``chunk x max_k`` results). seed: IVF training sample and k-means.
+    Raises:
+        MergeError: not a 2-d float matrix, NaN/inf or non-unit rows (names the row and
+        key), keys of another length, a threshold outside [-1, 1], bad k/threads/index.
+    """
+    n, _ = _check_matrix(centres, "centres")
+    keys = list(range(n)) if keys is None else keys
+    if len(keys) != n:
+        raise MergeError(f"{len(keys)} keys for {n} centres")
+    kind = ("flat" if n <= FLAT_MAX_CENTRES else "ivf") if index == "auto" else index
+
+    def check(q, lo):
+        _check_unit(q, lambda r: f"centre {r} (identity {keys[r]!r})", lo)
+
+    a, b, s, sat = _pair_search(
+        centres, n, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed,
+        lambda qi, ji: np.ones(len(qi), bool), check,
+    )
+    return MergePairs(a, b, s, keys, float(threshold), sat)
+
+
+@dataclass
+class MergeGroup:
+    """Identities joined by merge pairs (a connected component of the pair graph).
+
+    ``members``: centre rows, ascending; ``keys`` their keys; ``pairs``: positions in the
+    MergePairs of the evidence inside the group; ``to_centre``: each member's cosine
+    similarity to the group's centre (mean of the members' centres weighted by their
+    counts); ``flagged``: some member is below ``min_to_centre`` (a chain a~b~c whose ends
+    are different people): review it, do not merge it blindly; ``weak``: those members."""
+
+    members: np.ndarray
+    keys: list
+    pairs: np.ndarray
+    to_centre: np.ndarray
+    min_pair: float
+    flagged: bool
+    weak: np.ndarray
+
+
+def merge_groups(
+    pairs: MergePairs,
+    centres: np.ndarray,
+    counts: Optional[np.ndarray] = None,
+    min_to_centre: Optional[float] = None,
+) -> list[MergeGroup]:
+    """Merge groups from merge pairs: union-find over the pairs, so a chain a~b, b~c is one
+    group {a, b, c}; groups in order of their first member.
+
+    Guard against chained giant groups: a group is ``flagged`` when a member's similarity
+    to the group centre is below ``min_to_centre`` (default the pairs' threshold). A group
+    whose members are pairwise above the threshold is never flagged (each member then has
+    similarity >= threshold to any positively weighted mean of them), so only chains are.
+
+    Args:
+        pairs: :func:`merge_candidates` result. centres: the same ``(N, D)`` unit rows.
+        counts: embeddings per identity (weights of the group centre); default equal.
+    """
+    n = centres.shape[0]
+    if counts is not None and len(counts) != n:
+        raise MergeError(f"{len(counts)} counts for {n} centres")
+    bound = pairs.threshold if min_to_centre is None else float(min_to_centre)
+    parent: dict[int, int] = {}
+
+    def find(v: int) -> int:
+        parent.setdefault(v, v)
+        while parent[v] != v:
+            parent[v] = parent[parent[v]]
+            v = parent[v]
+        return v
+
+    for a, b in zip(pairs.i.tolist(), pairs.j.tolist()):
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    comp: dict[int, list[int]] = {}
+    for v in sorted(parent):
+        comp.setdefault(find(v), []).append(v)
+    roots = np.array([find(a) for a in pairs.i.tolist()], np.int64)
+    order = np.argsort(roots, kind="stable")
+    starts = np.searchsorted(roots[order], sorted(comp))
+    groups = []
+    for g, root in enumerate(sorted(comp)):
+        members = np.array(comp[root], np.int64)
+        ev = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else len(order)]
+        w = np.ones(len(members)) if counts is None else np.asarray(counts, np.float64)[members]
+        c = (np.asarray(centres[members], np.float64) * w[:, None]).sum(0)
+        c /= max(np.linalg.norm(c), 1e-12)
+        to = (np.asarray(centres[members], np.float64) @ c).astype(np.float32)
+        weak = members[to < bound]
+        groups.append(
+            MergeGroup(
+                members, [pairs.keys[m] for m in members.tolist()], np.sort(ev), to,
+                float(pairs.similarity[ev].min()), bool(len(weak)), weak,
+            )
+        )
+    return groups
+
+
+# ---------------------------------------------------------------------------- images
+
+
+@dataclass
+class CrossPairs:
+    """Images under two identities: image rows ``a < b`` with ``owners[a] != owners[b]``,
+    their cosine ``similarity`` (1.0 for equal content hashes), sorted by ``(a, b)``;
+    ``saturated``: images whose ``max_k`` neighbours were all above the threshold."""
+
+    a: np.ndarray
+    b: np.ndarray
+    similarity: np.ndarray
+    saturated: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+
+def _owners(owners, n: int) -> np.ndarray:
+    o = np.asarray(owners)
+    if o.shape != (n,) or o.dtype.kind not in "iu":
+        raise MergeError(f"owners must be ({n},) integers (identity index per image), got {o.dtype} {o.shape}")
+    return o.astype(np.int64, copy=False)
+
+
+def cross_identity_images(
+    embeddings: np.ndarray,
+    owners: Sequence[int] | np.ndarray,
+    threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
+    k: int = 10,
+    *,
+    max_k: int = 160,
+    threads: Optional[int] = None,
+    index: str = "auto",
+    nlist: Optional[int] = None,
+    nprobe: int = 8,
+    ef_search: int = 64,
+    chunk: int = 16384,
+    seed: int = 0,
+) -> CrossPairs:
+    """Images that appear under two identities: pairs of images of different owners whose
+    embeddings' cosine similarity is >= ``threshold`` (a re-encoded, resized or re-cropped
+    copy; e.g. 0.95), found among each image's ``k`` nearest neighbours (widened up to
+    ``max_k`` while all are above the threshold, e.g. many copies inside one identity).
+
+    Streaming: the index is filled and queried ``chunk`` rows at a time, so ``embeddings``
+    may be a ``np.memmap`` of float16 rows; memory is the index (``auto``: exact
+    ``IndexFlatIP`` in float32 up to ``FLAT_MAX_IMAGES`` images, else ``ivf`` with float16
+    storage: 2 bytes per value, ``nlist`` ~ ``2 sqrt(M)`` lists, ``nprobe`` searched) plus
+    the pairs found. Index options as :func:`merge_candidates`.
+
+    Args:
+        embeddings: ``(M, D)`` float16/float32 L2-normalised rows.
+        owners: ``(M,)`` identity index of each image.
+    Raises:
+        MergeError: as :func:`merge_candidates` (names the image row), owners of another
+        shape or not integers.
+    """
+    m, _ = _check_matrix(embeddings, "embeddings")
+    own = _owners(owners, m)
+    kind = ("flat" if m <= FLAT_MAX_IMAGES else "ivf") if index == "auto" else index
+
+    def check(q, lo):
+        _check_unit(q, lambda r: f"image {r} (identity {own[r]})", lo)
+
+    a, b, s, sat = _pair_search(
+        embeddings, m, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed,
+        lambda qi, ji: own[qi] != own[ji], check,
+    )
+    return CrossPairs(a, b, s, sat)
+
+
+def cross_identity_hashes(hashes: Sequence[bytes | str], owners: Sequence[int] | np.ndarray) -> CrossPairs:
+    """Exact copies under two identities: images with equal content hash (SHA-256 of the
+    image bytes, raw 32 bytes or hex) and different owners. For each hash, every image of
+    another owner than the hash's first image (lowest row) is paired with that first image
+    (pairs ``a < b``, similarity 1.0): linear in the copies, however many there are.
+    Copies inside one identity are part 3's ``duplicate``, not reported here."""
+    n = len(hashes)
+    own = _owners(owners, n)
+    if n == 0:
+        e = np.empty(0, np.int64)
+        return CrossPairs(e, e, np.empty(0, np.float32))
+    try:
+        h = np.array([bytes.fromhex(x) if isinstance(x, str) else bytes(x) for x in hashes], dtype="S32")
+    except (TypeError, ValueError) as e:
+        raise MergeError(f"hashes: not SHA-256 bytes or hex: {e}") from None
+    order = np.lexsort((np.arange(n), h))
+    hs = h[order]
+    first = np.r_[True, hs[1:] != hs[:-1]]
+    head = order[np.maximum.accumulate(np.where(first, np.arange(n), 0))]
+    m = own[order] != own[head]
+    a, b = head[m], order[m]
+    o = np.lexsort((b, a))
+    return CrossPairs(a[o], b[o], np.ones(len(o), np.float32))
+
+
+# ---------------------------------------------------------------------------- labels
+
+
+@dataclass
+class Relabel:
+    """New contiguous labels: ``labels[s][p]`` is the new label of source ``s``'s ``p``-th
+    identity; ``count`` = M labels ``0..M-1``; ``heads[L]``: ``(source, position)`` of the
+    identity whose place label ``L`` takes (a merged group's first member), ``(M, 2)`` int64."""
+
+    labels: list[np.ndarray]
+    count: int
+    heads: np.ndarray
+
+
+def relabel(order: Sequence[Sequence[str]], merges: Iterable[Iterable[tuple[int, Any]]]) -> Relabel:
+    """New labels after merging identities across sources.
+
+    Rule: lay the identities out in source order, source 0's identities in their order
+    (its labels), then source 1's, and so on. Each merged group takes the position of its
+    first member in that layout (lowest source, then lowest position); its other members
+    drop out; every other identity keeps its relative order; labels are then numbered
+    ``0..M-1`` along the layout. So with no merges the labels are ``0..N-1`` in layout
+    order, and a merge only removes the later members' positions.
+
+    Identity keys are ``(source index, identity name)``: the same name in two sources is two
+    identities (different people unless a merge says otherwise).
+
+    Args:
+        order: per source, its identity names in label order (names unique in a source).
+        merges: groups of keys to merge (disjoint; a group of one changes nothing).
+    Raises:
+        MergeError: a repeated name in a source, a key naming no identity (unknown source
+            or name), a key in two groups.
+    """
+    sizes = [len(names) for names in order]
+    offsets = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+    wanted: dict[int, dict[Any, int]] = {}  # source -> name -> group
+    groups = []
+    for g, group in enumerate(merges):
+        keys = list(group)
+        for key in keys:
+            try:
+                s, name = key
+            except (TypeError, ValueError):
+                raise MergeError(f"merge group {g}: key {key!r} is not (source index, identity)") from None
+            if not isinstance(s, (int, np.integer)) or not 0 <= s < len(order):
+                raise MergeError(f"merge group {g}: key {key!r}: no source {s!r} (sources 0..{len(order) - 1})")
+            prev = wanted.setdefault(int(s), {}).setdefault(name, g)
+            if prev != g:
+                raise MergeError(f"identity {key!r} is in merge groups {prev} and {g}")
+        groups.append(keys)
+    pos: dict[tuple[int, Any], int] = {}
+    for s, names in enumerate(order):
+        want = wanted.get(s, {})
+        seen: set = set()
+        for p, name in enumerate(names):
+            if name in seen:
+                raise MergeError(f"source {s}: identity {name!r} listed twice")
+            seen.add(name)
+            if name in want:
+                pos[(s, name)] = int(offsets[s]) + p
+    absorbed = np.zeros(int(offsets[-1]), bool)
+    target = {}
+    for g, keys in enumerate(groups):
+        missing = [k for k in keys if (int(k[0]), k[1]) not in pos]
+        if missing:
+            raise MergeError(f"merge group {g}: identity {missing[0]!r} is not in source {missing[0][0]}")
+        ps = sorted(pos[(int(k[0]), k[1])] for k in keys)
+        for p in ps[1:]:
+            absorbed[p] = True
+            target[p] = ps[0]
+    new = np.cumsum(~absorbed, dtype=np.int64) - 1
+    for p, head in target.items():
+        new[p] = new[head]
+    heads_g = np.flatnonzero(~absorbed)
+    src = np.searchsorted(offsets, heads_g, side="right") - 1
+    heads = np.stack([src, heads_g - offsets[src]], axis=1).astype(np.int64)
+    labels = [new[offsets[s] : offsets[s + 1]].copy() for s in range(len(order))]
+    return Relabel(labels, int(len(heads_g)), heads)
