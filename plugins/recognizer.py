@@ -4,6 +4,7 @@ exactly as ``facekit eval`` embeds bins (:class:`facekit.eval.recognition.OnnxEm
 
 from __future__ import annotations
 
+import logging
 from typing import Literal, Optional
 
 import numpy as np
@@ -12,6 +13,8 @@ from pydantic import Field
 import facekit
 from facekit.eval import ModelError, OnnxEmbedder
 from facekit.vision import OnnxSessionParams
+
+log = logging.getLogger("facekit")
 
 
 class OnnxRecognizerParams(facekit.RecognizerParams, OnnxSessionParams):
@@ -32,8 +35,11 @@ class OnnxRecognizer(facekit.Recognizer):
     def __init__(self, params):
         super().__init__(params)
         p = params
-        self.model = OnnxEmbedder(p.model, p.input_size, p.mean, p.std, p.color, p.providers, p.threads)
+        self.model = OnnxEmbedder(p.model, p.input_size, p.mean, p.std, p.color, p.providers, p.threads, rebatch=p.batch > 1)
         check_embedding_output(self.model)
+        if self.model.batch == 1 and p.batch > 1:
+            log.info("%s: exported with a batch of 1 and cannot be rewritten (%s): one face per model call",
+                     p.model, self.model.rebatch_note)
 
     def embed(self, crops):
         return self.embed_with_norms(crops)[0]
@@ -42,8 +48,9 @@ class OnnxRecognizer(facekit.Recognizer):
         """``(embeddings, norms)`` of aligned crops (each ``(S, S, 3)`` uint8 BGR, resized
         to the model's input when another size): ``(N, D)`` float32 L2-normalised and the
         raw outputs' ``(N,)`` float32 L2 norms. One session call per ``len(crops)`` faces
-        when the model takes any batch size (a model exported with a fixed batch runs in
-        chunks of it). A face whose embedding is not finite or is zero keeps NaN values:
+        when the model takes any batch size (a model exported with a batch of 1 is rewritten
+        to take any, :func:`facekit.vision.onnxbatch.batchable`; one that cannot be runs in
+        chunks of its batch). A face whose embedding is not finite or is zero keeps NaN values:
         the worker rejects it."""
         m = self.model
         batch = np.stack([m.prepare(c) for c in crops])

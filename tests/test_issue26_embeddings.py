@@ -272,3 +272,33 @@ def test_a_resumed_run_reuses_the_finished_shards_embeddings(tmp_path, data_dir,
     run(load_config(ref), progress=False)
     for name in ("emb/part-00000.parquet", "emb/embeddings.json", "results.parquet"):
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+
+
+def test_a_batch_of_one_model_is_made_batchable_or_left_with_the_reason(tmp_path, rec_model):
+    """The shared MobileFaceNet is exported with a batch of 1 (a Reshape to [1, -1]): the
+    recognizer rewrites it to take any batch and embeds a batch in one call, equal to one
+    face at a time; a graph whose batch is baked into another shape is left as it is, with
+    the reason."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from facekit.eval.recognition import OnnxEmbedder
+    from facekit.vision.onnxbatch import batchable
+
+    fixed = OnnxEmbedder(rec_model)
+    assert fixed.batch == 1
+    m = OnnxEmbedder(rec_model, rebatch=True)
+    assert m.rebatched and m.batch is None and m.session.get_inputs()[0].shape[0] == "N"
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 3, 112, 112)).astype(np.float32)
+    np.testing.assert_allclose(m.run(x), fixed.run(x), rtol=1e-4, atol=1e-4)
+
+    g = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "s"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])],
+        [helper.make_tensor("s", TensorProto.INT64, [2], [2, 2])],
+    )
+    path = tmp_path / "baked.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    data, why = batchable(path, (4,), ["CPUExecutionProvider"])
+    assert data is None and why, why

@@ -71,6 +71,10 @@ class OnnxEmbedder:
             session uses.
         threads: intra-op threads (0: onnxruntime's default; one inter-op thread,
             :func:`facekit.vision.onnxdet.session_options`).
+        rebatch: a model exported with a fixed batch of 1 is rewritten to take any batch
+            (:func:`facekit.vision.onnxbatch.batchable`, checked against the original), so
+            :meth:`run` embeds a batch in one call; ``self.rebatched`` says whether it was,
+            ``self.rebatch_note`` why not.
     Raises:
         ValueError: an empty ``providers`` or one this onnxruntime lacks (one line naming
             the installed ones), before the model is read.
@@ -87,6 +91,7 @@ class OnnxEmbedder:
         color: str | None = None,
         providers: Sequence[str] | None = None,
         threads: int = 0,
+        rebatch: bool = False,
     ):
         import onnxruntime as ort
 
@@ -118,6 +123,15 @@ class OnnxEmbedder:
         else:
             raise ModelError(f"{self.path}: input {shape} has no fixed size: give input_size")
         self.batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+        self.rebatched, self.rebatch_note = False, ""
+        if rebatch and self.batch == 1 and isinstance(w, int) and isinstance(h, int):
+            from facekit.vision.onnxbatch import batchable
+
+            probe = (3, int(h), int(w)) if layout == "NCHW" else (int(h), int(w), 3)
+            data, self.rebatch_note = batchable(self.path, probe, self.providers, session_options(threads))
+            if data is not None:
+                self.session = ort.InferenceSession(data, session_options(threads), providers=self.providers)
+                self.batch, self.rebatched = None, True
         meta = self.session.get_modelmeta().custom_metadata_map or {}
         self_norm = None
         if mean is None or std is None:
