@@ -69,11 +69,11 @@ LOW_QUALITY = "low_quality"
 #: z towards the camera), order of the landmarks. x and y: the ArcFace 112x112 template
 #: (:data:`facekit.vision.align.ARCFACE_TEMPLATE`) made left-right symmetric, so its own
 #: landmarks are the frontal pose; z: the depths of the same points in MediaPipe's
-#: canonical face model (``mediapipe/modules/face_geometry/data/
-#: geometry_pipeline_metadata_detection.pbtxt``: eye centres z 3.4657 cm, nose tip
-#: 7.4756 cm, i.e. vertices 1 and the 33/133 and 263/362 midpoints of
-#: ``canonical_face_model.obj``; mouth corners vertices 61/291, z 4.2839 cm; Apache-2.0),
-#: scaled by the eye distances (template 35.237 px / model 6.3023 cm = 5.591 px/cm).
+#: canonical face model (google/mediapipe, Apache-2.0: ``mediapipe/modules/face_geometry/
+#: data/geometry_pipeline_metadata_detection.pbtxt`` gives the eye centres, z 3.4657 cm,
+#: the midpoints of ``canonical_face_model.obj`` vertices 33/133 and 263/362, and the nose
+#: tip, vertex 1, z 7.4756 cm; the mouth corners are vertices 61/291, z 4.2839 cm), scaled
+#: by the eye distances (template 35.237 px / model 6.3023 cm = 5.591 px/cm).
 def _face_model() -> np.ndarray:
     t = ARCFACE_TEMPLATE.astype(np.float64)
     mid = (t[0, 0] + t[1, 0]) / 2
