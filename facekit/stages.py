@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Iterable, Iterator, Optional
 import numpy as np
 from pydantic import Field
 
+from facekit.clean.quality import FaceQuality, QualityThresholds
 from facekit.errors import SampleRejected
 from facekit.formats.facerec import MAX_CLASS
 from facekit.params import InputPath, OptionalInputPath, OutputPath, Params
@@ -94,7 +95,10 @@ class Sample:
     L2-normalised; embedding_norm: the embedding's L2 norm before normalisation (a quality
     signal of ArcFace-family models, MagFace; None when the recognizer cannot say); with
     ``select: identity``, similarity: cosine similarity to the identity's centre, and flag:
-    ``far_from_identity`` for a likely label-noise face ("": none).
+    ``far_from_identity`` for a likely label-noise face ("": none). Set by the worker when the
+    pipeline has a ``quality`` stage: quality, the face's
+    :class:`~facekit.clean.quality.FaceQuality` (blur, pose, size, brightness, contrast,
+    embedding norm, a learned model's score).
     """
 
     key: int
@@ -118,6 +122,7 @@ class Sample:
     required: str = ""
     embedding: Optional[np.ndarray] = None
     embedding_norm: Optional[float] = None
+    quality: Optional[FaceQuality] = None
     similarity: Optional[float] = None
     flag: str = ""
 
@@ -291,6 +296,34 @@ class Recognizer(Stage):
         return self.embed(crops), None
 
 
+class QualityParams(QualityThresholds):
+    """Base of every quality stage's parameters: the reject thresholds on the quality
+    signals (:class:`facekit.clean.quality.QualityThresholds`, each None = not checked)."""
+
+
+class Quality(Stage):
+    """Measures each aligned face's quality (issue 26). The worker computes the model-free
+    signals of every face (:func:`facekit.clean.quality.compute_quality`: blur, yaw/pitch/
+    roll from the five landmarks, face size, brightness, contrast, the recognizer's
+    embedding norm) and asks :meth:`score` for a learned model's scores of the same crops;
+    faces are then judged against ``params`` (:func:`facekit.clean.quality.judge`) once a
+    photo's face is chosen: a face over a threshold is rejected with the rule's reason
+    (``blurry``, ``extreme_pose``, ``too_dark``, ``too_bright``, ``low_contrast``,
+    ``low_embedding_norm``, ``face_too_small``, ``low_quality``). A third party plugs in
+    a learned quality model (CR-FIQA, eDifFIQA) by overriding :meth:`score`."""
+
+    kind = "quality"
+    Params = QualityParams
+    #: whether :meth:`score` gives a learned score (``min_quality`` is refused otherwise)
+    scores: ClassVar[bool] = False
+
+    def score(self, crops: list[np.ndarray]) -> Optional[np.ndarray]:
+        """A learned model's quality of aligned crops (each ``(S, S, 3)`` uint8 BGR):
+        ``(N,)`` float32, higher is better (the model's scale), NaN for a face it cannot
+        score; None (the default) when the stage has no model."""
+        return None
+
+
 class Augmenter(Stage):
     """Turns one (aligned) sample into zero or more samples (e.g. masked variants)."""
 
@@ -349,7 +382,7 @@ class Sink(Stage):
         pass
 
 
-KINDS = ("source", "detector", "aligner", "recognizer", "augmenter", "sink")
+KINDS = ("source", "detector", "aligner", "recognizer", "quality", "augmenter", "sink")
 
 __all__ = [
     "Aligner",
@@ -364,6 +397,8 @@ __all__ = [
     "OutputPath",
     "PairRef",
     "Params",
+    "Quality",
+    "QualityParams",
     "Recognizer",
     "RecognizerParams",
     "Reject",

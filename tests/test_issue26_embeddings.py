@@ -17,10 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 
 from conftest import config_error, link_aligned_112, link_identities, write_config
-from facekit.errors import FacekitError
 from facekit.pipeline.config import load_config
 from facekit.pipeline.engine import run
 

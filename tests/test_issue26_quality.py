@@ -13,6 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from facekit.clean import quality as q
+from facekit.clean.quality_onnx import OnnxQuality
 from facekit.eval.recognition import ModelError
 from facekit.plugins import get_registry
 from facekit.vision.align import ARCFACE_TEMPLATE, template_for
@@ -267,7 +268,7 @@ def test_judge_unset_thresholds_and_config():
     nan = _face(blur=math.nan, yaw=math.nan, embedding_norm=math.nan, quality=math.nan)
     assert q.judge(nan, q.QualityThresholds()) == []
     bad = _face(blur=1.0, yaw=80.0, brightness=10.0)
-    assert [r for r, _ in q.judge(bad, ALL)] == ["blurry", "extreme_pose", "too_dark"]
+    assert [r for r, _ in q.judge(bad, ALL)] == ["too_dark", "blurry", "extreme_pose"]  # exposure first
     assert q.FACE_TOO_SMALL == FACE_TOO_SMALL == "face_too_small"
     with pytest.raises(ValidationError, match="max_yaws"):
         q.QualityThresholds(max_yaws=30)
@@ -306,7 +307,7 @@ def test_onnx_quality_model(tmp_path, aligned):
     """issue 26 part 2: OnnxQuality runs a one-input, one-score ONNX model on aligned crops
     with the recognizer's preprocessing (RGB, (x - 127.5) / 127.5): here the score is the
     mean of that tensor, checked by hand; crops of another size are resized."""
-    model = q.OnnxQuality(_quality_model(tmp_path / "mean.onnx"))
+    model = OnnxQuality(_quality_model(tmp_path / "mean.onnx"))
     scores = model.score(aligned)
     assert scores.shape == (8,) and scores.dtype == np.float32
     expected = [((c[:, :, ::-1].astype(np.float32) - 127.5) / 127.5).mean() for c in aligned]
@@ -324,8 +325,8 @@ def test_onnx_quality_refuses_other_models(tmp_path, rec_model):
     """issue 26 part 2: a model with two outputs, or one giving several values per face
     (an embedding model such as the shared MobileFaceNet), is a one-line ModelError."""
     with pytest.raises(ModelError, match="one output"):
-        q.OnnxQuality(_quality_model(tmp_path / "two.onnx", outputs=2))
+        OnnxQuality(_quality_model(tmp_path / "two.onnx", outputs=2))
     with pytest.raises(ModelError, match="not one score per face"):
-        q.OnnxQuality(_quality_model(tmp_path / "wide.onnx", width=4))
+        OnnxQuality(_quality_model(tmp_path / "wide.onnx", width=4))
     with pytest.raises(ModelError, match="not one score per face"):
-        q.OnnxQuality(rec_model)
+        OnnxQuality(rec_model)

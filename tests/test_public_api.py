@@ -16,7 +16,7 @@ import pytest
 
 from conftest import REPO
 
-PUBLIC = ("facekit", "facekit.formats", "facekit.vision", "facekit.eval", "facekit.pipeline")
+PUBLIC = ("facekit", "facekit.formats", "facekit.vision", "facekit.eval", "facekit.pipeline", "facekit.clean")
 PLUGIN_FILES = sorted((REPO / "plugins").glob("*.py"))
 
 

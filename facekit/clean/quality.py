@@ -25,7 +25,8 @@ insightface order), each signal kept separate (no combined score):
 - ``brightness`` and ``contrast``: mean and standard deviation of the grey crop (0..255)
   inside :data:`FACE_WINDOW`.
 - ``embedding_norm`` (the recognizer's pre-normalisation norm, given) and ``quality`` (a
-  learned model's score, :class:`OnnxQuality`), NaN when not measured.
+  learned model's score, :class:`facekit.clean.quality_onnx.OnnxQuality`), NaN when not
+  measured.
 
 :class:`QualityThresholds` (config) and :func:`judge` turn the signals into reject reasons.
 """
@@ -33,7 +34,6 @@ insightface order), each signal kept separate (no combined score):
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from typing import Optional, Sequence
 
@@ -41,7 +41,6 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from facekit.eval.recognition import ModelError, OnnxEmbedder
 from facekit.params import Params
 from facekit.vision.align import ARCFACE_TEMPLATE
 from facekit.vision.detection import FACE_TOO_SMALL
@@ -357,14 +356,16 @@ class QualityThresholds(Params):
 
 
 #: (threshold, signal, reason, is it a lower bound, use the absolute value)
+#: exposure first: a dark or flat face also measures blurry (blur scales with contrast^2),
+#: and its first reason is the one reported
 _RULES = (
+    ("min_brightness", "brightness", TOO_DARK, True, False),
+    ("max_brightness", "brightness", TOO_BRIGHT, False, False),
+    ("min_contrast", "contrast", LOW_CONTRAST, True, False),
     ("min_blur", "blur", BLURRY, True, False),
     ("max_yaw", "yaw", EXTREME_POSE, False, True),
     ("max_pitch", "pitch", EXTREME_POSE, False, True),
     ("max_roll", "roll", EXTREME_POSE, False, True),
-    ("min_brightness", "brightness", TOO_DARK, True, False),
-    ("max_brightness", "brightness", TOO_BRIGHT, False, False),
-    ("min_contrast", "contrast", LOW_CONTRAST, True, False),
     ("min_embedding_norm", "embedding_norm", LOW_EMBEDDING_NORM, True, False),
     ("min_face_size", "face_size", FACE_TOO_SMALL, True, False),
     ("min_quality", "quality", LOW_QUALITY, True, False),
@@ -396,51 +397,6 @@ def judge(metrics: FaceQuality, thresholds: QualityThresholds) -> list[tuple[str
     return out
 
 
-# ---------------------------------------------------------------- learned quality
-
-
-class OnnxQuality(OnnxEmbedder):
-    """A learned face-quality model (CR-FIQA, eDifFIQA, ...) exported to ONNX: one image
-    input (``N x 3 x H x W`` or ``N x H x W x 3``), one output of one score per face
-    (``N``, ``N x 1``). Preprocessing is :class:`facekit.eval.recognition.OnnxEmbedder`'s
-    (input size from the model, ``(x - mean) / std``, RGB unless told; settings from the
-    arguments, the model's metadata or insightface's rule).
-
-    Args: those of :class:`~facekit.eval.recognition.OnnxEmbedder`.
-    Raises:
-        ModelError: what OnnxEmbedder raises, or a model with more than one output or an
-            output with more than one value per face.
-    """
-
-    def __init__(self, model: str | os.PathLike, **kwargs):
-        super().__init__(model, **kwargs)
-        outputs = self.session.get_outputs()
-        if len(outputs) != 1:
-            raise ModelError(f"{self.path}: a quality model has one output (a score per face), found {len(outputs)}")
-        shape = outputs[0].shape
-        fixed = [d for d in shape[1:] if isinstance(d, int)]
-        if len(shape) > 2 or any(d != 1 for d in fixed):
-            raise ModelError(f"{self.path}: output {outputs[0].name} {shape} is not one score per face (N or N x 1)")
-
-    def score(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Scores of aligned crops (each ``(S, S, 3)`` uint8 BGR): ``(N,)`` float32,
-        higher = better (the model's scale).
-
-        Raises:
-            ModelError: the model gives more than one value per face.
-            ValueError: a crop that is not an ``(H, W, 3)`` uint8 image (names its index).
-        """
-        if not len(crops):
-            return np.zeros((0,), np.float32)
-        for i, c in enumerate(crops):
-            if not isinstance(c, np.ndarray) or c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
-                raise ValueError(f"crop {i}: expected an (H, W, 3) uint8 BGR image")
-        out = self.run(self.to_tensor(np.stack([self.prepare(c) for c in crops])))
-        if out.shape[1] != 1:
-            raise ModelError(f"{self.path}: the model gave {out.shape[1]} values per face, not one score")
-        return out[:, 0].astype(np.float32)
-
-
 __all__ = [
     "BLURRY",
     "BOX_PER_EYE_DISTANCE",
@@ -452,7 +408,6 @@ __all__ = [
     "LOW_CONTRAST",
     "LOW_EMBEDDING_NORM",
     "LOW_QUALITY",
-    "OnnxQuality",
     "QUALITY_COLUMNS",
     "QualityThresholds",
     "TOO_BRIGHT",

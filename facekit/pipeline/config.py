@@ -40,6 +40,11 @@ class TopLevel(Params):
     detector: Optional[dict] = None
     aligner: Optional[dict] = None
     recognizer: Optional[dict] = None
+    quality: Optional[dict] = Field(
+        None, description="measure each aligned face (blur, pose, size, brightness, contrast, embedding norm) and "
+        "reject those over the thresholds given: {min_blur: 50, max_yaw: 45, ...} (plugin: signals, the default), "
+        "or {plugin: onnx, model: quality.onnx, min_quality: ...} for a learned quality model too"
+    )
     augmenters: list[dict] = Field(default_factory=list)
     sinks: list[dict] = Field(min_length=1)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
@@ -101,6 +106,8 @@ class PipelineSpec:
     detector: Optional[StageConfig]
     aligner: Optional[StageConfig]
     recognizer: Optional[StageConfig] = None
+    #: the ``quality`` stage (config key ``quality:``); not :attr:`quality`, the JPEG quality
+    face_quality: Optional[StageConfig] = None
     augmenters: list[StageConfig] = field(default_factory=list)
     sinks: list[StageConfig] = field(default_factory=list)
     quality: int = 95
@@ -347,6 +354,10 @@ def parse_config(
     det = stage("detector", top.detector, ("detector",)) if top.detector is not None else None
     ali = stage("aligner", top.aligner, ("aligner",)) if top.aligner is not None else None
     rec = stage("recognizer", top.recognizer, ("recognizer",)) if top.recognizer is not None else None
+    qual = None
+    if top.quality is not None:
+        raw = top.quality if not isinstance(top.quality, dict) or "plugin" in top.quality else {"plugin": "signals", **top.quality}
+        qual = stage("quality", raw, ("quality",))
     augs = [stage("augmenter", a, ("augmenters", i)) for i, a in enumerate(top.augmenters)]
     sinks = [stage("sink", s, ("sinks", i)) for i, s in enumerate(top.sinks)]
     if top.executor is not None:
@@ -359,9 +370,9 @@ def parse_config(
     elif top.workers == 0:
         ex = stage("executor", {"plugin": "inprocess"}, ("workers",))
     else:
-        ex = stage("executor", {"plugin": _default_executor([det, ali, rec, *augs])}, ("executor",))
+        ex = stage("executor", {"plugin": _default_executor([det, ali, rec, qual, *augs])}, ("executor",))
     errs.raise_if_any()
-    per_sample = [s for s in (det, ali, rec, *augs) if s is not None]
+    per_sample = [s for s in (det, ali, rec, qual, *augs) if s is not None]
     unsafe = [s.where for s in per_sample if not getattr(s.cls, "thread_safe", True)]
     if ex.name == "threads" and unsafe:
         errs.add(
@@ -381,6 +392,20 @@ def parse_config(
             )
     if rec is not None and det is not None and ali is None:
         errs.add(("recognizer",), f"{rec.where} embeds aligned faces: add an aligner after {det.where}")
+    if qual is not None:
+        qp = qual.params
+        if det is not None and ali is None:
+            errs.add(("quality",), f"{qual.where} measures aligned faces: add an aligner after {det.where}")
+        if qp.min_embedding_norm is not None and rec is None:
+            errs.add(("quality", "min_embedding_norm"),
+                     f"{qual.where}: min_embedding_norm needs a recognizer (the norm is its embedding's)")
+        if qp.min_quality is not None and not getattr(qual.cls, "scores", False):
+            errs.add(("quality", "min_quality"),
+                     f"{qual.where}: min_quality needs a learned quality model (plugin: onnx, model: ...)")
+        pose = [k for k in ("max_yaw", "max_pitch", "max_roll") if getattr(qp, k) is not None]
+        if pose and det is not None and not det.cls.provides_landmarks:
+            errs.add(("quality", pose[0]),
+                     f"{qual.where}: {pose[0]} needs five landmarks, but {det.where} gives boxes only")
     if det is not None and det.params.select == "identity" and rec is None:
         errs.add(
             ("detector", "select"),
@@ -424,12 +449,13 @@ def parse_config(
         detector=det,
         aligner=ali,
         recognizer=rec,
+        face_quality=qual,
         augmenters=augs,
         sinks=sinks,
         quality=top.encode.quality,
         executor=ex,
         executor_named=top.executor is not None or top.workers is not None,
         shard_size=top.shard_size,
-        resume=top.resume if top.resume is not None else bool(det or ali or rec or augs),  # all decode
+        resume=top.resume if top.resume is not None else bool(det or ali or rec or qual or augs),  # all decode
         report=top.report,
     )

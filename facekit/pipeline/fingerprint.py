@@ -245,7 +245,11 @@ def _stage(sc: StageConfig) -> dict:
 def pipeline_fingerprint(spec: PipelineSpec) -> dict:
     """A JSON-able dict describing everything that shapes a shard's product (see the module
     docstring). Model files are read once to hash them (about 0.1 s per 100 MB)."""
-    stages = [sc for sc in (spec.source, spec.detector, spec.aligner, spec.recognizer, *spec.augmenters) if sc is not None]
+    stages = [
+        sc
+        for sc in (spec.source, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, *spec.augmenters)
+        if sc is not None
+    ]
     reg = get_registry()
     infos = [reg.plugins.get(reg.owner.get((sc.kind, sc.name), "")) for sc in stages]
     return {

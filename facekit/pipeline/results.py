@@ -25,6 +25,13 @@ flag           string (null)            ``far_from_identity``: likely label nois
 embedding_norm float32 (null)           with a recognizer: the L2 norm of the face's
                                         embedding before normalisation (a quality
                                         signal of ArcFace-family models, MagFace)
+blur, yaw,     float32 (null)           with a ``quality`` stage: the face's signals
+pitch, roll,                            (:class:`facekit.clean.quality.FaceQuality`:
+inter_ocular,                           Laplacian variance, degrees, source pixels,
+face_size,                              grey levels; ``quality``: a learned model's
+brightness,                             score), also on faces rejected for them
+contrast,
+quality
 ============== ======================== =============================================
 
 Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
@@ -52,6 +59,7 @@ from typing import Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facekit.clean.quality import QUALITY_COLUMNS
 from facekit.pipeline.gate import Row
 
 RESULTS_FILE = "results.parquet"
@@ -79,8 +87,11 @@ SCHEMA = pa.schema(
         ("similarity", pa.float32()),
         ("flag", pa.string()),
         ("embedding_norm", pa.float32()),
+        *[(k, pa.float32()) for k in QUALITY_COLUMNS if k != "embedding_norm"],
     ]
 )
+#: the quality columns (those of :class:`FaceQuality` but ``embedding_norm``, its own column)
+QUALITY = tuple(k for k in QUALITY_COLUMNS if k != "embedding_norm")
 
 
 def _flat(a) -> Optional[list]:
@@ -133,6 +144,10 @@ class ResultsWriter:
         c["similarity"].append(None if s is None else s.similarity)
         c["flag"].append(None if s is None or not s.flag else s.flag)
         c["embedding_norm"].append(None if s is None else s.embedding_norm)
+        q = None if s is None else s.quality
+        for k in QUALITY:
+            v = None if q is None else getattr(q, k)
+            c[k].append(None if v is None or v != v else v)  # NaN (not measured): null
         self.rows += 1
         if len(c["path"]) >= CHUNK:
             self._columns()

@@ -34,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from facekit.clean.quality import QUALITY_COLUMNS, FaceQuality
 from facekit.formats.atomic import atomic_write_text
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult, file_stamp
 from facekit.stages import Occlusion, PairRef, Reject, Sample
@@ -75,6 +76,7 @@ SCHEMA = pa.schema(
         ("occ_kind", pa.binary()),
         ("embedding", _F32),
         ("embedding_norm", pa.float32()),
+        ("quality", pa.list_(pa.float64())),  # FaceQuality's fields, in QUALITY_COLUMNS order
         ("similarity", pa.float64()),
         ("flag", pa.binary()),
         ("reason", pa.binary()),
@@ -115,7 +117,7 @@ def result_table(result: ShardResult) -> pa.Table:
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
                       "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind",
-                      "embedding", "embedding_norm", "similarity", "flag"):
+                      "embedding", "embedding_norm", "quality", "similarity", "flag"):
                 c[k].append(None)
             return
         c["key"].append(s.key)
@@ -140,6 +142,7 @@ def result_table(result: ShardResult) -> pa.Table:
         c["occ_kind"].append(None if o is None else _t(o.kind))
         c["embedding"].append(None if s.embedding is None else np.asarray(s.embedding, np.float32).reshape(-1).tolist())
         c["embedding_norm"].append(s.embedding_norm)
+        c["quality"].append(None if s.quality is None else [getattr(s.quality, k) for k in QUALITY_COLUMNS])
         c["similarity"].append(s.similarity)
         c["flag"].append(_t(s.flag))
 
@@ -208,6 +211,7 @@ def _sample(d: dict) -> Sample:
         pair=None if d["pair"] is None else PairRef(**json.loads(_u(d["pair"]))),
         embedding=None if d["embedding"] is None else np.asarray(d["embedding"], np.float32),
         embedding_norm=d["embedding_norm"],
+        quality=None if d["quality"] is None else FaceQuality(*d["quality"]),
         similarity=d["similarity"],
         flag=_u(d["flag"]) or "",
     )

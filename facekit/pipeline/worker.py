@@ -31,6 +31,8 @@ from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
 from facekit.stages import Reject, Sample
 from facekit.pipeline.gate import StageErrorGuard
 from facekit.pipeline.identity import choose_faces
+from facekit.clean.quality import compute_quality, judge
+from facekit.vision.align import ARCFACE_TEMPLATE, template_for
 from facekit.vision.detection import find_faces_batch
 from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_image, encode_jpeg, read_file
 
@@ -51,6 +53,16 @@ class ShardStopped(FacekitError):
 
 def _reject(item: Sample, reason: str, detail: str) -> Reject:
     return Reject(item.path, reason, detail, item.identity, item.required)
+
+
+def _template(width: int) -> np.ndarray:
+    """The five landmarks of an already aligned crop ``width`` pixels wide: the ArcFace
+    template of its size (:func:`template_for`), or the 112 template scaled for a size that
+    is a multiple of neither 112 nor 128."""
+    try:
+        return template_for(width)
+    except ValueError:
+        return ARCFACE_TEMPLATE * (width / 112.0)
 
 
 def _stage_error(e: Exception) -> str:
@@ -104,6 +116,11 @@ class ShardWorker:
         if rec is not None and threads and getattr(rec.params, "threads", None) == 0:
             rec = rec.with_params(threads=threads)
         self.recognizer = rec.build() if rec else None
+        qual = spec.face_quality
+        if qual is not None and threads and getattr(qual.params, "threads", None) == 0:
+            qual = qual.with_params(threads=threads)
+        #: the ``quality`` stage: measures every face, judged once a photo's face is chosen
+        self.quality_stage = qual.build() if qual else None
         #: faces embedded per recognizer call (its ``batch`` parameter)
         self.embed_batch = int(getattr(self.recognizer.params, "batch", 64)) if self.recognizer else 0
         #: select: identity: faces are chosen per identity once the shard's faces are known
@@ -116,7 +133,7 @@ class ShardWorker:
         #: samples keep their file bytes and are never decoded. With a recognizer and no
         #: detector (an already aligned source) the images are decoded to be embedded and
         #: keep their file bytes for the sinks
-        self.needs_pixels = bool(self.detector or self.aligner or self.recognizer or self.augmenters)
+        self.needs_pixels = bool(self.detector or self.aligner or self.recognizer or self.quality_stage or self.augmenters)
         #: decode the next batch while this one is detected: only with threads to spare (a
         #: worker of one thread, N of them on N cores, gains nothing from it)
         self.read_ahead = threads is None or threads > 1
@@ -196,6 +213,8 @@ class ShardWorker:
                         first = pending[0][0]
                         ready = next(k for k, oc in enumerate(waiting) if oc is first)
                 done, waiting = waiting[:ready], waiting[ready:]
+                if self.quality_stage is not None:
+                    self._measure(done)
                 if not self.by_identity:
                     for oc in done:
                         self._finish(oc)
@@ -220,6 +239,10 @@ class ShardWorker:
         augmenters that return nothing, so that the image still leaves a trace)."""
         if not oc.samples or oc.samples[0].image is None:
             return
+        if self.quality_stage is not None:
+            self._judge(oc)
+            if not oc.samples:
+                return
         try:
             first = oc.samples[0]
             oc.samples = self._encode(oc.samples)
@@ -340,6 +363,49 @@ class ShardWorker:
                         Reject(s.path, BAD_EMBEDDING, f"the recognizer's embedding of face {s.face_id} has {what}",
                                oc.identity, s.required, s.replace(image=None, data=None))
                     )
+
+    def _measure(self, outs: list[Outcome]) -> None:
+        """Set ``Sample.quality`` of every face of ``outs`` (:func:`compute_quality` on the
+        aligned crops; the landmarks in source pixels, or the ArcFace template of the crop's
+        size for an already aligned source; the quality stage's learned scores when it has
+        a model). A failure rejects the images whose faces it measured (``stage_error``)."""
+        faces = [(oc, s) for oc in outs for s in oc.samples]
+        if not faces:
+            return
+        try:
+            crops = [s.image for _, s in faces]
+            lmk = np.stack([s.landmarks if s.landmarks is not None else _template(s.image.shape[1]) for _, s in faces])
+            boxes = np.stack([s.box for _, s in faces]) if all(s.box is not None for _, s in faces) else None
+            norms = np.array([np.nan if s.embedding_norm is None else s.embedding_norm for _, s in faces])
+            scores = self.quality_stage.score(crops)
+            if scores is not None:
+                scores = np.asarray(scores, np.float32).reshape(-1)
+                if scores.shape[0] != len(faces):
+                    raise ValueError(f"quality stage returned {scores.shape[0]} scores for {len(faces)} faces")
+            measured = compute_quality(crops, lmk, boxes, norms, scores)
+        except Exception as e:
+            for oc in {id(oc): oc for oc, _ in faces}.values():
+                if oc.samples:
+                    oc.rejects.append(self._error(oc.samples[0], e))
+                    oc.samples = []
+            return
+        for (_, s), q in zip(faces, measured):
+            s.quality = q
+
+    def _judge(self, oc: Outcome) -> None:
+        """Reject the faces of ``oc`` over the quality stage's thresholds (each with the
+        first rule it breaks as its reason, every broken rule in the detail)."""
+        kept = []
+        for s in oc.samples:
+            found = judge(s.quality, self.quality_stage.params) if s.quality is not None else []
+            if not found:
+                kept.append(s)
+                continue
+            oc.rejects.append(
+                Reject(s.path, found[0][0], "; ".join(d for _, d in found), oc.identity, s.required,
+                       s.replace(image=None, data=None))
+            )
+        oc.samples = kept
 
     def _error(self, item: Sample, e: Exception) -> Reject:
         detail = _stage_error(e)
