@@ -47,6 +47,9 @@ INSTALL = 'pip install "facekit[ray]"'
 CONNECT_TIMEOUT = 10.0
 #: seconds between two checks, while shards run, that the local Ray instance's raylet lives
 NODE_CHECK_S = 0.5
+#: seconds between two progress messages of an actor at least (each is a round trip to the
+#: queue actor; a shard sends one per batch of 8 images otherwise)
+RAY_PROGRESS_INTERVAL = 0.5
 
 
 class RayParams(WorkersParams):
@@ -121,7 +124,7 @@ class ShardActor:
             return
         set_threads(threads)
         try:
-            self.worker = ShardWorker(spec, threads, progress=None if progress is None else ProgressSender(progress))
+            self.worker = ShardWorker(spec, threads, progress=None if progress is None else ProgressSender(progress, RAY_PROGRESS_INTERVAL))
         except Exception as e:
             detail = facekit.one_line(e) if isinstance(e, facekit.FacekitError) else f"{type(e).__name__}: {facekit.one_line(e)}"
             self.error = f"on Ray node {self.node}: {detail}"

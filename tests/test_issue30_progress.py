@@ -263,3 +263,31 @@ def test_run_shards_counts_each_image_once_as_it_is_reported():
     assert sum(g.count for g in got if isinstance(g, ImagesDone)) == 12
     # without progress: the results alone, as before
     assert [g.index for g in run_shards(_Scripted(), shards, retries=1)] == [0, 1, 2]
+
+
+def test_a_rate_limited_sender_drops_messages_sent_too_soon(monkeypatch):
+    """issue 30 item 7 (review): on Ray each progress message is a round trip to the queue
+    actor, so an actor's sender keeps at least ``min_interval`` seconds between two; a
+    dropped message loses nothing (the next carries the shard's count). The limit survives
+    pickling (the sender travels to the actor)."""
+    import pickle
+    import queue
+
+    from facekit.pipeline import progress as prog
+
+    clock = [100.0]
+    monkeypatch.setattr(prog.time, "monotonic", lambda: clock[0])
+    ch = queue.Queue()
+    s = prog.ProgressSender(ch, min_interval=0.5)
+    for done in (8, 16, 24):
+        s.send(prog.ShardProgress(0, done))
+        clock[0] += 0.2
+    clock[0] += 0.5
+    s.send(prog.ShardProgress(0, 32))
+    assert [ch.get_nowait().done for _ in range(ch.qsize())] == [8, 32]
+    mp = pickle.loads(pickle.dumps(prog.ProgressSender([], 0.5)))
+    assert mp.min_interval == 0.5 and mp.channel == []
+    free = prog.ProgressSender(ch)  # no limit: every message
+    for done in (1, 2, 3):
+        free.send(prog.ShardProgress(1, done))
+    assert ch.qsize() == 3

@@ -17,6 +17,7 @@ carries the count. The results themselves never travel this way.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -51,15 +52,30 @@ class ProgressSender:
     Picklable when its channel is (a multiprocessing queue passed to a new process, a Ray
     queue)."""
 
-    def __init__(self, channel):
+    def __init__(self, channel, min_interval: float = 0.0):
         self.channel = channel
+        #: seconds between two messages at least (a Ray queue costs a round trip per
+        #: message): one arriving sooner is dropped, the next carries its count
+        self.min_interval = float(min_interval)
+        self._last = float("-inf")
 
     def send(self, msg: ShardProgress) -> None:
-        """Put ``msg`` on the channel if there is room."""
+        """Put ``msg`` on the channel if there is room (and :attr:`min_interval` passed)."""
+        if self.min_interval:
+            now = time.monotonic()
+            if now - self._last < self.min_interval:
+                return
+            self._last = now
         try:
             self.channel.put_nowait(msg)
         except Exception:  # full or gone: progress is best effort, the result is what counts
             pass
+
+    def __getstate__(self):
+        return {"channel": self.channel, "min_interval": self.min_interval}
+
+    def __setstate__(self, state):
+        self.__init__(state["channel"], state["min_interval"])
 
 
 class ProgressInbox:
