@@ -5,13 +5,12 @@ face-quality model's score (CR-FIQA, eDifFIQA exported to ONNX) and ``min_qualit
 
 from __future__ import annotations
 
-from typing import Literal, Optional
 
 from pydantic import Field
 
 import facekit
 from facekit.clean import OnnxQuality
-from facekit.vision import OnnxSessionParams
+from facekit.vision import OnnxInputParams, OnnxSessionParams
 
 
 class SignalsQuality(facekit.Quality):
@@ -21,12 +20,8 @@ class SignalsQuality(facekit.Quality):
     description = "blur, pose, face size, brightness, contrast, embedding norm of each face; thresholds reject"
 
 
-class OnnxQualityParams(facekit.QualityParams, OnnxSessionParams):
+class OnnxQualityParams(facekit.QualityParams, OnnxSessionParams, OnnxInputParams):
     model: facekit.InputPath = Field(description="face-quality ONNX model: one image input, one score per face")
-    input_size: Optional[int] = Field(None, ge=16, le=1024, description="model input side; default from the model")
-    mean: Optional[float] = Field(None, description="normalisation (x - mean) / std; default from the model")
-    std: Optional[float] = Field(None, gt=0, description="see mean")
-    color: Optional[Literal["RGB", "BGR"]] = Field(None, description="colour order of the model; default from the model")
 
 
 class OnnxQualityStage(facekit.Quality):

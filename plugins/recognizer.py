@@ -5,24 +5,19 @@ exactly as ``facekit eval`` embeds bins (:class:`facekit.eval.recognition.OnnxEm
 from __future__ import annotations
 
 import logging
-from typing import Literal, Optional
 
 import numpy as np
 from pydantic import Field
 
 import facekit
 from facekit.eval import ModelError, OnnxEmbedder
-from facekit.vision import OnnxSessionParams
+from facekit.vision import OnnxInputParams, OnnxSessionParams
 
 log = logging.getLogger("facekit")
 
 
-class OnnxRecognizerParams(facekit.RecognizerParams, OnnxSessionParams):
+class OnnxRecognizerParams(facekit.RecognizerParams, OnnxSessionParams, OnnxInputParams):
     model: facekit.InputPath = Field(description="face-recognition ONNX model (one N x 3 x H x W or N x H x W x 3 input)")
-    input_size: Optional[int] = Field(None, ge=16, le=1024, description="model input side; default from the model")
-    mean: Optional[float] = Field(None, description="normalisation (x - mean) / std; default from the model")
-    std: Optional[float] = Field(None, gt=0, description="see mean")
-    color: Optional[Literal["RGB", "BGR"]] = Field(None, description="colour order of the model; default from the model")
 
 
 class OnnxRecognizer(facekit.Recognizer):

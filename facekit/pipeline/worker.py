@@ -344,10 +344,7 @@ class ShardWorker:
                 if norms is not None and norms.shape[0] != len(chunk):
                     raise ValueError(f"recognizer returned {norms.shape[0]} norms for {len(chunk)} faces")
             except Exception as e:
-                for oc in {id(oc): oc for oc, _ in chunk}.values():
-                    if oc.samples:
-                        oc.rejects.append(self._error(oc.samples[0], e))
-                        oc.samples = []
+                self._fail(chunk, e)
                 continue
             good = np.isfinite(emb).all(1) & (np.abs(emb).sum(1) > 0)
             if norms is not None:
@@ -384,13 +381,18 @@ class ShardWorker:
                     raise ValueError(f"quality stage returned {scores.shape[0]} scores for {len(faces)} faces")
             measured = compute_quality(crops, lmk, boxes, norms, scores)
         except Exception as e:
-            for oc in {id(oc): oc for oc, _ in faces}.values():
-                if oc.samples:
-                    oc.rejects.append(self._error(oc.samples[0], e))
-                    oc.samples = []
+            self._fail(faces, e)
             return
         for (_, s), q in zip(faces, measured):
             s.quality = q
+
+    def _fail(self, faces: list[tuple[Outcome, Sample]], e: Exception) -> None:
+        """A stage failed on a batch of ``faces``: each image that held one becomes a
+        ``stage_error`` reject (its faces dropped)."""
+        for oc in {id(oc): oc for oc, _ in faces}.values():
+            if oc.samples:
+                oc.rejects.append(self._error(oc.samples[0], e))
+                oc.samples = []
 
     def _judge(self, oc: Outcome) -> None:
         """Reject the faces of ``oc`` over the quality stage's thresholds (each with the

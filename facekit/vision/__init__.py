@@ -63,6 +63,7 @@ _EXPORTS = {
     "probe_onnx": "onnxdet:probe",
     "OnnxDetectorParams": "onnxdet:OnnxDetectorParams",
     "OnnxSessionParams": "onnxdet:OnnxSessionParams",
+    "OnnxInputParams": "onnxdet:OnnxInputParams",
     "OnnxDetectorModel": "onnxdet:OnnxDetectorModel",
     # the decoders
     "Scrfd": "scrfd:Scrfd",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -275,6 +275,16 @@ class OnnxSessionParams(Params):
     @classmethod
     def _providers(cls, v):
         return check_providers(v)
+
+
+class OnnxInputParams(Params):
+    """How an aligned-face ONNX model (a recognizer, a quality model) wants its input, each
+    read from the model when not given (:class:`facekit.eval.recognition.OnnxEmbedder`)."""
+
+    input_size: Optional[int] = Field(None, ge=16, le=1024, description="model input side; default from the model")
+    mean: Optional[float] = Field(None, description="normalisation (x - mean) / std; default from the model")
+    std: Optional[float] = Field(None, gt=0, description="see mean")
+    color: Optional[Literal["RGB", "BGR"]] = Field(None, description="colour order of the model; default from the model")
 
 
 class OnnxDetectorParams(OnnxSessionParams, DetectorParams):
