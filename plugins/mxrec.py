@@ -39,12 +39,16 @@ Names (``names: auto``, the default): where a ``.lst`` lies beside the rec (``<s
 ``<prefix>.lst`` beside a shard set: what this sink writes, ``face2rec2``'s and im2rec's
 lists), each image's ``stem`` is ``<identity folder>/<file stem>`` from its path column, so
 the ``folders`` sink writes the tree the rec was packed from. Line ``n`` names the record
-with id ``first_id + n`` (insightface format) or the id in its first column (im2rec). A
-``.lst`` with another line count, a malformed line, a label in two folders or a folder
-with two labels, or folder names that do not sort like the labels (packed again, the
-identities would get other labels) is not used: one warning line, then label/key names.
-A line whose label differs from its record's stops the run (one line: fix the ``.lst`` or
-set ``names: keys``).
+with id ``first_id + n`` (insightface format) or the id in its first column (im2rec); where
+the first records' header ids do not find lines of their labels (ids all 0: not recorded;
+numbered another way), line ``n`` names the ``n``-th image record in file order, if that
+fits them. Decided before any image is named: a ``.lst`` with another line count, a
+malformed line, a label in two folders or a folder with two labels, lines matching the
+records neither way, folder names that do not sort like the labels or an identity's file
+names not in natural order in the rec (packed again from the folders, the identities would
+get other labels or the records another order) is not used: one warning line, then
+label/key names. A later line whose label differs from its record's stops the run (one
+line: fix the ``.lst`` or set ``names: keys``).
 
 The source yields one item per image record: a sample, or a reject ``bad_record``
 (malformed record), ``bad_label`` (not a class id: a finite integer in 0..2**31-1),
@@ -58,6 +62,7 @@ import bisect
 import logging
 import os
 from array import array
+from itertools import islice
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -85,7 +90,7 @@ from facekit.formats import (
     pack_header,
     shard_stem,
 )
-from facekit_plugins.folders import NAME_MAX, natural_key, nfc
+from facekit_plugins.folders import NAME_MAX, _extension, fit_name, natural_key, nfc
 
 FLOAT32_EXACT = 1 << 24
 log = logging.getLogger("facekit.mxrec")
@@ -106,9 +111,11 @@ class MxrecSourceParams(facekit.SourceParams):
     names: Literal["auto", "lst", "keys"] = Field(
         "auto",
         description="how sinks that write files (folders) name each image: auto: as the .lst beside the rec says "
-        "(<stem>.lst, <prefix>.lst beside shards; identity folder and file from its path column) when it matches the "
-        "rec and its folder names sort like the labels, else by label and record key after a one-line warning; "
-        "lst: from the .lst, an error when there is none that matches; keys: by label and record key",
+        "(<stem>.lst, <prefix>.lst beside shards; identity folder and file from its path column; lines found by "
+        "record id, or in file order where the ids are not its line numbers) when it matches the rec, its folder "
+        "names sort like the labels and each identity's file names are in natural order, else by label and record "
+        "key after a one-line warning; lst: from the .lst, an error when there is none that matches; keys: by "
+        "label and record key",
     )
     order: Literal["file", "label"] = Field(
         "file",
@@ -147,9 +154,11 @@ class MxrecSource(facekit.Source):
             rec = FaceRec(p.path, p.layout, p.prefix, stream=p.order == "file")
         except RecordIOError as e:
             raise facekit.FacekitError(f"mxrec source: {e}") from None
-        names = self._lst_names(rec) if p.names != "keys" else None
+        names, by_position = None, False
         try:
-            yield from self._samples(rec, names)
+            if p.names != "keys":
+                names, by_position = self._lst_names(rec)
+            yield from self._samples(rec, names, by_position)
         except RecordIOError as e:  # the idx changed while it was read
             raise facekit.FacekitError(f"mxrec source: {e}") from None
         finally:
@@ -157,37 +166,52 @@ class MxrecSource(facekit.Source):
             if names is not None:
                 names.close()
 
-    def _lst_names(self, rec: FaceRec) -> Optional[LstNames]:
+    def _lst_names(self, rec: FaceRec) -> tuple[Optional[LstNames], bool]:
         """The names the ``.lst`` beside the rec gives its images (``<stem>.lst`` beside a
-        single ``.rec``, ``<prefix>.lst`` beside a shard set), or None: no such file, or
-        (``names: auto``) one that does not fit the dataset or whose folder names do not sort
-        like the labels (a one-line warning says why; images are then named by label and
-        record key). ``names: lst`` makes each of these an error."""
+        single ``.rec``, ``<prefix>.lst`` beside a shard set) and whether its lines go with
+        the records by position (the records' header ids are not those the ``.lst``
+        numbers: :func:`_lst_mapping`), or ``(None, False)``: no such file, or (``names:
+        auto``) one that does not fit the dataset, whose lines match the records neither by
+        id nor by position, or whose names would not pack again in the same order
+        (:func:`_order_problem`): a one-line warning says why, images are then named by
+        label and record key. ``names: lst`` makes each but the last an error."""
         p = self.params
         first = Path(rec.parts[0].rec_path)
         lst = first.with_suffix(".lst") if len(rec.parts) == 1 else first.parent / f"{p.prefix}.lst"
         if not os.path.lexists(lst):
             if p.names == "lst":
                 raise facekit.FacekitError(f"mxrec source: names: lst, but there is no {lst}")
-            return None
+            return None, False
         layout = rec.layout
+        by_position = False
         if layout == "mixed":
             names, why = None, "the shards mix the insightface and plain layouts"
         else:
             names, why = LstNames.load(str(lst), len(rec), 1 if layout == "insightface" else 0)
-        if names is not None and p.names == "auto":
-            why = _order_problem(names.folders)
+        if names is not None:
+            try:
+                rows, ext = _probe(rec)
+                by_position, why = _lst_mapping(names, rows)
+                if not why and p.names == "auto":
+                    why = _order_problem(names, by_position, ext)
+            except LstMismatch as e:  # the .lst changed while it was read
+                why = str(e)
             if why:
                 names.close()
                 names = None
         if names is None:
             if p.names == "lst":
-                raise facekit.FacekitError(f"mxrec source: {lst} does not name the images of {p.path}: {why}")
+                raise facekit.FacekitError(
+                    f"mxrec source: {lst} does not name the images of {p.path}: {why}; names: keys numbers them"
+                )
             log.warning(
                 "mxrec source: %s does not name the images of %s (%s): folders and files are named by label and "
                 "record key (names: keys says so without this warning)", lst, p.path, why,
             )
-        return names
+        elif by_position:
+            log.info("mxrec source: %s: the records' header ids are not its line numbers; its lines name the "
+                     "image records in file order", lst)
+        return names, by_position
 
     def _order(self, rec: FaceRec):
         """``(i, part_index, index_in_part, key, offset)`` of the images in the order
@@ -209,7 +233,7 @@ class MxrecSource(facekit.Source):
             part = rec.parts[j]
             yield i, j, k, int(part.image_keys[k]), int(part.image_offsets[k])
 
-    def _samples(self, rec: FaceRec, names: Optional[LstNames] = None):
+    def _samples(self, rec: FaceRec, names: Optional[LstNames] = None, by_position: bool = False):
         p = self.params
         multi = len(rec.parts) > 1
         # the widest key (no temporary array of the whole idx; none read when streamed)
@@ -257,7 +281,10 @@ class MxrecSource(facekit.Source):
                 current = lab
             if names is not None:
                 try:
-                    folder, file_stem = names.name(int(header.id), lab)
+                    if by_position:
+                        folder, file_stem = names.name_at(i, lab, f"image record {i + 1} of the rec (file order)")
+                    else:
+                        folder, file_stem = names.name(int(header.id), lab)
                 except LstMismatch as e:
                     raise facekit.FacekitError(
                         f"mxrec source: {e} ({path}): the .lst does not match the rec; fix it or set names: keys"
@@ -276,10 +303,84 @@ class MxrecSource(facekit.Source):
             )
 
 
-def _order_problem(folders: dict[int, str]) -> str:
-    """Why folders named ``folders`` (label -> name) would not come back with their labels
-    from the folders source (which numbers identities in natural order of their names), or
-    "" when they would: the names must sort like the labels."""
+#: image records of each file whose headers :func:`_probe` reads (the first ones)
+PROBE = 64
+
+
+def _probe(rec: FaceRec) -> tuple[list[tuple[int, str, int, int]], str]:
+    """``[(i, where, header id, label)]`` of the first :data:`PROBE` image records of each
+    file (``i``: position in the dataset's file order; ``where``: ``<rec>:<key>``; records
+    that cannot be read or hold no class id are left out: the source rejects them), and the
+    extension the ``folders`` sink gives the first one's bytes (``.jpg`` when none)."""
+    rows: list[tuple[int, str, int, int]] = []
+    ext, start = "", 0
+    for part in rec.parts:
+        for k, key, off in islice(part.entries(), PROBE):
+            try:
+                if ext:
+                    header, _ = part.reader.read_header(off, key)
+                else:
+                    header, img = part.read_record(key, off)
+                    ext = _extension(img) if img else ""
+                rows.append((start + k, f"{part.rec_path}:{key}", int(header.id), class_id(label_of(header))))
+            except (RecordIOError, ValueError):
+                continue
+        start += len(part)
+    return rows, ext or ".jpg"
+
+
+def _misfit(names: LstNames, rows: list[tuple[int, str, int, int]], by_id: bool) -> tuple[int, int, str]:
+    """Why the probed records ``rows`` (:func:`_probe`) do not find lines of their labels
+    by header id (``by_id``) or by position: ``(line, record position, why)`` (-1 where
+    none is meant), or ``(-1, -1, "")`` when they all do."""
+    if by_id:
+        ids: dict[int, str] = {}
+        for i, where, rid, _ in rows:
+            if rid in ids:
+                if not any(r[2] for r in rows):
+                    return -1, -1, "the records' header ids are all 0 (not recorded)"
+                return -1, i, f"header id {rid} is on two records ({ids[rid]}, {where})"
+            ids[rid] = where
+    for i, where, rid, lab in rows:
+        try:
+            n = names.line_of(rid) if by_id else i
+        except LstMismatch:
+            return -1, i, f"no line for header id {rid} ({where})"
+        line_label, _ = names.read(n)
+        if line_label != lab:
+            return n, i, (
+                f"line {n + 1} has label {line_label:g} where image record {i + 1} in file order ({where}, "
+                f"header id {rid}) has label {lab}"
+            )
+    return -1, -1, ""
+
+
+def _lst_mapping(names: LstNames, rows: list[tuple[int, str, int, int]]) -> tuple[bool, str]:
+    """How the ``.lst``'s lines go with the records, decided on the probed records ``rows``
+    (:func:`_probe`) before any image is named: ``(False, "")`` by header id (line ``n`` is
+    the record with id ``first_id + n``, or the im2rec id), where every probed record's id
+    finds a line of its label (ids all 0 are not recorded); else ``(True, "")`` by position
+    (line ``n`` is the ``n``-th image record in file order, as packers write the lines),
+    where that finds them; else ``(False, why)``. Raises LstMismatch (the file changed)."""
+    id_line, id_record, by_id = _misfit(names, rows, by_id=True)
+    if not by_id:
+        return False, ""
+    line, record, by_position = _misfit(names, rows, by_id=False)
+    if not by_position:
+        return True, ""
+    if (line, record) == (id_line, id_record):  # the record's id and position give one line
+        return False, by_id
+    return False, f"its lines match the records neither by header id ({by_id}) nor in file order ({by_position})"
+
+
+def _order_problem(names: LstNames, by_position: bool, ext: str) -> str:
+    """Why the folders and files the ``.lst`` ``names`` names would not come back in the
+    rec's order from the ``folders`` source (identities numbered in natural order of their
+    folder names, files read in natural order of their names), or "" when they would: the
+    folder names must sort like the labels, and each label's file names (``<stem><ext>``,
+    as the ``folders`` sink writes them) in natural order in record order (by header id,
+    or ``by_position``: in file order). Raises LstMismatch (the file changed)."""
+    folders = names.folders
     labels = sorted(folders)
     keys = [natural_key(nfc(folders[lab])) for lab in labels]
     for i in range(1, len(keys)):
@@ -290,6 +391,18 @@ def _order_problem(folders: dict[int, str]) -> str:
                 f"{folders[a]!r} (label {a}), so folders named so would be packed again with other labels; "
                 "names: lst uses them anyway"
             )
+    last: dict[int, tuple[tuple, str]] = {}  # label -> natural key and name of its last file so far
+    for n, lab, folder, stem in names.lines(by_id=not by_position):
+        name = fit_name(stem, ext)
+        key = natural_key(name)
+        prev = last.get(lab)
+        if prev is not None and key <= prev[0]:
+            return (
+                f"line {n + 1}: the files of {folder!r} (label {lab}) are not in natural order: {name!r} comes "
+                f"after {prev[1]!r} in the rec, so files named so would be packed again in another order; "
+                "names: lst uses them anyway"
+            )
+        last[lab] = (key, name)
     return ""
 
 

@@ -263,32 +263,48 @@ def test_lst_that_does_not_match_falls_back_with_one_warning(tmp_path, data_dir,
     assert len(warned) == 1 and "8 lines for 9 image records" in warned[0], warned
 
 
-def test_lst_whose_labels_disagree_with_the_records(tmp_path, data_dir, caplog):
+def test_lst_whose_labels_disagree_with_the_records(tmp_path, data_dir, caplog, monkeypatch):
     """issue 30 item 13: a ``.lst`` that fits in shape but gives two identities each
-    other's labels. ``names: auto`` sees that its folder names would not sort like the
-    labels (packed again they would get other labels): one warning, numbered folders.
-    ``names: lst`` reads it and stops at the first record whose label differs, one line
-    naming the ``.lst`` line and the record; nothing is published. ``names: keys`` numbers
-    the folders without reading it."""
+    other's labels. Its lines match the records neither by header id nor in file order
+    (seen on the first records, before any image is named): ``names: auto`` warns once,
+    saying which line and record, and numbers the folders; ``names: lst`` is one line
+    saying the same, nothing published; ``names: keys`` numbers the folders without
+    reading it. A mismatch past the records looked at first (here: the first 2) stops the
+    run with one line naming the ``.lst`` line and the record."""
     rec = _pack(tmp_path, data_dir, "{plugin: mxrec, path: rec}")
-    swap = {"0": "1", "1": "0"}
     fields = [ln.split("\t") for ln in (rec / "train.lst").read_text(encoding="utf-8").splitlines()]
-    (rec / "train.lst").write_text(
-        "".join("\t".join(f[:2] + [swap.get(f[2], f[2])] + f[3:]) + "\n" for f in fields), encoding="utf-8"
-    )
+
+    def swap_labels(a: str, b: str) -> None:
+        swap = {a: b, b: a}
+        (rec / "train.lst").write_text(
+            "".join("\t".join(f[:2] + [swap.get(f[2], f[2])] + f[3:]) + "\n" for f in fields), encoding="utf-8"
+        )
+
+    swap_labels("0", "1")
     caplog.set_level(logging.WARNING)
     auto = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec}", "auto")
     assert len(_written(auto)) == 9 and _written(auto)[0] == "0/00000001.png"
     warned = [r.getMessage() for r in caplog.records if "train.lst" in r.getMessage()]
-    assert len(warned) == 1 and "do not sort like the labels" in warned[0], warned
+    assert len(warned) == 1 and "line 1 has label 1 where image record 1 in file order" in warned[0], warned
     with pytest.raises(FacekitError) as e:
         _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: lst}", "back")
     msg = str(e.value)
-    assert "\n" not in msg and "train.lst:1: label 1" in msg and "names: keys" in msg, msg
+    assert "\n" not in msg and "train.lst does not name the images" in msg, msg
+    assert "line 1 has label 1 where image record 1" in msg and "names: keys" in msg, msg
     assert not (tmp_path / "back" / "f").exists()
     caplog.clear()
     keys = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: keys}", "keys")
     assert _written(keys) == _written(auto) and not caplog.records
+    # labels 2 and 3 swapped: the first two records match; names: lst reads on and stops
+    import facekit_plugins.mxrec as mxrec
+
+    monkeypatch.setattr(mxrec, "PROBE", 2)
+    swap_labels("2", "3")
+    with pytest.raises(FacekitError) as e:
+        _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: lst}", "late")
+    msg = str(e.value)
+    assert "\n" not in msg and "train.lst:4: label 3, but the record with id 4 has label 2" in msg, msg
+    assert "names: keys" in msg and not (tmp_path / "late" / "f").exists()
 
 
 def test_names_lst_without_a_usable_lst_is_an_error(tmp_path, data_dir):
@@ -365,3 +381,104 @@ def test_normalising_keeps_a_dotdot_after_a_symlink(tmp_path):
     assert normalized(tmp_path / "link" / ".." / "x") == tmp_path / "link" / ".." / "x"
     assert normalized(tmp_path / "a" / "b" / ".." / "x") == tmp_path / "a" / "x"
     assert normalized(tmp_path / "." / "a") == tmp_path / "a"
+
+
+# ------------------------------------- item 13: records whose ids the .lst does not number
+
+
+def _rewrite_ids(rec: Path, new_id) -> None:
+    """Rewrite ``rec/train.rec`` (and its idx) with image record ``key`` given header id
+    ``new_id(key, id)``; header and identity records are copied as they are."""
+    from facekit.formats.idx import read_idx
+    from facekit.formats.recordio import IndexedRecordIOWriter, RecordIOReader, pack, unpack
+
+    rows = read_idx(rec / "train.idx")
+    with RecordIOReader(rec / "train.rec") as r:
+        payloads = [(k, r.read_at(o, k)[0]) for k, o in rows]
+    for f in ("train.rec", "train.idx"):
+        (rec / f).unlink()
+    with IndexedRecordIOWriter(rec / "train.idx", rec / "train.rec") as w:
+        for k, payload in payloads:
+            h, img = unpack(payload)
+            w.write_idx(k, pack(h._replace(id=new_id(k, h.id)), img) if img else payload)
+
+
+@pytest.mark.parametrize("layout", ["insightface", "plain"])
+@pytest.mark.parametrize("ids", ["zero", "shifted"])
+def test_lst_names_records_whose_ids_it_does_not_number(tmp_path, data_dir, caplog, layout, ids):
+    """issue 30 item 13 (review): a rec whose image header ids are all 0 (``verify``: ids
+    not recorded) or numbered another way (ids + 1000, a merged file) with its ``train.lst``
+    beside it stopped ``names: auto`` (rc 1: ``train.lst:1: label 0, but the record with id
+    0 has label 1``). Now its lines name the records in file order: named folders, the
+    bytes untouched, no warning."""
+    from facekit.formats.rec_verify import verify
+
+    rec = _pack(tmp_path, data_dir, f"{{plugin: mxrec, path: rec, layout: {layout}}}")
+    _rewrite_ids(rec, (lambda k, i: 0) if ids == "zero" else (lambda k, i: i + 1000))
+    assert verify(rec)["ok"]
+    caplog.set_level(logging.WARNING)
+    back = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec}", "back")
+    assert _written(back) == _expected()
+    for rel in _expected():
+        assert (back / rel).read_bytes() == (tmp_path / "faces" / rel).read_bytes()
+    assert not [r for r in caplog.records if "train.lst" in r.getMessage()]
+
+
+def test_lst_matching_records_neither_by_id_nor_in_order(tmp_path, data_dir, caplog):
+    """issue 30 item 13 (review): ids all 0 and the ``.lst``'s lines in another order
+    than the records (its first line moved to the end). ``names: auto`` decides before
+    naming any image: one warning saying why, folders and files numbered (rc 0);
+    ``names: lst`` is one line saying why, nothing published."""
+    rec = _pack(tmp_path, data_dir, "{plugin: mxrec, path: rec}")
+    _rewrite_ids(rec, lambda k, i: 0)
+    lines = (rec / "train.lst").read_text(encoding="utf-8").splitlines(True)
+    (rec / "train.lst").write_text("".join(lines[1:] + lines[:1]), encoding="utf-8")
+    caplog.set_level(logging.WARNING)
+    auto = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec}", "auto")
+    assert len(_written(auto)) == 9 and _written(auto)[0] == "0/00000001.png"
+    warned = [r.getMessage() for r in caplog.records if "train.lst" in r.getMessage()]
+    assert len(warned) == 1 and "header ids are all 0" in warned[0], warned
+    assert "line 2 has label 1 where image record 2 in file order" in warned[0], warned
+    with pytest.raises(FacekitError) as e:
+        _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: lst}", "lst")
+    msg = str(e.value)
+    assert "\n" not in msg and "does not name the images" in msg and "header ids are all 0" in msg, msg
+    assert not (tmp_path / "lst" / "f").exists()
+
+
+@pytest.mark.parametrize("listing", ["natural", "text"])
+def test_rec_to_folders_to_rec_is_byte_identical_under_auto(tmp_path, data_dir, caplog, listing):
+    """issue 30 item 13 (review): a ``.lst`` naming an identity's records ``img_1, img_10,
+    img_2`` (a listing in text order) was used, and packed again from folders (natural
+    order: ``img_1, img_2, img_10``) the records came back in another order. Now the file
+    names must be in natural order in the rec too, else one warning and numbered names; in
+    both cases rec -> folders -> rec gives the same ``train.rec``/``train.idx``."""
+    _link(data_dir, tmp_path / "faces", {"A": ["img_1.png", "img_2.png", "img_10.png"], "B": ["img_1.png", "img_2.png"]})
+    cfg = write_config(tmp_path, """
+        output: packed
+        source: {plugin: folders, root: faces, min_images: 1}
+        sinks: [{plugin: mxrec, path: rec}]
+        """, "pack.yaml")
+    run(load_config(cfg), progress=False)
+    rec = tmp_path / "packed" / "rec"
+    if listing == "text":
+        text = (rec / "train.lst").read_text(encoding="utf-8")
+        text = text.replace("/A/img_2.png", "/A/img_X.png").replace("/A/img_10.png", "/A/img_2.png")
+        (rec / "train.lst").write_text(text.replace("/A/img_X.png", "/A/img_10.png"), encoding="utf-8")
+    caplog.set_level(logging.WARNING)
+    back = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec}", "back")
+    warned = [r.getMessage() for r in caplog.records if "train.lst" in r.getMessage()]
+    if listing == "natural":
+        assert _written(back) == ["A/img_1.png", "A/img_10.png", "A/img_2.png", "B/img_1.png", "B/img_2.png"]
+        assert not warned
+    else:
+        assert _written(back)[0] == "0/00000001.png"
+        assert len(warned) == 1 and "'img_2.png' comes after 'img_10.png'" in warned[0], warned
+    cfg = write_config(tmp_path, """
+        output: again
+        source: {plugin: folders, root: back/f, min_images: 1}
+        sinks: [{plugin: mxrec, path: rec}]
+        """, "again.yaml")
+    run(load_config(cfg), progress=False)
+    for f in ("train.rec", "train.idx"):
+        assert (tmp_path / "again" / "rec" / f).read_bytes() == (rec / f).read_bytes(), f

@@ -158,8 +158,11 @@ class LstNames:
     im2rec ids that are not consecutive), and refuses (says why) a file that does not fit
     the dataset: another line count, a malformed line, a path naming no folder, a label
     whose images are in several folders, a folder holding several labels (folder names
-    compared in NFC, case-insensitively). :meth:`name` reads the record's line (the next
-    one, in file order: no seek) and checks its label against the record's.
+    compared in NFC, case-insensitively). :meth:`name` reads the line of a record id,
+    :meth:`name_at` line ``n`` (for a rec whose header ids are not recorded: its ``n``-th
+    image record, as packers write the lines in order), each checking the line's label
+    against the record's (reading the next line in file order needs no seek);
+    :meth:`lines` gives every line's names in record order.
     """
 
     def __init__(self, path: str, fh, offsets, first_id: int, im2rec: bool, folders: dict, ids=None):
@@ -249,8 +252,8 @@ class LstNames:
             return None, "an im2rec index appears on two lines"
         return cls(path, fh, offsets, first_id, True, shown, ids), ""
 
-    def _line(self, record_id: int) -> int:
-        """0-based line of the record with id ``record_id``. Raises LstMismatch."""
+    def line_of(self, record_id: int) -> int:
+        """0-based line of the record with id ``record_id``. Raises LstMismatch: no line."""
         if self._sorted is None:
             n = record_id - self.first_id
             if 0 <= n < len(self._offsets):
@@ -261,10 +264,10 @@ class LstNames:
                 return int(self._order[k])
         raise LstMismatch(f"{self.path}: no line for the record with id {record_id}")
 
-    def name(self, record_id: int, label: int) -> tuple[str, str]:
-        """``(identity folder, file stem)`` of the record with id ``record_id`` and class id
-        ``label``. Raises LstMismatch: no line for that id, or its label is another."""
-        n = self._line(record_id)
+    def read(self, n: int) -> tuple[float, tuple[str, str] | None]:
+        """Label and ``(identity folder, file stem)`` (None: unusable) of line ``n``
+        (0-based): no seek when it is the line after the last one read. Raises
+        LstMismatch: the line changed since :meth:`load` read it."""
         off = self._offsets[n]
         if off != self._pos:
             self._f.seek(off)
@@ -272,13 +275,35 @@ class LstNames:
         self._pos = off + len(raw)
         try:
             lab, p = _fields(raw, self.im2rec)
-            lab = float(lab)
+            return float(lab), _names_of(p)
         except ValueError as e:
             raise LstMismatch(f"{self.path}:{n + 1}: the line changed since it was read ({e})") from None
-        names = _names_of(p)
+
+    def name(self, record_id: int, label: int) -> tuple[str, str]:
+        """``(identity folder, file stem)`` of the record with id ``record_id`` and class id
+        ``label``. Raises LstMismatch: no line for that id, or its label is another."""
+        return self.name_at(self.line_of(record_id), label, f"the record with id {record_id}")
+
+    def name_at(self, n: int, label: int, record: str) -> tuple[str, str]:
+        """``(identity folder, file stem)`` line ``n`` (0-based) gives the record
+        ``record`` (its description, for the error) of class id ``label``. Raises
+        LstMismatch: the line's label is another."""
+        lab, names = self.read(n)
         if lab != label or names is None:
-            raise LstMismatch(f"{self.path}:{n + 1}: label {lab:g}, but the record with id {record_id} has label {label}")
+            raise LstMismatch(f"{self.path}:{n + 1}: label {lab:g}, but {record} has label {label}")
         return names
+
+    def lines(self, by_id: bool = True):
+        """``(line, label, folder, file stem)`` of every line (0-based ``line``, int
+        ``label``), in record order: by record id (``by_id``; im2rec ids that are not
+        consecutive are sorted) or in file order. Raises LstMismatch (the file changed)."""
+        order = self._order if by_id and self._order is not None else range(len(self._offsets))
+        for n in order:
+            n = int(n)
+            lab, names = self.read(n)
+            if names is None:
+                raise LstMismatch(f"{self.path}:{n + 1}: the line changed since it was read")
+            yield n, int(lab), names[0], names[1]
 
     def close(self) -> None:
         """Close the file."""
