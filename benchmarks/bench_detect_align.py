@@ -1,6 +1,6 @@
 """Detect + align + write: facekit vs the insightface loop vs pure onnxruntime (issue 13).
 
-    python benchmarks/bench_detect_align.py [--rounds 3] [--copies 3]
+    python benchmarks/bench_detect_align.py [--rounds 3] [--copies 3] [--max-load 2.5]
     python benchmarks/bench_detect_align.py --rss [--counts 1000,50000,1000000]
     python benchmarks/bench_detect_align.py --decode [--rounds 5]
     python benchmarks/bench_detect_align.py --reduced
@@ -326,6 +326,16 @@ def run_child(args: list[str]) -> dict:
     raise SystemExit(f"peer {args[0]} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
 
 
+def wait_for_load(max_load: float, max_wait: float) -> float:
+    """Wait (polling every 10 s, at most ``max_wait`` s) until the 1-minute load average is
+    below ``max_load`` (0: no wait); returns the seconds waited. On a machine shared with
+    other jobs this starts each round in a quieter moment; the load is still printed."""
+    t0 = time.monotonic()
+    while max_load > 0 and os.getloadavg()[0] >= max_load and time.monotonic() - t0 < max_wait:
+        time.sleep(10)
+    return time.monotonic() - t0 if max_load > 0 else 0.0
+
+
 def bench(a) -> None:
     import platform
 
@@ -352,7 +362,9 @@ def bench(a) -> None:
         times: dict[str, list[float]] = {k: [] for k in PEERS}
         info: dict[str, dict] = {}
         for r in range(a.rounds):
-            print(f"round {r + 1}: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+            waited = wait_for_load(a.max_load, a.max_wait)
+            print(f"round {r + 1}: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+                  + (f" (waited {waited:.0f} s for it to fall below {a.max_load:g})" if waited >= 1 else ""), flush=True)
             order = list(PEERS) if r % 2 == 0 else list(reversed(PEERS))  # interleaved
             for name in order:
                 out = tmp / f"out{len(info)}{r}{order.index(name)}"
@@ -585,6 +597,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--copies", type=int, default=3)
+    ap.add_argument("--max-load", type=float, default=0.0,
+                    help="before each round wait for the 1-minute load average to fall below this (0: do not wait)")
+    ap.add_argument("--max-wait", type=float, default=900.0, help="the longest wait for --max-load, seconds")
     ap.add_argument("--decode", action="store_true", help="decode time only")
     ap.add_argument("--reduced", action="store_true", help="reduced-scale JPEG decode: time, detections, crops")
     ap.add_argument("--rss", action="store_true", help="peak RSS of packing / reading N synthetic records")
