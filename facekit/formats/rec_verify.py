@@ -4,8 +4,9 @@ Per ``.rec`` file: framing of every record (magic, lengths, part flags, truncati
 a bad record the walk resynchronises on the next plausible record), the ``.idx`` (parsable,
 every offset the start of a record, every record listed, no repeated key), every payload an
 IRHeader, the layout (insightface header and identity records consistent with the image
-records; plain: no empty records; insightface: each record's header id matches its key, as
-the file's other records have it), labels class ids (:func:`facekit.formats.facerec.class_id`:
+records; plain: no empty records; insightface: no record found under another key whose own
+record is not there either, by the header ids where the file records them: ``id = key + d``,
+see :meth:`_PartCheck._ids`), labels class ids (:func:`facekit.formats.facerec.class_id`:
 finite integers in 0..2**31-1) and contiguous per identity, and, unless ``decode=False``, every image decodable
 (Pillow, as :func:`facekit.vision.images.decode_image`) with the size ``property`` gives. For a
 shard set, no label in two shards. Counts read from the files (the header's keys) are
@@ -86,10 +87,30 @@ def _decode_chunk(args) -> list[tuple[int, int, str, Optional[tuple[int, int]]]]
     return out
 
 
+def _id_offset(ks: np.ndarray, ids: np.ndarray, delta: np.ndarray, d0: int) -> Optional[int]:
+    """The ``d`` of ``id = key + d`` that keys ``ks`` and their records' ``ids`` (int64,
+    modulo 2**64) follow, ``delta = ids - ks``; None when they follow none (see
+    :meth:`_PartCheck._ids`)."""
+    if len(np.unique(ids)) == len(ids) and np.array_equal(np.sort(ids - d0), np.sort(ks)):
+        return d0  # the keys' own ids + d0, some under other keys: offsets moved among the keys
+    vals, counts = np.unique(delta, return_counts=True)
+    top = int(counts.max())
+    tied = vals[counts == top].tolist()
+    for d in (d0, 0):
+        if d in tied:
+            return d
+    if len(tied) == 1 and 2 * top >= len(ks):
+        return int(tied[0])
+    return None
+
+
 class _PartCheck:
     """Checks one .rec (+ .idx); fills ``problems``; keeps labels in image order."""
 
-    def __init__(self, files: PartFiles, layout: str, problems: _Problems):
+    def __init__(self, files: PartFiles, layout: str, problems: _Problems, images_before: int = 0):
+        """``images_before``: image records of the shards before this one (a facekit
+        shard's image ids are its keys + that)."""
+        self.images_before = images_before
         self.rec = str(files.rec)
         self.idx = str(files.idx) if files.idx else None
         self.layout_req = layout
@@ -252,7 +273,7 @@ class _PartCheck:
                 )
             self._images(image_keys)
             self._identities(first, end)
-            self._ids("image", image_keys)
+            self._ids("image", image_keys, self.images_before)
             self._ids("identity", list(range(first, end)))
         else:
             seen = set()
@@ -301,15 +322,20 @@ class _PartCheck:
                         self.add("labels", k, off, f"label {lab} appears again after other labels (identity not contiguous)")
                 seen.add(lab)
 
-    def _ids(self, what: str, keys: list[int]) -> None:
+    def _ids(self, what: str, keys: list[int], d0: int = 0) -> None:
         """insightface layout: the header ``id`` of each ``what`` record against its key.
 
-        Writers that record ids give every record ``id = key + d``, one ``d`` per file (0;
-        a facekit shard: the keys before it in the unsharded file). A file whose ids are all
-        0 records none (nothing to check); one without a ``d`` shared by at least half of the
-        records and by more than any other ``d`` numbers them its own way (a note). Any other
-        record whose id is off is a problem: the idx points its key at another key's record
-        (offsets swapped, rows misplaced).
+        Writers that record ids give every record ``id = key + d``, one ``d`` per file: 0,
+        or for a facekit shard ``d0``, the images of the shards before it (ids run on over
+        the set). A file whose ids are all 0 records none (nothing to check). ``d`` is
+        ``d0`` when the ids are the keys + ``d0`` in another order (offsets moved among the
+        keys), else the offset shared by the most records: ``d0`` or 0 where they are among
+        the most shared, else one shared by at least half of the records and more than any
+        other; without one the file numbers its records its own way (a note). A record whose
+        id is another key's, where that key's record is not its own either and its own id is
+        found under another key (offsets swapped, rows misplaced), is a problem: readers
+        would return it for the wrong key. Other ids off the rule (a merged file whose ids
+        were not renumbered) are a note: readers ignore ids.
         """
         rows, done = [], set()
         for k in keys:
@@ -324,26 +350,36 @@ class _PartCheck:
         if not ids.any():
             return
         delta = ids.view(np.int64) - ks  # modulo 2**64, as the uint64 ids
-        vals, counts = np.unique(delta, return_counts=True)
-        j = int(np.argmax(counts))
-        if 2 * counts[j] < len(rows) or (counts == counts[j]).sum() > 1:
+        d = _id_offset(ks, ids.view(np.int64), delta, d0)
+        if d is None:
             self.notes.append(
                 f"{self.rec}: {what} record header ids do not follow the keys (no id - key offset shared by "
                 "at least half of them and more than any other): ids not checked"
             )
             return
-        d = int(vals[j])
         rule = "id = key" if d == 0 else f"id = key {'+' if d > 0 else '-'} {abs(d)}"
-        key_set = set(ks.tolist())
-        for i in np.flatnonzero(delta != d).tolist():
+        off = np.flatnonzero(delta != d).tolist()
+        misplaced = set(ks[off].tolist())  # keys whose record is not their own
+        found = set(ids[off].tolist())  # the ids found under them
+        others = []
+        for i in off:
             k, r, got = int(ks[i]), rows[i][1], int(ids[i])
-            want = (k + d) % (1 << 64)
-            other = (got - d) % (1 << 64)
-            whose = f": it is the record of key {other} (idx offsets swapped?)" if other in key_set else ""
+            other, want = (got - d) % (1 << 64), (k + d) % (1 << 64)
+            # swapped: another key's record is here, and this key's own record is under another key
+            if other not in misplaced or want not in found:
+                others.append((k, got))
+                continue
             self.add(
                 "ids", k, int(self.offs[r]),
-                f"{what} record has header id {got}, expected {want} ({rule}, as the file's other {what} "
-                f"records){whose}",
+                f"{what} record has header id {got}, expected {want} ({rule}, as the file's "
+                f"other {what} records): it is the record of key {other} (idx offsets swapped?)",
+            )
+        if others:
+            k, got = others[0]
+            self.notes.append(
+                f"{self.rec}: {len(others)} {what} record(s) have header ids off {rule} (e.g. key {k}: id {got}), "
+                "none of them another key's record found under this key: ids numbered their own way (merged "
+                "files?), which readers ignore"
             )
 
     def _identities(self, first: int, end: int) -> None:
@@ -408,10 +444,12 @@ def verify(
         except (RecordIOError, OSError) as e:
             problems.add("property", str(prop_path), None, None, str(e).split(": ", 1)[-1])
     checks = []
+    before = 0
     for f in files:
-        c = _PartCheck(f, layout, problems)
+        c = _PartCheck(f, layout, problems, before)
         c.run()
         checks.append(c)
+        before += getattr(c, "image_count", len(c.labels))
     # set level: a label in two files
     owner: dict[int, str] = {}
     for c in checks:
