@@ -296,7 +296,7 @@ def test_lst_whose_labels_disagree_with_the_records(tmp_path, data_dir, caplog, 
     keys = _unpack(tmp_path, "{plugin: mxrec, path: packed/rec, names: keys}", "keys")
     assert _written(keys) == _written(auto) and not caplog.records
     # labels 2 and 3 swapped: the first two records match; names: lst reads on and stops
-    import facekit_plugins.mxrec as mxrec
+    from facekit_plugins import mxrec
 
     monkeypatch.setattr(mxrec, "PROBE", 2)
     swap_labels("2", "3")
