@@ -160,18 +160,38 @@ class ReportStaging:
 
     def publish(self) -> None:
         """Move the staging folder to ``dest``, replacing what is there (when another report
-        publishes to ``dest`` at the same moment, the last one to move stays)."""
+        publishes to ``dest`` at the same moment, the last one to move stays).
+
+        The report it replaces is moved aside first and deleted only once the new one is in
+        place: when the second move fails, or an exception (Ctrl-C, SIGTERM) lands between
+        the two, it is moved back, so a failed publish leaves the previous report as it was.
+        """
         os.chmod(self.path, 0o755)
         for attempt in range(10):
             try:
                 if self.dest.exists():
                     self.dest.rename(self.old)  # ENOENT: another report moved it meanwhile
                 self.path.rename(self.dest)  # ENOTEMPTY / EEXIST: another report's is there now
-                return
-            except OSError as e:
-                if e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST) or attempt == 9:
+            except BaseException as e:
+                self._restore_old()
+                if not isinstance(e, OSError) or e.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST) \
+                        or attempt == 9:
                     raise
-            finally:
+                continue
+            shutil.rmtree(self.old, ignore_errors=True)
+            return
+
+    def _restore_old(self) -> None:
+        """Move the report set aside by :meth:`publish` back to ``dest`` (known by its name:
+        an exception may land after the rename, before any flag could record it). When
+        another report took ``dest`` meanwhile, that newer one stays and the old is deleted;
+        when the move back fails otherwise, the old copy stays where it is."""
+        if not os.path.lexists(self.old):
+            return
+        try:
+            self.old.rename(self.dest)
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
                 shutil.rmtree(self.old, ignore_errors=True)
 
     def _release(self) -> None:
