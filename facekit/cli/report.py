@@ -22,9 +22,13 @@ def report_command(output, report_dir, per_page, max_per_identity, rejects_per_p
     """Write an HTML report of the run in OUTPUT: summary, per-identity contact sheets,
     rejected images by reason, flagged faces, histograms, the name -> label map."""
     from facekit.cli.main import TERMINATED, unwind_on_sigterm
+    from facekit.params import normalized
     from facekit.report.build import build_report
 
     unwind_on_sigterm()
+    # printed as `facekit run` prints its paths: configs/../o2 -> o2 where that is the same place
+    output = normalized(Path(output))
+    report_dir = None if report_dir is None else normalized(Path(report_dir))
     unchanged = "the report was not written, any previous report is unchanged"
     try:
         r = build_report(output, report_dir, per_page=per_page, max_per_identity=max_per_identity,
