@@ -28,7 +28,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -165,8 +165,18 @@ def table_outcomes(table: pa.Table, items: int) -> list[Outcome]:
     Raises:
         ValueError: the table does not describe ``items`` items.
     """
+    return rows_outcomes(table.to_pylist(), items)
+
+
+def rows_outcomes(rows: Iterable[dict], items: int) -> list[Outcome]:
+    """:func:`table_outcomes` of the table's rows as dicts, taken one by one (a kept shard
+    is read batch by batch: only the outcomes stay, see :meth:`WorkFolder.reuse`).
+
+    Raises:
+        ValueError: the rows do not describe ``items`` items.
+    """
     outs: list[Optional[Outcome]] = [None] * items
-    for d in table.to_pylist():
+    for d in rows:
         i = d["item"]
         if not 0 <= i < items:
             raise ValueError(f"item {i} out of range")
@@ -215,6 +225,27 @@ def _sample(d: dict) -> Sample:
         similarity=d["similarity"],
         flag=_u(d["flag"]) or "",
     )
+
+
+#: about this many bytes of a kept shard's rows are decoded at a time when it is reused
+READ_BYTES = 8 << 20
+
+
+def _kept_rows(path: Path) -> Iterator[dict]:
+    """The rows of a kept shard's Parquet file (:data:`SCHEMA`), decoded in batches of
+    about :data:`READ_BYTES` (1 to 1024 rows) from 1 MiB reads, page checksums verified.
+
+    Raises:
+        ValueError: the file's table is not :data:`SCHEMA`.
+    """
+    with pq.ParquetFile(str(path), pre_buffer=False, buffer_size=1 << 20, page_checksum_verification=True) as pf:
+        if not pf.schema_arrow.equals(SCHEMA):
+            raise ValueError("its table is not a kept shard's")
+        md = pf.metadata
+        size = sum(md.row_group(i).total_byte_size for i in range(md.num_row_groups))
+        batch = max(1, min(1024, md.num_rows * READ_BYTES // max(size, 1)))
+        for b in pf.iter_batches(batch_size=batch, use_threads=False):
+            yield from b.to_pylist()
 
 
 def file_digest(path: Path) -> str:
@@ -305,9 +336,10 @@ class WorkFolder:
 
         A kept shard whose Parquet file is not the one its done file describes is not
         reused: its size is checked here (a file cut short by a power loss), its SHA-256 by
-        the loader as it reads the file (damaged bytes, another shard's file put in its
-        place), which then raises :class:`~facekit.pipeline.executor.ShardFailed`. Either
-        way the shard runs again, with a warning, and counts in :attr:`run_again`."""
+        the loader before it parses the file (damaged bytes, another shard's file put in its
+        place; a file rewritten between the two is told by its stamp), which then raises
+        :class:`~facekit.pipeline.executor.ShardFailed`. Either way the shard runs again, with
+        a warning, and counts in :attr:`run_again`."""
         if not self.enabled:
             return None
         data, done = self._paths(shard.index)
@@ -340,13 +372,17 @@ class WorkFolder:
             from facekit.errors import one_line
             from facekit.pipeline.executor import ShardFailed
 
-            try:  # read once: hashed, then parsed from memory
-                raw = data.read_bytes()
-                if hashlib.sha256(raw).hexdigest() != kept["sha256"]:
+            # hashed in blocks, then parsed from the file batch by batch: neither all its bytes
+            # nor a whole Arrow table beside the outcomes; the file's stamp (size, mtime,
+            # ctime, inode) before and after tells a file rewritten or replaced between the
+            # hash and the read
+            try:
+                before = file_stamp(data)
+                if sha256_file(data) != kept["sha256"]:
                     raise ValueError("its SHA-256 is not the one its done file records (damaged or another shard's file)")
-                table = pq.read_table(pa.BufferReader(raw), schema=SCHEMA, page_checksum_verification=True)
-                del raw
-                outs = table_outcomes(table, items)
+                outs = rows_outcomes(_kept_rows(data), items)
+                if file_stamp(data) != before:
+                    raise ValueError("it changed while it was read")
                 res = ShardResult(shard.index, outs, seconds=float(stats.get("seconds", 0.0)),
                                   attempts=int(stats.get("attempts", 1)), reused=True)
             except (OSError, ValueError, TypeError, pa.ArrowException) as e:
