@@ -193,12 +193,35 @@ def onnx_external_files(path: Path) -> list[str]:
     return sorted(found)
 
 
+#: the tags a serialized ONNX ModelProto goes on with after its ``ir_version`` (fields 2-8
+#: and 14: producer, domain, model version, doc string, graph, opset, metadata)
+_MODEL_NEXT_TAGS = frozenset(b"\x12\x1a\x22\x28\x32\x3a\x42\x72")
+
+
+def _may_be_onnx(path: Path) -> bool:
+    """Whether ``path`` is worth parsing as an ONNX model: named ``.onnx``, or opening as a
+    serialized ModelProto does (field 1 ``ir_version``, a one-byte varint, then another
+    ModelProto field: what ``onnx.save_model`` writes) and at most :data:`HASH_LIMIT`
+    bytes. Reads 3 bytes, so a photo, a table or a weights file of another kind costs no parse."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    try:
+        if path.stat().st_size > HASH_LIMIT:
+            return False
+        with open(path, "rb") as f:
+            head = f.read(3)
+    except OSError:
+        return False
+    return len(head) == 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _MODEL_NEXT_TAGS
+
+
 def model_file_digests(name: str, path: Path) -> dict[str, str]:
     """The digests of a file a stage parameter ``name`` names: its own (SHA-256) and, for
     an ONNX model with external data, each external-data file's under ``name:location``
-    (``missing`` when the file is not there: the stage's load then fails and says so)."""
+    (``missing`` when the file is not there: the stage's load then fails and says so). A
+    model is known by its content, whatever its name (``det.bin``; see :func:`_may_be_onnx`)."""
     out = {name: file_digest(path)}
-    if path.suffix.lower() == ".onnx":
+    if _may_be_onnx(path):
         for loc in onnx_external_files(path):
             f = path.parent / loc
             out[f"{name}:{loc}"] = file_digest(f) if f.is_file() else "missing"
