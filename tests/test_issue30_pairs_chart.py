@@ -85,8 +85,8 @@ def test_lfw_pairs_with_float_numbers_read_as_the_original(data_dir, tmp_path, s
     "text, message",
     [
         ("1 1\nA\t1.\t2.\nIrada_Ramadanova\t70.5\tB\t530.\n", "pairs.txt:3: image number '70.5' is not an integer"),
-        ("1 1\nA\t1.\t2.\nB\t1.\tC\t-2.0\n", "pairs.txt:3: image number -2.0 is negative"),
-        ("1 1\nA\t1.\t2.\nB\t1.\tC\t1e999\n", "pairs.txt:3: image number '1e999' is not an integer"),
+        ("1 1\nA\t1.\t2.\nB\t1.\tC\t-2.0\n", "pairs.txt:3: image number '-2.0' is negative"),
+        ("1 1\nA\t1.\t2.\nB\t1.\tC\t1e999\n", "pairs.txt:3: image number '1e999' is too large (the most is 1,000,000,000,000,000)"),
         ("a.jpg\tb.jpg\t1.\nc.jpg\td.jpg\t0.5\n", "pairs.txt:2: label '0.5' must be 1 (same) or 0 (different)"),
     ],
 )

@@ -35,10 +35,16 @@ def pairs_command(root, output, seed, folds, max_per_identity, max_pairs):
 
     Every positive pair is listed unless capped: an identity of n images has n(n-1)/2 of
     them, so a large tree gives far more pairs than images; --max-per-identity and
-    --max-pairs cap them (deterministic for a given --seed).
+    --max-pairs cap them (deterministic for a given --seed). Every fold needs a positive
+    and a negative pair: fewer than 2 x FOLDS pairs is refused.
     """
     from facekit.formats.pairs import folder_pairs, write_pairs
 
+    if max_pairs is not None and max_pairs // 2 < folds:  # a fold without a positive and a negative
+        click.echo(f"error: --max-pairs {max_pairs} gives {max_pairs // 2} positive and {max_pairs // 2} negative "
+                   f"pairs; {folds} folds need at least {2 * folds} pairs (a positive and a negative in each "
+                   "fold): raise --max-pairs or lower --folds", err=True)
+        sys.exit(2)
     try:
         pairs = folder_pairs(
             root, seed=seed, folds=folds, max_per_identity=max_per_identity, max_pairs=max_pairs

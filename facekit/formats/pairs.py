@@ -10,8 +10,9 @@ Formats (``shared/docs/FORMATS.md`` section 3):
   may then hold spaces), otherwise whitespace-separated.
 
 Numbers (LFW header and image numbers, list labels) may be written as floats when their
-value is exactly a whole number (``70.``, ``70.0``, ``7e1``, as numpy writes them); any
-other value (``70.5``) is an error naming file:line.
+value is exactly a whole number (``70.``, ``70.0``, ``7e1``, as numpy writes them), in
+ASCII digits and at most 10^15; any other value (``70.5``, ``１２``, ``1_000``, ``1e30``) is an
+error naming file:line.
 
 A pair source yields, for pair ``i``, image a then image b, both with identity
 :func:`pair_identity` ``(i)`` so that the engine's identity gate (``min_images`` 2) keeps or
@@ -67,33 +68,40 @@ def _split(line: str) -> list[str]:
     return line.rstrip("\r\n").split("\t") if "\t" in line else line.split()
 
 
-#: a number in decimal or exponent notation (``70.``, ``70.0``, ``7e1``): what
-#: :func:`_integral` reads beside integers, as exact decimals (numpy writes ``70.``)
-_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,3})?")
+#: a number in decimal or exponent notation (``70``, ``70.``, ``70.0``, ``7e1``): what
+#: :func:`_integral` reads, as exact decimals (numpy writes ``70.``); ASCII digits only
+#: (``[0-9]`` is not ``\d``: no fullwidth or other Unicode digits, no ``1_000``)
+_NUMBER = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]{1,18})?")
 _MAX_NUMBER = 10**15
 
 
-def _integral(tok: str) -> Optional[int]:
-    """The integer ``tok`` writes: an integer (``70``) or a number whose value is exactly a
-    whole number (``70.``, ``70.0``, ``7e1``); None for anything else (``70.5``, ``x``)."""
-    try:
-        return int(tok)
-    except ValueError:
-        pass
+def _read_integral(tok: str) -> tuple[Optional[int], str]:
+    """``(value, "")`` for a token writing a whole number of at most :data:`_MAX_NUMBER`
+    (``70``, ``70.``, ``70.0``, ``7e1``), else ``(None, why)``: ``"is not an integer"``
+    (``70.5``, ``x``, ``１２``, ``1_000``) or ``"is too large ..."`` (``1e30``)."""
     if not _NUMBER.fullmatch(tok):
-        return None
-    d = Decimal(tok)
-    if abs(d) > _MAX_NUMBER or d != d.to_integral_value():
-        return None
-    return int(d)
+        return None, "is not an integer"
+    d = Decimal(tok)  # exact; exponents up to 18 digits (the pattern's) are in its range
+    if d.is_zero():
+        return 0, ""
+    if d.adjusted() > 15 or abs(d) > _MAX_NUMBER:  # adjusted first: no arithmetic on 1e999
+        return None, f"is too large (the most is {_MAX_NUMBER:,})"
+    if d.adjusted() < 0 or d != d.to_integral_value():
+        return None, "is not an integer"
+    return int(d), ""
+
+
+def _integral(tok: str) -> Optional[int]:
+    """The integer ``tok`` writes (see :func:`_read_integral`), or None."""
+    return _read_integral(tok)[0]
 
 
 def _int(tok: str, path, lineno: int, what: str) -> int:
-    v = _integral(tok)
+    v, why = _read_integral(tok)
     if v is None:
-        raise PairsError(f"{path}:{lineno}: {what} {tok!r} is not an integer")
+        raise PairsError(f"{path}:{lineno}: {what} {tok!r} {why}")
     if v < 0:
-        raise PairsError(f"{path}:{lineno}: {what} {tok} is negative")
+        raise PairsError(f"{path}:{lineno}: {what} {tok!r} is negative")
     return v
 
 
@@ -331,7 +339,8 @@ def folder_pairs(
     same pairs.
 
     Raises:
-        PairsError: no positive pair, or too few identities/images for the negatives.
+        PairsError: no positive pair, fewer positive pairs than ``folds`` (a fold would lack
+            a kind), or too few identities/images for the negatives.
         ValueError: a cap below 1 (``max_pairs`` below 2).
     """
     import random
@@ -355,6 +364,9 @@ def folder_pairs(
         positives = _capped_positives(ids, rng, max_per_identity, max_pairs)
     if not positives:
         raise PairsError(f"{root}: no identity folder with 2 or more images: no positive pair")
+    if len(positives) < folds:
+        raise PairsError(f"{root}: {len(positives)} positive pair(s) for {folds} folds: every fold needs a positive "
+                         f"and a negative pair: use {len(positives)} fold(s) or fewer")
     n_all = sum(len(x) for x in ids)
     possible = (n_all * n_all - sum(len(x) ** 2 for x in ids)) // 2
     if possible < len(positives):
