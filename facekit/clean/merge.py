@@ -23,7 +23,7 @@ exactly in float32 for every reported pair (so they do not depend on the index t
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Optional, Sequence
 
@@ -43,7 +43,7 @@ DEFAULT_DUPLICATE_THRESHOLD = 0.95
 #: ``index="auto"``: exact ``IndexFlatIP`` up to this many rows, ``ivf`` above (an exact
 #: search costs rows^2 x D multiply-adds: 100k x 512-d is ~1 minute on 2 cores).
 FLAT_MAX_CENTRES = 200_000
-FLAT_MAX_IMAGES = 50_000
+FLAT_MAX_IMAGES = 20_000
 _NORM_TOL = 1e-2  # float16 storage of unit rows keeps norms within ~1e-3
 
 
@@ -70,14 +70,19 @@ def mean_centre(emb: np.ndarray) -> np.ndarray:
 
 
 def default_centre() -> Callable[[np.ndarray], np.ndarray]:
-    """The centre :func:`identity_centres` uses by default: the robust centre of
-    :mod:`facekit.clean.identity` (a few strays do not move it) when that module provides
-    ``robust_centre``, else :func:`mean_centre`."""
+    """The centre :func:`identity_centres` uses by default: the robust (trimmed-mean) centre
+    of :func:`facekit.clean.identity.robust_centre` (a few strays do not move it) when that
+    module is there, else :func:`mean_centre`."""
     try:
-        from facekit.clean.identity import robust_centre  # type: ignore[attr-defined]
-    except ImportError:
+        from facekit.clean.identity import robust_centre
+    except ImportError:  # pragma: no cover - part 3's module ships with this one
         return mean_centre
-    return robust_centre
+
+    def centre(emb: np.ndarray) -> np.ndarray:
+        rc = robust_centre(emb)
+        return getattr(rc, "centre", rc)
+
+    return centre
 
 
 def _check_unit(x: np.ndarray, what: Callable[[int], str], first: int = 0) -> None:
@@ -163,16 +168,26 @@ def usable_cores() -> int:
 
 
 @contextmanager
-def _faiss_threads(threads: Optional[int]):
+def _threads(threads: Optional[int]):
+    """faiss's OpenMP threads and, where threadpoolctl is installed (it comes with
+    scikit-learn), numpy's BLAS threads set to ``threads`` (default the usable cores) for
+    the block; the previous settings restored after it. Yields the faiss module."""
     import faiss
 
     n = usable_cores() if threads is None else int(threads)
     if n < 1:
         raise MergeError(f"threads must be >= 1, got {threads}")
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - numpy's BLAS keeps its own thread count
+        blas = nullcontext()
+    else:
+        blas = threadpool_limits(n, user_api="blas")
     old = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(n)
     try:
-        yield faiss
+        with blas:
+            yield faiss
     finally:
         faiss.omp_set_num_threads(old)
 
@@ -182,19 +197,17 @@ def _rows(x, lo: int, hi: int) -> np.ndarray:
 
 
 def _build_index(faiss, x, kind, nlist, nprobe, ef_search, chunk, seed, check):
-    """A faiss inner-product index over the rows of ``x``, added ``chunk`` rows at a time
-    after ``check(rows, first_row)``. Returns ``(index, margin)``: how far an index score
-    may sit below the exact float32 similarity (float16 storage)."""
+    """An approximate faiss inner-product index (``ivf``, ``hnsw``) over the rows of ``x``,
+    added ``chunk`` rows at a time after ``check(rows, first_row)``. Returns ``(index,
+    margin)``: how far an index score may sit below the exact float32 similarity."""
     n, d = x.shape
-    if kind == "flat":
-        index, margin = faiss.IndexFlatIP(d), 1e-4
-    elif kind == "hnsw":
+    if kind == "hnsw":
         index, margin = faiss.IndexHNSWFlat(d, 32, faiss.METRIC_INNER_PRODUCT), 1e-4
         index.hnsw.efConstruction = 80
         index.hnsw.efSearch = ef_search
     elif kind == "ivf":
         nlist = nlist or max(1, min(n // 39, int(2 * np.sqrt(n))))
-        quantizer = faiss.IndexFlatIP(d)
+        quantizer = faiss.IndexFlatIP(d)  # the index keeps a reference (faiss's wrapper)
         index = faiss.IndexIVFScalarQuantizer(
             quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
         )
@@ -211,7 +224,7 @@ def _build_index(faiss, x, kind, nlist, nprobe, ef_search, chunk, seed, check):
         index.train(train)
         del train
         index.nprobe = min(nprobe, nlist)
-        margin = 1e-2
+        margin = 1e-2  # float16 storage
     else:
         raise MergeError(f"index must be auto, flat, ivf or hnsw, got {kind!r}")
     for lo in range(0, n, chunk):
@@ -258,10 +271,9 @@ def _unique_pairs(parts_a: list, parts_b: list, n: int) -> tuple[np.ndarray, np.
     return code // n, code % n
 
 
-def _pair_search(x, n, threshold, k, max_k, threads, index, nlist, nprobe, ef_search, chunk, seed, keep, check):
+def _knn_pairs(x, n, threshold, k, max_k, threads, index, nlist, nprobe, ef_search, chunk, seed, check):
     """Pairs ``(i < j)`` of rows of ``x`` among each other's ``k`` nearest neighbours with
-    exact similarity >= threshold and ``keep(i_rows, j_cols)`` true. Returns
-    ``(i, j, sim, saturated)``."""
+    exact similarity >= threshold. Returns ``(i, j, sim, saturated)``."""
     if not (-1.0 <= threshold <= 1.0):
         raise MergeError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
     if k < 1 or max_k < k:
@@ -271,26 +283,39 @@ def _pair_search(x, n, threshold, k, max_k, threads, index, nlist, nprobe, ef_se
     pa: list = []
     pb: list = []
     sat: list = []
-    with _faiss_threads(threads) as faiss:
-        idx, margin = _build_index(faiss, x, index, nlist, nprobe, ef_search, chunk, seed, check)
-        cut = threshold - margin
-        for lo in range(0, n, chunk):
-            q = _rows(x, lo, min(n, lo + chunk))
-            rounds, full = _search(idx, q, k + 1, max_k + 1, cut)
-            for rows, sim, ids in rounds:
-                qi = np.broadcast_to((rows + lo)[:, None], ids.shape)
-                m = (sim >= cut) & (ids >= 0) & (ids != qi)
-                qi, ji = qi[m], ids[m]
-                m = keep(qi, ji)
-                pa.append(qi[m])
-                pb.append(ji[m])
-            sat.append(full + lo)
-        del idx
+
+    def collect(idx, q, lo, cut):
+        rounds, full = _search(idx, q, k + 1, max_k + 1, cut)
+        for rows, sim, ids in rounds:
+            qi = np.broadcast_to((rows + lo)[:, None], ids.shape)
+            m = (sim >= cut) & (ids >= 0) & (ids != qi)
+            pa.append(qi[m])
+            pb.append(ids[m])
+        sat.append(full + lo)
+
+    with _threads(threads) as faiss:
+        if index == "flat":
+            # Exact and triangular: blocks from the last one; block [lo, hi) is added, then
+            # searched against rows [lo, n), so each pair i < j is scored once, from i's
+            # side (half the multiply-adds of searching every row against all).
+            flat = faiss.IndexFlatIP(x.shape[1])
+            idx = faiss.IndexIDMap(flat)
+            for lo in reversed(range(0, n, chunk)):
+                q = _rows(x, lo, min(n, lo + chunk))
+                check(q, lo)
+                idx.add_with_ids(q, np.arange(lo, lo + len(q), dtype=np.int64))
+                collect(idx, q, lo, threshold - 1e-4)
+            del idx, flat
+        else:
+            idx, margin = _build_index(faiss, x, index, nlist, nprobe, ef_search, chunk, seed, check)
+            for lo in range(0, n, chunk):
+                collect(idx, _rows(x, lo, min(n, lo + chunk)), lo, threshold - margin)
+            del idx
     a, b = _unique_pairs(pa, pb, n)
     del pa, pb
     s = _exact_sim(x, a, b)
     m = s >= np.float32(threshold)
-    return a[m], b[m], s[m], np.concatenate(sat).astype(np.int64)
+    return a[m], b[m], s[m], np.unique(np.concatenate(sat).astype(np.int64))
 
 
 # ---------------------------------------------------------------------------- identities
@@ -380,10 +405,7 @@ def merge_candidates(
     def check(q, lo):
         _check_unit(q, lambda r: f"centre {r} (identity {keys[r]!r})", lo)
 
-    a, b, s, sat = _pair_search(
-        centres, n, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed,
-        lambda qi, ji: np.ones(len(qi), bool), check,
-    )
+    a, b, s, sat = _knn_pairs(centres, n, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed, check)
     return MergePairs(a, b, s, keys, float(threshold), sat)
 
 
@@ -490,51 +512,137 @@ def _owners(owners, n: int) -> np.ndarray:
     return o.astype(np.int64, copy=False)
 
 
+def _cap_per_row(qi: np.ndarray, mi: np.ndarray, sim: np.ndarray, k: int):
+    """Of the hits ``(qi, mi)`` of a block (``qi`` ascending), at most the ``k`` with the
+    highest ``sim`` per ``qi``."""
+    if len(qi) <= k or np.bincount(qi).max() <= k:
+        return qi, mi
+    o = np.lexsort((-sim, qi))
+    qi, mi = qi[o], mi[o]
+    first = np.r_[True, qi[1:] != qi[:-1]]
+    rank = np.arange(len(qi)) - np.maximum.accumulate(np.where(first, np.arange(len(qi)), 0))
+    return qi[rank < k], mi[rank < k]
+
+
 def cross_identity_images(
     embeddings: np.ndarray,
     owners: Sequence[int] | np.ndarray,
     threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
     k: int = 10,
     *,
-    max_k: int = 160,
     threads: Optional[int] = None,
-    index: str = "auto",
     nlist: Optional[int] = None,
     nprobe: int = 8,
-    ef_search: int = 64,
-    chunk: int = 16384,
+    chunk: int = 65536,
+    block: int = 4096,
     seed: int = 0,
 ) -> CrossPairs:
     """Images that appear under two identities: pairs of images of different owners whose
     embeddings' cosine similarity is >= ``threshold`` (a re-encoded, resized or re-cropped
-    copy; e.g. 0.95), found among each image's ``k`` nearest neighbours (widened up to
-    ``max_k`` while all are above the threshold, e.g. many copies inside one identity).
+    copy: 0.95), at most the ``k`` most similar per image and side (``saturated``: images
+    that had more).
 
-    Streaming: the index is filled and queried ``chunk`` rows at a time, so ``embeddings``
-    may be a ``np.memmap`` of float16 rows; memory is the index (``auto``: exact
-    ``IndexFlatIP`` in float32 up to ``FLAT_MAX_IMAGES`` images, else ``ivf`` with float16
-    storage: 2 bytes per value, ``nlist`` ~ ``2 sqrt(M)`` lists, ``nprobe`` searched) plus
-    the pairs found. Index options as :func:`merge_candidates`.
+    A similarity join in cells: faiss k-means (spherical, ``nlist`` cells, trained on a
+    seeded sample) puts each image in its nearest cell and lists its ``nprobe`` nearest
+    cells; each cell's images are compared by matrix products (BLAS, blocks of ``block``
+    rows) with every image that lists the cell. A pair is found when one image's cell is
+    among the other's ``nprobe``: near-duplicates are close, so they share cells (raise
+    ``nprobe`` for recall). ``nlist`` default: 1 (every pair compared: exact) up to
+    ``FLAT_MAX_IMAGES`` images, else ``sqrt(nprobe M)`` (assigning images to cells then
+    costs as much as comparing inside them).
+
+    Streaming: ``embeddings`` is read ``chunk`` rows at a time to check and assign them, then
+    gathered a cell at a time, so it may be a ``np.memmap`` of float16 rows; memory is the
+    cell lists (``M x nprobe`` int64), one block product (``block^2`` float32) and the pairs.
 
     Args:
         embeddings: ``(M, D)`` float16/float32 L2-normalised rows.
         owners: ``(M,)`` identity index of each image.
+        threads: faiss and BLAS threads (faiss's are set and restored; numpy's BLAS keeps
+            its own setting); default the usable cores.
+    Returns:
+        CrossPairs: rows ``a < b``, exact float32 similarity, sorted by ``(a, b)``.
     Raises:
-        MergeError: as :func:`merge_candidates` (names the image row), owners of another
-        shape or not integers.
+        MergeError: not a 2-d float matrix, NaN/inf or non-unit rows (names the image row
+        and its identity), owners of another shape or not integers, bad threshold/k/nlist.
     """
-    m, _ = _check_matrix(embeddings, "embeddings")
+    m, d = _check_matrix(embeddings, "embeddings")
     own = _owners(owners, m)
-    kind = ("flat" if m <= FLAT_MAX_IMAGES else "ivf") if index == "auto" else index
+    if not (-1.0 <= threshold <= 1.0):
+        raise MergeError(f"threshold must be a cosine similarity in [-1, 1], got {threshold}")
+    if k < 1 or nprobe < 1 or chunk < 1 or block < 1:
+        raise MergeError(f"k, nprobe, chunk and block must be >= 1, got {k}, {nprobe}, {chunk}, {block}")
+    nlist = int(nlist or (1 if m <= FLAT_MAX_IMAGES else np.sqrt(nprobe * m)))
+    if not 1 <= nlist <= m:
+        raise MergeError(f"nlist must be in 1..{m} (the images), got {nlist}")
+    nprobe = min(nprobe, nlist)
 
     def check(q, lo):
         _check_unit(q, lambda r: f"image {r} (identity {own[r]})", lo)
 
-    a, b, s, sat = _pair_search(
-        embeddings, m, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed,
-        lambda qi, ji: own[qi] != own[ji], check,
-    )
-    return CrossPairs(a, b, s, sat)
+    probes = np.zeros((m, nprobe), np.int64)
+    with _threads(threads) as faiss:
+        km = None
+        if nlist > 1:
+            pick = np.sort(np.random.default_rng(seed).choice(m, min(m, max(20 * nlist, 10_000)), replace=False))
+            sample = np.ascontiguousarray(embeddings[pick], np.float32)
+            bad = ~np.isfinite(sample).all(axis=1)
+            if bad.any():  # name the row before faiss's k-means sees it
+                r = int(pick[np.argmax(bad)])
+                check(_rows(embeddings, r, r + 1), r)
+            km = faiss.Kmeans(d, nlist, niter=10, spherical=True, seed=seed, min_points_per_centroid=1)
+            km.train(sample)
+            del sample
+        for lo in range(0, m, chunk):
+            rows = _rows(embeddings, lo, min(m, lo + chunk))
+            check(rows, lo)
+            if km is not None:
+                probes[lo : lo + len(rows)] = km.index.search(rows, nprobe)[1]
+        del km
+        cell = probes[:, 0]
+        by_cell = np.argsort(cell, kind="stable")  # images in their own cell
+        cell_start = np.searchsorted(cell[by_cell], np.arange(nlist + 1))
+        flat = probes.reshape(-1)
+        by_probe = np.argsort(flat, kind="stable")  # (image, probe) entries by probed cell
+        probe_start = np.searchsorted(flat[by_probe], np.arange(nlist + 1))
+        del probes, flat
+        cut = np.float32(threshold - 1e-4)
+        pa: list = []
+        pb: list = []
+        for c in range(nlist):
+            mem = by_cell[cell_start[c] : cell_start[c + 1]]  # ascending rows (stable sorts)
+            qry = by_probe[probe_start[c] : probe_start[c + 1]] // nprobe
+            for mlo in range(0, len(mem), block):
+                mb = mem[mlo : mlo + block]
+                xm = np.asarray(embeddings[mb], np.float32)
+                for qlo in range(0, len(qry), block):
+                    if nlist == 1 and qlo < mlo:  # one cell: its blocks below the diagonal suffice
+                        continue
+                    qb = qry[qlo : qlo + block]
+                    sim = np.asarray(embeddings[qb], np.float32) @ xm.T
+                    qi, mi = np.nonzero(sim >= cut)
+                    other = own[qb[qi]] != own[mb[mi]]  # same identity: part 3's duplicate
+                    qi, mi = _cap_per_row(qi[other], mi[other], sim[qi[other], mi[other]], k)
+                    pa.append(qb[qi])
+                    pb.append(mb[mi])
+    a, b = _unique_pairs(pa, pb, m)
+    del pa, pb
+    s = _exact_sim(embeddings, a, b)
+    keep = s >= np.float32(threshold)
+    a, b, s = a[keep], b[keep], s[keep]
+    # at most k partners per image: a pair stays when it is among the k most similar of
+    # either of its images
+    rank = np.full(len(a), k, np.int64)
+    sat: list = []
+    for end in (a, b):
+        o = np.lexsort((-s, end))
+        e = end[o]
+        first = np.r_[True, e[1:] != e[:-1]]
+        r = np.arange(len(e)) - np.maximum.accumulate(np.where(first, np.arange(len(e)), 0))
+        rank[o] = np.minimum(rank[o], r)
+        sat.append(e[r >= k])
+    keep = rank < k
+    return CrossPairs(a[keep], b[keep], s[keep], np.unique(np.concatenate(sat)))
 
 
 def cross_identity_hashes(hashes: Sequence[bytes | str], owners: Sequence[int] | np.ndarray) -> CrossPairs:
