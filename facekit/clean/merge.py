@@ -656,10 +656,16 @@ def cross_identity_hashes(hashes: Sequence[bytes | str], owners: Sequence[int] |
     if n == 0:
         e = np.empty(0, np.int64)
         return CrossPairs(e, e, np.empty(0, np.float32))
-    try:
-        h = np.array([bytes.fromhex(x) if isinstance(x, str) else bytes(x) for x in hashes], dtype="S32")
-    except (TypeError, ValueError) as e:
-        raise MergeError(f"hashes: not SHA-256 bytes or hex: {e}") from None
+    raw = []
+    for k, x in enumerate(hashes):
+        try:
+            d = bytes.fromhex(x) if isinstance(x, str) else bytes(x)
+        except (TypeError, ValueError) as e:
+            d = e
+        if not isinstance(d, bytes) or len(d) != 32:
+            raise MergeError(f"hashes[{k}]: not a SHA-256 digest (32 bytes or 64 hex digits): {x!r:.80}")
+        raw.append(d)
+    h = np.array(raw, dtype="S32")
     order = np.lexsort((np.arange(n), h))
     hs = h[order]
     first = np.r_[True, hs[1:] != hs[:-1]]
