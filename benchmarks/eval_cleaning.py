@@ -17,6 +17,10 @@ or ``$FACEKIT_TEST_DATA``; the script says so and exits 0 when it is absent): 25
    *flip-sum*: ``unit(unit(e) + unit(e_flip))``). Both cached in ``--work``.
 3. Detectors, each on both embeddings:
 
+   - the identity centre: 10% strays (random, or all from one other identity) and 20%, 30%
+     from one other identity added to each identity; the mean, a 20%-trimmed mean, the
+     medoid and facekit's geometric median (:func:`facekit.clean.identity.robust_centre`):
+     how far each moves and how well it ranks the strays below the identity's faces;
    - duplicates (:func:`facekit.clean.duplicates.find_duplicates`, per identity, byte and
      pixel SHA-256 of the source files): recall per injected kind; every flagged original
      is a false positive (the data's own duplicates among them are listed);

@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from conftest import _missing
 
 from facekit.clean.duplicates import (
     byte_digest,
@@ -298,7 +299,7 @@ def real(data_dir, scrfd_model, rec_model, tmp_path_factory):
 
     src = data_dir / "aligned_identities" / "kz_celebs_112"
     if not src.is_dir():
-        pytest.skip(f"{src} missing")
+        _missing(f"{src} missing")
     tmp = tmp_path_factory.mktemp("clean26")
     root = tmp / "src"
     for ident in REAL:
