@@ -5,7 +5,7 @@ recognizer; rows are normalised again here), in the identity's source order. A s
 them per shard, one identity at a time::
 
     dup = find_duplicates(emb, byte_digests=..., pixel_digests=...)   # duplicates.py, first
-    rep = clean_identity(emb, exclude=dup.duplicate_of >= 0)
+    rep = clean_identity(emb, exclude=dup.duplicate, norms=norms)    # norms: before L2
     rep.label_noise, rep.similarity, rep.mixed, rep.cluster        # per face / identity
     names = mixed_identity_names(identity, rep, mode="split")        # keep | split | cut
 
