@@ -18,6 +18,10 @@ log = logging.getLogger("facekit")
 
 class OnnxRecognizerParams(facekit.RecognizerParams, OnnxSessionParams, OnnxInputParams):
     model: facekit.InputPath = Field(description="face-recognition ONNX model (one N x 3 x H x W or N x H x W x 3 input)")
+    flip: bool = Field(
+        False, description="embed each face and its mirror image and sum the two (insightface's evaluation rule; "
+        "facekit.clean's thresholds were calibrated so): twice the model time"
+    )
 
 
 class OnnxRecognizer(facekit.Recognizer):
@@ -42,7 +46,8 @@ class OnnxRecognizer(facekit.Recognizer):
     def embed_with_norms(self, crops):
         """``(embeddings, norms)`` of aligned crops (each ``(S, S, 3)`` uint8 BGR, resized
         to the model's input when another size): ``(N, D)`` float32 L2-normalised and the
-        raw outputs' ``(N,)`` float32 L2 norms. One session call per ``len(crops)`` faces
+        raw outputs' ``(N,)`` float32 L2 norms (with ``flip``: of the sum of the face's and
+        its mirror image's raw outputs, as insightface's verification embeds). One session call per ``len(crops)`` faces
         when the model takes any batch size (a model exported with a batch of 1 is rewritten
         to take any, :func:`facekit.vision.onnxbatch.batchable`; one that cannot be runs in
         chunks of its batch). A face whose embedding is not finite or is zero keeps NaN values:
@@ -50,6 +55,8 @@ class OnnxRecognizer(facekit.Recognizer):
         m = self.model
         batch = np.stack([m.prepare(c) for c in crops])
         raw = m.run(m.to_tensor(batch))
+        if self.params.flip:
+            raw = raw + m.run(m.to_tensor(batch[:, :, ::-1]))
         norms = np.linalg.norm(raw, axis=1).astype(np.float32)
         with np.errstate(invalid="ignore", divide="ignore"):
             emb = (raw / norms[:, None]).astype(np.float32)

@@ -300,3 +300,29 @@ def test_a_batch_of_one_model_is_made_batchable_or_left_with_the_reason(tmp_path
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]), str(path))
     data, why = batchable(path, (4,), ["CPUExecutionProvider"])
     assert data is None and why, why
+
+
+def test_flip_sums_the_mirror_image_as_insightface_evaluates(tmp_path, data_dir, rec_model):
+    """``flip: true``: each face's embedding is the normalised sum of the model's outputs on
+    the face and on its mirror image (what ``facekit eval`` and insightface's verification
+    do, and what facekit.clean's thresholds were calibrated on); the norm is the sum's."""
+    from facekit.eval.recognition import OnnxEmbedder
+    from facekit.formats import load_embeddings
+
+    root = link_aligned_112(data_dir, tmp_path / "aligned")
+    cfg = write_config(tmp_path, f"""
+        output: out
+        source: {{plugin: folders, root: aligned, min_images: 1}}
+        recognizer: {{plugin: onnx, model: {rec_model}, flip: true}}
+        sinks: [{{plugin: embeddings, path: emb}}]
+        """)
+    run(load_config(cfg), progress=False)
+    e = load_embeddings(tmp_path / "out" / "emb")
+    files = sorted(root.glob("*/*.jpg"))
+    emb, emb_flip = OnnxEmbedder(rec_model).embed_encoded([f.read_bytes() for f in files], flip=True)
+    total = emb + emb_flip
+    norms = np.linalg.norm(total, axis=1)
+    np.testing.assert_allclose(e.vectors, total / norms[:, None], atol=1e-5)
+    np.testing.assert_allclose(e.table.column("norm").to_numpy(), norms, rtol=1e-5)
+    plain, _ = _reference(rec_model, [f.read_bytes() for f in files])
+    assert np.abs(e.vectors - plain).max() > 1e-3  # the mirror image changes the vector
