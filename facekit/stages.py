@@ -98,7 +98,11 @@ class Sample:
     ``far_from_identity`` for a likely label-noise face ("": none). Set by the worker when the
     pipeline has a ``quality`` stage: quality, the face's
     :class:`~facekit.clean.quality.FaceQuality` (blur, pose, size, brightness, contrast,
-    embedding norm, a learned model's score).
+    embedding norm, a learned model's score). Set by the worker when the pipeline has a
+    ``clean`` stage: similarity (to the identity's robust centre), flag (``label_noise``,
+    ``mixed_identity``, ``duplicate`` when only flagged), duplicate_of (the path of the kept
+    face it copies) and cluster (0 the identity's main person, 1 the other, in a
+    ``mixed_identity``).
     """
 
     key: int
@@ -124,6 +128,8 @@ class Sample:
     embedding_norm: Optional[float] = None
     quality: Optional[FaceQuality] = None
     similarity: Optional[float] = None
+    duplicate_of: Optional[str] = None
+    cluster: Optional[int] = None
     flag: str = ""
 
     def replace(self, **changes) -> "Sample":
@@ -324,6 +330,45 @@ class Quality(Stage):
         return None
 
 
+@dataclass
+class FaceDecision:
+    """A :class:`Cleaner`'s decision on one face. ``reject``: a reason (``duplicate``,
+    ``label_noise``, ``mixed_identity``...): the face is rejected, with ``detail``; else the
+    face is kept, flagged ``flag`` when not "" . ``similarity``: to the identity's centre;
+    ``duplicate_of``: the path of the kept face it copies; ``cluster``: its cluster in a
+    two-people identity; ``identity``: None (moving a face to another identity, a split, is
+    not supported yet: the worker refuses it)."""
+
+    reject: str = ""
+    flag: str = ""
+    detail: str = ""
+    similarity: Optional[float] = None
+    duplicate_of: Optional[str] = None
+    cluster: Optional[int] = None
+    identity: Optional[str] = None
+
+
+class CleanerParams(Params):
+    """Base of every cleaner's parameters."""
+
+
+class Cleaner(Stage):
+    """Decides on the faces of each identity once a shard's faces are embedded (a shard
+    holds whole identities; issue 26): duplicates, label noise, two people under one name.
+    The worker calls :meth:`clean` once per identity of the shard, in source order, after
+    ``select: identity`` chose each photo's face, and applies the decisions before the faces
+    are encoded. The shard's crops stay in memory until then (~37 kB a 112x112 face)."""
+
+    kind = "cleaner"
+    Params = CleanerParams
+
+    def clean(self, identity: str, faces: list[Sample]) -> list[FaceDecision]:
+        """One :class:`FaceDecision` per face of ``identity`` (in source order; each with
+        ``embedding``, ``embedding_norm``, ``image`` (the aligned crop, BGR) and ``data``
+        (the file's bytes for an already aligned source, else None))."""
+        raise NotImplementedError
+
+
 class Augmenter(Stage):
     """Turns one (aligned) sample into zero or more samples (e.g. masked variants)."""
 
@@ -382,14 +427,17 @@ class Sink(Stage):
         pass
 
 
-KINDS = ("source", "detector", "aligner", "recognizer", "quality", "augmenter", "sink")
+KINDS = ("source", "detector", "aligner", "recognizer", "quality", "cleaner", "augmenter", "sink")
 
 __all__ = [
     "Aligner",
     "Augmenter",
+    "Cleaner",
+    "CleanerParams",
     "Detections",
     "Detector",
     "DetectorParams",
+    "FaceDecision",
     "InputPath",
     "KINDS",
     "Occlusion",

@@ -22,6 +22,32 @@ _EXPORTS = {
     "pixel_signals": "quality:pixel_signals",
     "face_size": "quality:face_size",
     "OnnxQuality": "quality_onnx:OnnxQuality",
+    # identity: label noise and two-people identities within an identity
+    "clean_identity": "identity:clean_identity",
+    "find_outliers": "identity:find_outliers",
+    "find_mixed": "identity:find_mixed",
+    "robust_centre": "identity:robust_centre",
+    "split_name": "identity:split_name",
+    "mixed_identity_names": "identity:mixed_identity_names",
+    "IdentityReport": "identity:IdentityReport",
+    "CleanError": "identity:CleanError",
+    "DEFAULT_OUTLIER_THRESHOLD": "identity:DEFAULT_OUTLIER_THRESHOLD",
+    "DEFAULT_MIXED_MAX_SIMILARITY": "identity:DEFAULT_MIXED_MAX_SIMILARITY",
+    "DEFAULT_MIXED_MIN_FRACTION": "identity:DEFAULT_MIXED_MIN_FRACTION",
+    "DEFAULT_MIXED_MIN_FACES": "identity:DEFAULT_MIXED_MIN_FACES",
+    # duplicates: exact and near copies within an identity
+    "find_duplicates": "duplicates:find_duplicates",
+    "byte_digest": "duplicates:byte_digest",
+    "pixel_digest": "duplicates:pixel_digest",
+    "Duplicates": "duplicates:Duplicates",
+    "DEFAULT_NEAR_THRESHOLD": "duplicates:DEFAULT_NEAR_THRESHOLD",
+    # merge: identity centres, merge candidates, images under two identities, labels
+    "identity_centres": "merge:identity_centres",
+    "merge_candidates": "merge:merge_candidates",
+    "merge_groups": "merge:merge_groups",
+    "cross_identity_images": "merge:cross_identity_images",
+    "cross_identity_hashes": "merge:cross_identity_hashes",
+    "relabel": "merge:relabel",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -45,6 +45,10 @@ class TopLevel(Params):
         "reject those over the thresholds given: {min_blur: 50, max_yaw: 45, ...} (plugin: signals, the default), "
         "or {plugin: onnx, model: quality.onnx, min_quality: ...} for a learned quality model too"
     )
+    clean: Optional[dict] = Field(
+        None, description="decide per identity once a shard's faces are embedded: duplicates, two people under one "
+        "name, label noise ({duplicates: reject, label_noise: flag, mixed: flag}; plugin: identity, the default)"
+    )
     augmenters: list[dict] = Field(default_factory=list)
     sinks: list[dict] = Field(min_length=1)
     encode: EncodeConfig = Field(default_factory=EncodeConfig)
@@ -108,6 +112,8 @@ class PipelineSpec:
     recognizer: Optional[StageConfig] = None
     #: the ``quality`` stage (config key ``quality:``); not :attr:`quality`, the JPEG quality
     face_quality: Optional[StageConfig] = None
+    #: the ``clean`` stage (a :class:`facekit.Cleaner`)
+    cleaner: Optional[StageConfig] = None
     augmenters: list[StageConfig] = field(default_factory=list)
     sinks: list[StageConfig] = field(default_factory=list)
     quality: int = 95
@@ -358,6 +364,10 @@ def parse_config(
     if top.quality is not None:
         raw = top.quality if not isinstance(top.quality, dict) or "plugin" in top.quality else {"plugin": "signals", **top.quality}
         qual = stage("quality", raw, ("quality",))
+    cln = None
+    if top.clean is not None:
+        raw = top.clean if not isinstance(top.clean, dict) or "plugin" in top.clean else {"plugin": "identity", **top.clean}
+        cln = stage("cleaner", raw, ("clean",))
     augs = [stage("augmenter", a, ("augmenters", i)) for i, a in enumerate(top.augmenters)]
     sinks = [stage("sink", s, ("sinks", i)) for i, s in enumerate(top.sinks)]
     if top.executor is not None:
@@ -370,9 +380,9 @@ def parse_config(
     elif top.workers == 0:
         ex = stage("executor", {"plugin": "inprocess"}, ("workers",))
     else:
-        ex = stage("executor", {"plugin": _default_executor([det, ali, rec, qual, *augs])}, ("executor",))
+        ex = stage("executor", {"plugin": _default_executor([det, ali, rec, qual, cln, *augs])}, ("executor",))
     errs.raise_if_any()
-    per_sample = [s for s in (det, ali, rec, qual, *augs) if s is not None]
+    per_sample = [s for s in (det, ali, rec, qual, cln, *augs) if s is not None]
     unsafe = [s.where for s in per_sample if not getattr(s.cls, "thread_safe", True)]
     if ex.name == "threads" and unsafe:
         errs.add(
@@ -406,6 +416,10 @@ def parse_config(
         if pose and det is not None and not det.cls.provides_landmarks:
             errs.add(("quality", pose[0]),
                      f"{qual.where}: {pose[0]} needs five landmarks, but {det.where} gives boxes only")
+    if cln is not None:
+        if rec is None:
+            errs.add(("clean",), f"{cln.where} compares the faces' embeddings: add 'recognizer: {{plugin: onnx, "
+                     "model: ...}}'")
     if det is not None and det.params.select == "identity" and rec is None:
         errs.add(
             ("detector", "select"),
@@ -450,12 +464,13 @@ def parse_config(
         aligner=ali,
         recognizer=rec,
         face_quality=qual,
+        cleaner=cln,
         augmenters=augs,
         sinks=sinks,
         quality=top.encode.quality,
         executor=ex,
         executor_named=top.executor is not None or top.workers is not None,
         shard_size=top.shard_size,
-        resume=top.resume if top.resume is not None else bool(det or ali or rec or qual or augs),  # all decode
+        resume=top.resume if top.resume is not None else bool(det or ali or rec or qual or cln or augs),  # all decode
         report=top.report,
     )

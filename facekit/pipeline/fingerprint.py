@@ -270,7 +270,9 @@ def pipeline_fingerprint(spec: PipelineSpec) -> dict:
     docstring). Model files are read once to hash them (about 0.1 s per 100 MB)."""
     stages = [
         sc
-        for sc in (spec.source, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, *spec.augmenters)
+        for sc in (
+            spec.source, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, spec.cleaner, *spec.augmenters
+        )
         if sc is not None
     ]
     reg = get_registry()

@@ -20,8 +20,11 @@ transform      list<float64>[6] (null)  2x3 affine source -> crop, row-major
 outputs        list<string>             per sink (``summary.json`` ``sinks`` order): where
                                         the face went (RecordIO record id, file), or null
 similarity     float32 (null)           ``select: identity``: cosine similarity to the
-                                        identity's other kept faces
-flag           string (null)            ``far_from_identity``: likely label noise
+                                        identity's other kept faces; with a ``clean``
+                                        stage, to the identity's robust centre
+flag           string (null)            ``far_from_identity``: likely label noise;
+                                        ``label_noise``, ``mixed_identity``,
+                                        ``duplicate``: a ``clean`` stage's flags
 embedding_norm float32 (null)           with a recognizer: the L2 norm of the face's
                                         embedding before normalisation (a quality
                                         signal of ArcFace-family models, MagFace)
@@ -32,6 +35,10 @@ face_size,                              grey levels; ``quality``: a learned mode
 brightness,                             score), also on faces rejected for them
 contrast,
 quality
+duplicate_of   string (null)            with a ``clean`` stage: the kept face this face
+                                        copies (``duplicate``)
+cluster        int32 (null)             with a ``clean`` stage, in a two-people
+                                        identity: 0 its main person, 1 the other
 ============== ======================== =============================================
 
 Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
@@ -88,6 +95,8 @@ SCHEMA = pa.schema(
         ("flag", pa.string()),
         ("embedding_norm", pa.float32()),
         *[(k, pa.float32()) for k in QUALITY_COLUMNS if k != "embedding_norm"],
+        ("duplicate_of", pa.string()),
+        ("cluster", pa.int32()),
     ]
 )
 #: the quality columns (those of :class:`FaceQuality` but ``embedding_norm``, its own column)
@@ -148,6 +157,8 @@ class ResultsWriter:
         for k in QUALITY:
             v = None if q is None else getattr(q, k)
             c[k].append(None if v is None or v != v else v)  # NaN (not measured): null
+        c["duplicate_of"].append(None if s is None or s.duplicate_of is None else _text(s.duplicate_of))
+        c["cluster"].append(None if s is None else s.cluster)
         self.rows += 1
         if len(c["path"]) >= CHUNK:
             self._columns()

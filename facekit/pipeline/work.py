@@ -78,6 +78,8 @@ SCHEMA = pa.schema(
         ("embedding_norm", pa.float32()),
         ("quality", pa.list_(pa.float64())),  # FaceQuality's fields, in QUALITY_COLUMNS order
         ("similarity", pa.float64()),
+        ("duplicate_of", pa.binary()),
+        ("cluster", pa.int32()),
         ("flag", pa.binary()),
         ("reason", pa.binary()),
         ("detail", pa.binary()),
@@ -117,7 +119,7 @@ def result_table(result: ShardResult) -> pa.Table:
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
                       "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind",
-                      "embedding", "embedding_norm", "quality", "similarity", "flag"):
+                      "embedding", "embedding_norm", "quality", "similarity", "duplicate_of", "cluster", "flag"):
                 c[k].append(None)
             return
         c["key"].append(s.key)
@@ -144,6 +146,8 @@ def result_table(result: ShardResult) -> pa.Table:
         c["embedding_norm"].append(s.embedding_norm)
         c["quality"].append(None if s.quality is None else [getattr(s.quality, k) for k in QUALITY_COLUMNS])
         c["similarity"].append(s.similarity)
+        c["duplicate_of"].append(_t(s.duplicate_of))
+        c["cluster"].append(s.cluster)
         c["flag"].append(_t(s.flag))
 
     for i, oc in enumerate(result.outcomes):
@@ -223,6 +227,8 @@ def _sample(d: dict) -> Sample:
         embedding_norm=d["embedding_norm"],
         quality=None if d["quality"] is None else FaceQuality(*d["quality"]),
         similarity=d["similarity"],
+        duplicate_of=_u(d["duplicate_of"]),
+        cluster=d["cluster"],
         flag=_u(d["flag"]) or "",
     )
 

@@ -121,10 +121,15 @@ class ShardWorker:
             qual = qual.with_params(threads=threads)
         #: the ``quality`` stage: measures every face, judged once a photo's face is chosen
         self.quality_stage = qual.build() if qual else None
+        #: the ``clean`` stage: decides per identity once the shard's faces are embedded
+        self.cleaner = spec.cleaner.build() if spec.cleaner else None
         #: faces embedded per recognizer call (its ``batch`` parameter)
         self.embed_batch = int(getattr(self.recognizer.params, "batch", 64)) if self.recognizer else 0
         #: select: identity: faces are chosen per identity once the shard's faces are known
         self.by_identity = bool(det and det.params.select == "identity")
+        #: faces wait for the whole shard before they are encoded (the identity choice, the
+        #: cleaner: a shard holds whole identities)
+        self.per_shard = self.by_identity or self.cleaner is not None
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
         #: the first stage error is logged once (per run: the threads executor shares one)
@@ -133,7 +138,7 @@ class ShardWorker:
         #: samples keep their file bytes and are never decoded. With a recognizer and no
         #: detector (an already aligned source) the images are decoded to be embedded and
         #: keep their file bytes for the sinks
-        self.needs_pixels = bool(self.detector or self.aligner or self.recognizer or self.quality_stage or self.augmenters)
+        self.needs_pixels = bool(self.detector or self.aligner or self.recognizer or self.quality_stage or self.cleaner or self.augmenters)
         #: decode the next batch while this one is detected: only with threads to spare (a
         #: worker of one thread, N of them on N cores, gains nothing from it)
         self.read_ahead = threads is None or threads > 1
@@ -215,7 +220,7 @@ class ShardWorker:
                 done, waiting = waiting[:ready], waiting[ready:]
                 if self.quality_stage is not None:
                     self._measure(done)
-                if not self.by_identity:
+                if not self.per_shard:
                     for oc in done:
                         self._finish(oc)
                 if guard is not None:
@@ -229,6 +234,9 @@ class ShardWorker:
                 ahead.cancel()
         if self.by_identity:
             choose_faces(outs, self.detector.params)
+        if self.cleaner is not None:
+            self._clean(outs)
+        if self.per_shard:
             for k, oc in enumerate(outs):
                 if k % BATCH == 0 and self._stop.is_set():
                     raise ShardStopped(f"stopped after encoding {k} of the shard's {len(outs)} images")
@@ -385,6 +393,39 @@ class ShardWorker:
             return
         for (_, s), q in zip(faces, measured):
             s.quality = q
+
+    def _clean(self, outs: list[Outcome]) -> None:
+        """Apply the cleaner to each identity of the shard (its kept faces, in source
+        order): rejects with their reasons, flags, similarity, ``duplicate_of``, cluster. A
+        cleaner that fails on an identity rejects its images (``stage_error``); one that
+        moves a face to another identity is refused there (``stage_error``: the sinks need
+        each identity's faces together)."""
+        blocks: dict[str, list[Outcome]] = {}
+        for oc in outs:
+            blocks.setdefault(oc.identity, []).append(oc)
+        for ident, ocs in blocks.items():
+            faces = [(oc, s) for oc in ocs for s in oc.samples]
+            if not faces:
+                continue
+            try:
+                decisions = self.cleaner.clean(ident, [s for _, s in faces])
+                if len(decisions) != len(faces):
+                    raise ValueError(f"cleaner returned {len(decisions)} decisions for {len(faces)} faces")
+                if any(d.identity not in (None, s.identity) for (_, s), d in zip(faces, decisions)):
+                    raise ValueError("cleaner moved a face to another identity (not supported yet)")
+            except Exception as e:
+                self._fail(faces, e)
+                continue
+            for (oc, s), d in zip(faces, decisions):
+                if d.similarity is not None:
+                    s.similarity = d.similarity
+                s.duplicate_of, s.cluster = d.duplicate_of, d.cluster
+                if d.reject:
+                    oc.samples.remove(s)
+                    oc.rejects.append(Reject(s.path, d.reject, d.detail, oc.identity, s.required,
+                                             s.replace(image=None, data=None)))
+                elif d.flag:
+                    s.flag = d.flag
 
     def _fail(self, faces: list[tuple[Outcome, Sample]], e: Exception) -> None:
         """A stage failed on a batch of ``faces``: each image that held one becomes a
