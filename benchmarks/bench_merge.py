@@ -25,6 +25,14 @@ Cases (seeded; the data is made in the child before the clock starts, in float32
 Columns: wall time of the step (median, min-max over rounds), the child's peak RSS
 (``ru_maxrss``: data included; ``data`` = the input's own size), pairs found, planted and
 found-and-planted. Prints a markdown table.
+
+Calibration of the merge threshold on real crops (``--calibrate WORKDIR``): the shared
+``aligned_identities/kz_celebs_112`` (25 identities of loose 112x112 crops) re-detected
+with SCRFD-500m and aligned with ``arcface`` by a facekit run into ``WORKDIR/out`` (skipped
+when ``WORKDIR/out/aligned/label.txt`` exists), embedded with the shared MobileFaceNet
+(cached in ``WORKDIR/embeddings.npz``); each identity split at random into two halves under
+two names (10 seeds), all its crops or ``m`` per half; precision and recall of
+``merge_candidates`` at each threshold, with the robust and the mean centre.
 """
 
 from __future__ import annotations
@@ -158,6 +166,92 @@ def _child(args) -> dict:
     }
 
 
+ALIGN_YAML = """\
+output: {out}
+source: {{plugin: folders, root: {root}}}
+detector: {{plugin: retinaface, model: {model}}}
+aligner: {{plugin: arcface, size: 112}}
+sinks:
+  - {{plugin: folders, path: aligned}}
+"""
+
+
+def _kz_embeddings(work: Path, data: Path):
+    """``(emb (n, 128) unit rows, labels (n,))`` of the re-aligned kz_celebs_112 crops."""
+    import numpy as np
+
+    cache = work / "embeddings.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return z["emb"], z["labels"]
+    aligned = work / "out" / "aligned"
+    if not (aligned / "label.txt").exists():
+        from facekit.pipeline.config import load_config
+        from facekit.pipeline.engine import run
+
+        work.mkdir(parents=True, exist_ok=True)
+        cfg = work / "align.yaml"
+        cfg.write_text(ALIGN_YAML.format(
+            out=work / "out", root=data / "aligned_identities" / "kz_celebs_112",
+            model=data / "models" / "detection" / "scrfd_500m_bnkps.onnx"))
+        run(load_config(cfg), progress=False)
+    from facekit.eval.recognition import OnnxEmbedder
+
+    rows = [ln.split("\t") for ln in (aligned / "label.txt").read_text().splitlines()]
+    model = OnnxEmbedder(data / "models" / "recognition" / "photo_analyze_mobilefacenet_128d.onnx")
+    emb = np.concatenate([
+        model.embed_encoded([(aligned / r[1]).read_bytes() for r in rows[lo : lo + 64]], flip=False)[0]
+        for lo in range(0, len(rows), 64)
+    ])
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.array([int(r[2]) for r in rows])
+    np.savez(cache, emb=emb, labels=labels)
+    return emb, labels
+
+
+def calibrate(work: Path, seeds: int = 10) -> None:
+    """Print the merge-threshold calibration tables (see the module docstring)."""
+    import numpy as np
+
+    from facekit.clean import merge
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from _common import data_root
+
+    emb, labels = _kz_embeddings(work, data_root())
+    ids = np.unique(labels)
+    ts = [0.60, 0.65, 0.70, 0.72, 0.75, 0.78, 0.80, 0.85]
+    print(f"{len(emb)} crops, {len(ids)} identities; each split in two halves, {seeds} seeds "
+          f"({len(ids)} true pairs and {len(ids) * (2 * len(ids) - 2)} different-person pairs a seed)\n")
+    print("| centre | images per half | " + " | ".join(f"{t:.2f}" for t in ts)
+          + " | same person: lowest | different people: highest |")
+    print("|---|---|" + "---|" * len(ts) + "---|---|")
+    for m in (0, 20, 10, 5):
+        for name, fn in (("robust", None), ("mean", merge.mean_centre)):
+            hits = {t: [0, 0] for t in ts}
+            pos, neg = [], []
+            for seed in range(seeds):
+                rng = np.random.default_rng(seed)
+                items = []
+                for i in ids:
+                    idx = rng.permutation(np.flatnonzero(labels == i))
+                    a, b = (idx[:m], idx[m : 2 * m]) if m else (idx[: len(idx) // 2], idx[len(idx) // 2 :])
+                    items += [((0, int(i)), emb[a]), ((1, int(i)), emb[b])]
+                cs = merge.identity_centres(items, centre=fn)
+                for t in ts:
+                    p = merge.merge_candidates(cs.centres, cs.keys, t)
+                    hits[t][0] += sum(a[1] == b[1] for a, b, _ in p.rows())
+                    hits[t][1] += len(p)
+                sim = cs.centres @ cs.centres.T
+                same = np.equal.outer(np.arange(len(items)) // 2, np.arange(len(items)) // 2)
+                upper = np.triu(np.ones_like(same), 1)
+                pos.append(sim[same & upper].min())
+                neg.append(sim[~same & upper].max())
+            cells = [f"P {h[0] / max(h[1], 1):.3f} R {h[0] / (len(ids) * seeds):.3f}" for h in hits.values()]
+            print(f"| {name} | {m or 'all (half)'} | " + " | ".join(cells)
+                  + f" | {min(pos):.3f} | {max(neg):.3f} |")
+
+
 def _run(kind, size, peer, threads, dim) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, __file__, "--child", kind, "--size", str(size), "--peer", peer, "--threads", str(threads), "--dim", str(dim)]
@@ -179,6 +273,8 @@ def main():
     ap.add_argument("--images", default="100000,1000000")
     ap.add_argument("--image-dims", default="128,512")
     ap.add_argument("--big-rounds", type=int, default=1, help="rounds that run the 1M-image cases (no peer)")
+    ap.add_argument("--calibrate", metavar="WORKDIR", help="merge threshold on kz_celebs_112 (see above)")
+    ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--child", choices=["centres", "images"])
     ap.add_argument("--size", type=int)
     ap.add_argument("--peer")
@@ -186,6 +282,9 @@ def main():
     args = ap.parse_args()
     if args.child:
         print(json.dumps(_child(args)))
+        return
+    if args.calibrate:
+        calibrate(Path(args.calibrate), args.seeds)
         return
     cases = []
     for n in [int(v) for v in args.centres.split(",") if v]:

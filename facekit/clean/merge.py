@@ -13,11 +13,14 @@ source is done) calls them in this order::
 Identity keys are ``(source index, identity name)``: two sources may use the same names for
 different people, and a name is never evidence of a merge, only embeddings are.
 
-Nearest neighbours come from faiss (``IndexFlatIP``: exact, BLAS; ``ivf``/``hnsw`` for
-larger sets, see :func:`merge_candidates`); no function allocates an ``N x N`` matrix:
-queries run in chunks of ``chunk`` rows against an index of the ``N`` rows, each keeping
-``k`` neighbours. Similarities are cosine similarities of L2-normalised rows, recomputed
-exactly in float32 for every reported pair (so they do not depend on the index type).
+No function allocates an ``N x N`` matrix. Identity centres: k nearest neighbours from
+faiss (``IndexFlatIP``, exact, up to ``FLAT_MAX_CENTRES``; ``ivf``/``hnsw`` above, see
+:func:`merge_candidates`), queried ``chunk`` rows at a time. Images: a similarity join
+inside faiss k-means cells, one ``block x block`` product at a time
+(:func:`cross_identity_images`). Similarities are cosine similarities of L2-normalised
+rows, recomputed in float32 for every reported pair (they do not depend on the index).
+Measured on 2 cores (benchmarks/RESULTS-merge.md): 100k 512-d centres in about a minute,
+1M image embeddings in one to two minutes, under 2 GB of RSS.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ import numpy as np
 
 from facekit.errors import FacekitError
 
-#: Merge threshold on the cosine similarity of two identity centres (normalised means),
-#: calibrated on the shared kz_celebs_112 identities (SCRFD-500m + arcface, MobileFaceNet
-#: 128-d), each of 25 identities split at random into two halves under two names (10 seeds,
-#: benchmarks/RESULTS-merge.md): at 0.75 precision 1.00 with recall 1.00 for halves of 20+
-#: images, 0.87 for 10, 0.52 for 5 (small identities have noisy centres); different people
-#: reached 0.74. Another model has another scale: calibrate it the same way.
+#: Merge threshold on the cosine similarity of two identity centres, calibrated on the
+#: shared kz_celebs_112 identities (SCRFD-500m + arcface, MobileFaceNet 128-d, robust
+#: centres), each of 25 identities split at random into two halves under two names (10
+#: seeds; ``python benchmarks/bench_merge.py --calibrate DIR``, benchmarks/RESULTS-merge.md):
+#: at 0.75 precision 1.00, recall 1.00 for halves of 20 or more crops, 0.92 for 10, 0.64
+#: for 5 (a few crops make a noisy centre); different people reached 0.735. Another model
+#: has another scale: calibrate it the same way.
 DEFAULT_MERGE_THRESHOLD = 0.75
 #: Cosine similarity above which two images count as the same picture (re-encoded, resized).
 DEFAULT_DUPLICATE_THRESHOLD = 0.95
@@ -131,7 +135,11 @@ def identity_centres(
         emb = np.asarray(emb)
         if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0 or emb.dtype.kind != "f":
             raise MergeError(f"identity {key!r}: embeddings must be a non-empty (n, D) float array, got {emb.dtype} {emb.shape}")
-        if key in seen:
+        try:
+            again = key in seen
+        except TypeError:
+            raise MergeError(f"identity {len(keys)}: key {key!r} is not hashable") from None
+        if again:
             raise MergeError(f"identity {key!r}: key given twice (keys are (source, identity) and unique)")
         emb = np.ascontiguousarray(emb, dtype=np.float32)
         if buf is None:
@@ -207,6 +215,8 @@ def _build_index(faiss, x, kind, nlist, nprobe, ef_search, chunk, seed, check):
         index.hnsw.efSearch = ef_search
     elif kind == "ivf":
         nlist = nlist or max(1, min(n // 39, int(2 * np.sqrt(n))))
+        if not 1 <= nlist <= n:
+            raise MergeError(f"nlist must be in 1..{n} (the rows), got {nlist}")
         quantizer = faiss.IndexFlatIP(d)  # the index keeps a reference (faiss's wrapper)
         index = faiss.IndexIVFScalarQuantizer(
             quantizer, d, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
@@ -236,8 +246,8 @@ def _build_index(faiss, x, kind, nlist, nprobe, ef_search, chunk, seed, check):
 
 def _search(index, q: np.ndarray, k: int, max_k: int, cut: float):
     """k nearest neighbours of ``q`` (``k`` includes the query itself), widened to at most
-    ``max_k`` for rows whose last neighbour still scores >= ``cut``. Returns
-    ``(sim, ids, saturated_rows)``: lists of per-round arrays and the rows still full."""
+    ``max_k`` for rows whose last neighbour still scores >= ``cut``. Returns ``(rounds,
+    full)``: ``(rows of q, sim, ids)`` per search, and the rows still full at ``max_k``."""
     n_index = index.ntotal
     k = min(k, n_index)
     sim, ids = index.search(q, k)
