@@ -134,7 +134,9 @@ def identity_centres(
             raise MergeError(f"identity {len(keys)}: expected (key, embeddings), got {type(item).__name__}") from None
         emb = np.asarray(emb)
         if emb.ndim != 2 or emb.shape[0] == 0 or emb.shape[1] == 0 or emb.dtype.kind != "f":
-            raise MergeError(f"identity {key!r}: embeddings must be a non-empty (n, D) float array, got {emb.dtype} {emb.shape}")
+            raise MergeError(
+                f"identity {key!r}: embeddings must be a non-empty (n, D) float array, got {emb.dtype} {emb.shape}"
+            )
         try:
             again = key in seen
         except TypeError:
@@ -145,12 +147,16 @@ def identity_centres(
         if buf is None:
             buf = np.empty((1024, emb.shape[1]), np.float32)
         elif emb.shape[1] != buf.shape[1]:
-            raise MergeError(f"identity {key!r}: embedding dimension {emb.shape[1]}, the first identity's is {buf.shape[1]}")
-        _check_unit(emb, lambda r: f"identity {key!r} row {r}")
+            raise MergeError(
+                f"identity {key!r}: embedding dimension {emb.shape[1]}, the first identity's is {buf.shape[1]}"
+            )
+        _check_unit(emb, lambda r, key=key: f"identity {key!r} row {r}")
         c = np.asarray(fn(emb), np.float32).reshape(-1)
         norm = float(np.linalg.norm(c))
         if c.shape[0] != buf.shape[1] or not np.isfinite(norm) or norm < 1e-6:
-            raise MergeError(f"identity {key!r}: no centre (centre norm {norm:.3g}, shape {c.shape}): its embeddings cancel out")
+            raise MergeError(
+                f"identity {key!r}: no centre (centre norm {norm:.3g}, shape {c.shape}): its embeddings cancel out"
+            )
         if n == buf.shape[0]:
             buf.resize((n + max(1024, n // 2), buf.shape[1]), refcheck=False)  # in place when it can
         buf[n] = c / norm
@@ -322,7 +328,8 @@ def _knn_pairs(x, n, threshold, k, max_k, threads, index, nlist, nprobe, ef_sear
                 collect(idx, _rows(x, lo, min(n, lo + chunk)), lo, threshold - margin)
             del idx
     a, b = _unique_pairs(pa, pb, n)
-    del pa, pb
+    pa.clear()
+    pb.clear()
     s = _exact_sim(x, a, b)
     m = s >= np.float32(threshold)
     return a[m], b[m], s[m], np.unique(np.concatenate(sat).astype(np.int64))
@@ -386,14 +393,16 @@ def merge_candidates(
     neighbours are all above the threshold is searched again with 2k, 4k, ... up to
     ``max_k``; one still full at ``max_k`` is listed in ``saturated``.
 
-    Index (``index``): ``flat`` is ``faiss.IndexFlatIP``, exact (``N^2 D`` multiply-adds:
+    Index (``index``): ``flat`` is ``faiss.IndexFlatIP``, exact (``N^2 D / 2``
+    multiply-adds: each block of rows is searched against itself and the rows after it;
     100k x 512-d in about a minute on 2 cores); ``ivf`` an ``IndexIVFScalarQuantizer``
     (float16 storage, spherical k-means on a seeded sample, ``nlist`` lists, default
     ``2 sqrt(N)``, ``nprobe`` searched per query): approximate, for millions of centres;
     ``hnsw`` an ``IndexHNSWFlat`` (M 32, ``ef_search``): approximate, more memory and a
     slow build, fast queries; ``auto``: flat up to ``FLAT_MAX_CENTRES`` rows, else ivf.
     Approximate indexes can miss pairs (raise ``nprobe``/``ef_search`` for recall), never
-    report a pair below the threshold.
+    report a pair below the threshold. The same input, seed and threads give the same
+    result (a rerun of the decision step over kept shards repeats it).
 
     Args:
         centres: ``(N, D)`` float32/float16 unit rows (:func:`identity_centres`).
@@ -415,7 +424,9 @@ def merge_candidates(
     def check(q, lo):
         _check_unit(q, lambda r: f"centre {r} (identity {keys[r]!r})", lo)
 
-    a, b, s, sat = _knn_pairs(centres, n, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed, check)
+    a, b, s, sat = _knn_pairs(
+        centres, n, threshold, k, max_k, threads, kind, nlist, nprobe, ef_search, chunk, seed, check
+    )
     return MergePairs(a, b, s, keys, float(threshold), sat)
 
 
@@ -450,15 +461,26 @@ def merge_groups(
     Guard against chained giant groups: a group is ``flagged`` when a member's similarity
     to the group centre is below ``min_to_centre`` (default the pairs' threshold). A group
     whose members are pairwise above the threshold is never flagged (each member then has
-    similarity >= threshold to any positively weighted mean of them), so only chains are.
+    similarity >= threshold to any positively weighted mean of them), so only chains are,
+    and only chains long enough to drift: three identities a~b~c at 0.8 with a.c = 0.64
+    all stay about 0.9 from their centre and are one unflagged group (``min_pair`` and
+    ``to_centre`` are there for review; proposing instead of applying merges is the
+    decision step's choice).
 
     Args:
         pairs: :func:`merge_candidates` result. centres: the same ``(N, D)`` unit rows.
         counts: embeddings per identity (weights of the group centre); default equal.
+        min_to_centre: the lower bound; default ``pairs.threshold``.
+    Returns:
+        MergeGroup list; memory: the identities in pairs, not N.
     """
     n = centres.shape[0]
-    if counts is not None and len(counts) != n:
-        raise MergeError(f"{len(counts)} counts for {n} centres")
+    if counts is not None:
+        counts = np.asarray(counts)
+        if counts.shape != (n,):
+            raise MergeError(f"{len(counts)} counts for {n} centres")
+    if len(pairs) and int(pairs.j.max()) >= n:
+        raise MergeError(f"pairs name centre {int(pairs.j.max())}, the centres have {n} rows")
     bound = pairs.threshold if min_to_centre is None else float(min_to_centre)
     parent: dict[int, int] = {}
 
@@ -483,7 +505,7 @@ def merge_groups(
     for g, root in enumerate(sorted(comp)):
         members = np.array(comp[root], np.int64)
         ev = order[starts[g] : starts[g + 1] if g + 1 < len(starts) else len(order)]
-        w = np.ones(len(members)) if counts is None else np.asarray(counts, np.float64)[members]
+        w = np.ones(len(members)) if counts is None else counts[members].astype(np.float64)
         c = (np.asarray(centres[members], np.float64) * w[:, None]).sum(0)
         c /= max(np.linalg.norm(c), 1e-12)
         to = (np.asarray(centres[members], np.float64) @ c).astype(np.float32)
@@ -504,7 +526,7 @@ def merge_groups(
 class CrossPairs:
     """Images under two identities: image rows ``a < b`` with ``owners[a] != owners[b]``,
     their cosine ``similarity`` (1.0 for equal content hashes), sorted by ``(a, b)``;
-    ``saturated``: images whose ``max_k`` neighbours were all above the threshold."""
+    ``saturated``: images that had more than ``k`` partners (the rest were left out)."""
 
     a: np.ndarray
     b: np.ndarray
@@ -567,7 +589,8 @@ def cross_identity_images(
 
     Args:
         embeddings: ``(M, D)`` float16/float32 L2-normalised rows.
-        owners: ``(M,)`` identity index of each image.
+        owners: ``(M,)`` identity index of each image (e.g. its identity's row in
+            :class:`IdentityCentres`: identities of different sources never share one).
         threads: faiss and BLAS threads (faiss's are set and restored; numpy's BLAS keeps
             its own setting); default the usable cores.
     Returns:
@@ -764,4 +787,4 @@ def relabel(order: Sequence[Sequence[str]], merges: Iterable[Iterable[tuple[int,
     src = np.searchsorted(offsets, heads_g, side="right") - 1
     heads = np.stack([src, heads_g - offsets[src]], axis=1).astype(np.int64)
     labels = [new[offsets[s] : offsets[s + 1]].copy() for s in range(len(order))]
-    return Relabel(labels, int(len(heads_g)), heads)
+    return Relabel(labels, len(heads_g), heads)
