@@ -60,9 +60,10 @@ MIXED_IDENTITY = "mixed_identity"
 #: of the thresholds 0.15-0.40, and select: identity's flag_below. A model with another
 #: similarity scale needs its own.
 DEFAULT_OUTLIER_THRESHOLD = 0.30
-#: Mixed identity: the two clusters' centres are less similar than this (the same value as
-#: facekit.clean.merge's merge threshold: two clusters this far apart would not be merged
-#: back as one person).
+#: Mixed identity: the two clusters' centres are less similar than this (below
+#: facekit.clean.merge's merge threshold, 0.75, where different people of the shared
+#: identities reached at most 0.735: two clusters this far apart would not be merged back
+#: as one person).
 DEFAULT_MIXED_MAX_SIMILARITY = 0.60
 #: Mixed identity: the smaller cluster holds at least this share of the core faces (the
 #: data's own second people, e.g. a singer's wife in his folder, are 10-15% of a folder)...
