@@ -450,6 +450,7 @@ def test_augmenters_that_return_nothing_leave_a_reject(tmp_path):
     w = ShardWorker.__new__(ShardWorker)
     w.augmenters = [type("Drop", (), {"augment": lambda self, s: []})()]
     w.quality = 95
+    w.quality_stage = None  # no quality: stage (the worker is built without __init__)
     oc = Outcome("a", [Sample(0, "a/0.jpg", "a", image=np.zeros((4, 4, 3), np.uint8))], [], 1)
     w._finish(oc)
     assert not oc.samples and [r.reason for r in oc.rejects] == [NO_OUTPUT]
