@@ -214,8 +214,9 @@ def test_the_mxrec_sink_keeps_each_identity_range_once(tmp_path):
     sinks = []
 
     def build(names, layout="insightface"):
-        sink = cls(cls.Params(path="rec", layout=layout))
-        sink.open(Publication(tmp_path / f"out{len(sinks)}"))
+        out = tmp_path / f"out{len(sinks)}"  # the sink's path absolute, as load_config makes it
+        sink = cls(cls.Params(path=out / "rec", layout=layout))
+        sink.open(Publication(out))
         sinks.append(sink)
         for label, name in enumerate(names):
             sink.write_many([Sample(2 * label + k, f"{name}/{k}.jpg", name, data=jpeg, label=label, stem=f"{k}") for k in range(2)])
@@ -273,8 +274,9 @@ def test_the_folders_sink_counts_identities_without_a_set(tmp_path):
     sinks = []
 
     def build(names):
-        sink = cls(cls.Params(path="faces"))
-        sink.open(Publication(tmp_path / f"out{len(sinks)}"))
+        out = tmp_path / f"out{len(sinks)}"  # the sink's path absolute, as load_config makes it
+        sink = cls(cls.Params(path=out / "faces"))
+        sink.open(Publication(out))
         sinks.append(sink)
         for label, name in enumerate(names):
             for k in range(2):
