@@ -52,3 +52,24 @@ def test_mxrec_sink_prefix_too_long_is_refused(tmp_path):
     msg = config_error(tmp_path, base % ("p" * 237, 2))
     assert "'<prefix>-00000-of-00002.rec'" in msg and "at most 236" in msg, msg
     load_config(write_config(tmp_path, base % ("p" * 240, 1), "ok.yaml"))
+
+
+def test_a_publication_refuses_a_path_outside_its_output(tmp_path, monkeypatch):
+    """A sink given a relative path (or one outside the run's output) is refused in one line
+    instead of staging ``.NAME.X.partial`` folders in the working directory."""
+    import pytest
+
+    from facekit.errors import FacekitError
+    from facekit.pipeline.publish import Publication
+
+    monkeypatch.chdir(tmp_path)
+    pub = Publication(tmp_path / "out")
+    for bad in ("rec", tmp_path / "elsewhere" / "rec", tmp_path / "out"):
+        with pytest.raises(FacekitError, match="not inside the run's output folder"):
+            pub.dir(bad)
+        with pytest.raises(FacekitError, match="not inside the run's output folder"):
+            pub.file(bad)
+    assert not list(tmp_path.glob(".*.partial"))
+    staged = pub.dir(tmp_path / "out" / "rec")
+    assert staged.staging.parent == tmp_path / "out"
+    pub.abort()

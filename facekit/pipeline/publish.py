@@ -89,6 +89,13 @@ class Publication:
         #: the journal is written: from then on only :func:`recover` may touch the staging
         self.journaled = False
 
+    def _inside(self, final: Path) -> None:
+        """Refuse a final path that is not inside the run's output folder (a relative sink
+        path would otherwise land in the working directory)."""
+        out = os.path.abspath(self.output)
+        if not os.path.abspath(final).startswith(out.rstrip(os.sep) + os.sep):
+            raise FacekitError(f"{final}: not inside the run's output folder {self.output}; refusing to write it")
+
     def _claim(self, final: Path) -> Path:
         final = Path(final)
         for _, f in self.entries:
@@ -101,10 +108,12 @@ class Publication:
         """A new empty staging folder that the run publishes as ``path``.
 
         Raises:
-            FacekitError: ``path`` exists and is a file, or a non-empty folder facekit did
-                not write (no ``.facekit-output`` marker): it is never replaced.
+            FacekitError: ``path`` is not inside the output folder; it exists and is a
+                file, or a non-empty folder facekit did not write (no ``.facekit-output``
+                marker): it is never replaced.
         """
         final = Path(path)
+        self._inside(final)
         if final.exists() or final.is_symlink():
             if not final.is_dir() or final.is_symlink():
                 raise FacekitError(f"{final}: exists and is not a folder; refusing to replace it")
@@ -123,9 +132,10 @@ class Publication:
         caller writes it, e.g. with :func:`facekit.formats.atomic.atomic_write_bytes`).
 
         Raises:
-            FacekitError: ``path`` exists and is a folder.
+            FacekitError: ``path`` is not inside the output folder, or exists and is a folder.
         """
         final = Path(path)
+        self._inside(final)
         if final.is_dir() and not final.is_symlink():
             raise FacekitError(f"{final}: exists and is a folder; refusing to replace it with a file")
         staging = self._claim(final)
