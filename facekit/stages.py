@@ -103,6 +103,13 @@ class Sample:
     ``mixed_identity``, ``duplicate`` when only flagged), duplicate_of (the path of the kept
     face it copies) and cluster (0 the identity's main person, 1 the other, in a
     ``mixed_identity``).
+
+    source_identity: the identity the source gave, when a decision moved the face to
+    another one (``identity``): a cleaner's ``mixed: split`` (``<identity>#2``) or the
+    dataset-level ``merge`` step; None while the face is under its source's identity. The
+    identity gate keeps each source identity's faces together and writes the identities
+    it became one after the other; ``results.parquet`` names the source identity in
+    ``identity`` and the one written in ``merge_with``.
     """
 
     key: int
@@ -131,6 +138,7 @@ class Sample:
     duplicate_of: Optional[str] = None
     cluster: Optional[int] = None
     flag: str = ""
+    source_identity: Optional[str] = None
 
     def replace(self, **changes) -> "Sample":
         """A shallow copy with ``changes`` applied (like ``dataclasses.replace``, which

@@ -37,7 +37,7 @@ from facekit.formats.tsv import escape
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.executor import run_shards
 from facekit.pipeline.fingerprint import pipeline_fingerprint
-from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageErrorGuard
+from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageErrorGuard, sink_order
 from facekit.pipeline.progress import ImagesDone
 from facekit.pipeline.publish import JOURNAL, STATE_DIR, Publication, clean_stale, recover
 from facekit.pipeline.results import RESULTS_FILE, ResultsWriter
@@ -281,7 +281,7 @@ class _Run:
         if required:
             own = [r for r in required if r.reason != IDENTITY_TOO_SMALL]
             self._reject((own or required)[0])
-        kept = [r for r in rows if r.reject is None]
+        kept = sink_order(rows)
         places: dict[int, list] = {}
         i, n = 0, len(kept)
         while i < n:

@@ -90,25 +90,45 @@ class IdentityGate:
         self.admitted = 0
         self.dropped = 0
         self.counts = IdentityCounts()
+        #: source identities some of whose faces were moved to another identity (a split, a
+        #: merge): few, so a plain set
+        self.moved: set[str] = set()
 
     def admit(self, result: ShardResult) -> list[Row]:
-        """Decide the identities of ``result``; return its rows in source order."""
+        """Decide the identities of ``result``; return its rows in source order.
+
+        A face a decision moved to another identity (``Sample.source_identity`` set: a
+        cleaner's split, the dataset-level merge step) counts under the identity it was
+        moved to; each *source* identity must still come in one run. The identities of
+        the shard are decided in the order they first appear; the sinks get each one's
+        faces together (:func:`sink_order`)."""
         order: list[str] = []
         faces: dict[str, list[Sample]] = {}
+        bases: set[str] = set()
         current = None
         for oc in result.outcomes:
             for s in oc.samples:
-                ident = s.identity
-                if ident != current:
-                    if ident in faces or self.counts.was_decided(ident):
+                base = s.identity if s.source_identity is None else s.source_identity
+                if base != current:
+                    if base in bases or self.counts.was_decided(base) or base in self.moved:
                         raise FacekitError(
-                            f"source yielded identity {ident!r} again after other identities ({s.path}); "
+                            f"source yielded identity {base!r} again after other identities ({s.path}); "
                             "a source must keep each identity's images together"
+                        )
+                    bases.add(base)
+                    current = base
+                ident = s.identity
+                if ident not in faces:
+                    if self.counts.was_decided(ident):
+                        raise FacekitError(
+                            f"identity {ident!r} ({s.path}, from {base!r}) was already written: a decision "
+                            "cannot add faces to an identity after it"
                         )
                     faces[ident] = []
                     order.append(ident)
-                    current = ident
                 faces[ident].append(s)
+                if s.source_identity is not None:
+                    self.moved.add(base)
         labels: dict[str, int] = {}
         for ident in order:
             buf = faces[ident]
@@ -117,6 +137,12 @@ class IdentityGate:
                 continue
             given = {s.label for s in buf}
             if any(lab >= 0 for lab in given):
+                moved = next((s for s in buf if s.source_identity is not None), None)
+                if moved is not None:
+                    raise FacekitError(
+                        f"identity {ident!r}: faces of {moved.source_identity!r} were moved to it, but the source "
+                        "gives class ids (e.g. mxrec labels: keep): set labels: renumber"
+                    )
                 if len(given) != 1:
                     raise FacekitError(f"identity {ident!r}: the source gave several or partial labels {sorted(given)}")
                 if buf[0].label >= MAX_CLASS:
@@ -150,6 +176,19 @@ class IdentityGate:
         for ident in order:
             counts.decided[counts.index[ident]] = 1
         return rows
+
+
+def sink_order(rows: list[Row]) -> list[Row]:
+    """The kept rows of a shard (``reject`` None) in the order the sinks get them: each
+    identity's faces together, identities in the order they first appear, faces in source
+    order (the same as source order unless a decision moved faces between identities)."""
+    kept = [r for r in rows if r.reject is None]
+    rank: dict[int, int] = {}
+    for r in kept:
+        rank.setdefault(r.sample.label, len(rank))
+    if all(rank[a.sample.label] <= rank[b.sample.label] for a, b in zip(kept, kept[1:])):
+        return kept
+    return sorted(kept, key=lambda r: rank[r.sample.label])
 
 
 class StageErrorGuard:

@@ -39,6 +39,12 @@ duplicate_of   string (null)            with a ``clean`` stage: the kept face th
                                         copies (``duplicate``)
 cluster        int32 (null)             with a ``clean`` stage, in a two-people
                                         identity: 0 its main person, 1 the other
+merge_with     string (null)            the identity the face was written under when a
+                                        decision moved it from ``identity``: the
+                                        ``merge`` step joined its identity to another,
+                                        or ``mixed: split`` made its cluster
+                                        ``<identity>#2``; null: written under
+                                        ``identity``
 ============== ======================== =============================================
 
 Row groups hold :data:`ROW_GROUP` rows whatever the shard size, so the file's bytes depend
@@ -97,6 +103,7 @@ SCHEMA = pa.schema(
         *[(k, pa.float32()) for k in QUALITY_COLUMNS if k != "embedding_norm"],
         ("duplicate_of", pa.string()),
         ("cluster", pa.int32()),
+        ("merge_with", pa.string()),
     ]
 )
 #: the quality columns (those of :class:`FaceQuality` but ``embedding_norm``, its own column)
@@ -135,7 +142,8 @@ class ResultsWriter:
         c = self.cols
         src = s if s is not None else r
         c["path"].append(_text(src.path))
-        c["identity"].append(_text(src.identity))
+        moved = s is not None and s.source_identity is not None
+        c["identity"].append(_text(s.source_identity if moved else src.identity))
         c["label"].append(s.label if s is not None and r is None else -1)
         c["reason"].append(None if r is None else r.reason)
         c["detail"].append(None if r is None else _text(r.detail))
@@ -159,6 +167,7 @@ class ResultsWriter:
             c[k].append(None if v is None or v != v else v)  # NaN (not measured): null
         c["duplicate_of"].append(None if s is None or s.duplicate_of is None else _text(s.duplicate_of))
         c["cluster"].append(None if s is None else s.cluster)
+        c["merge_with"].append(_text(s.identity) if moved else None)
         self.rows += 1
         if len(c["path"]) >= CHUNK:
             self._columns()

@@ -81,6 +81,7 @@ SCHEMA = pa.schema(
         ("duplicate_of", pa.binary()),
         ("cluster", pa.int32()),
         ("flag", pa.binary()),
+        ("source_identity", pa.binary()),
         ("reason", pa.binary()),
         ("detail", pa.binary()),
     ]
@@ -119,7 +120,7 @@ def result_table(result: ShardResult) -> pa.Table:
         if s is None:
             for k in ("key", "data", "face_id", "score", "box", "landmarks", "aligned", "transform", "label", "stem",
                       "record_key", "per_face_identity", "pair", "occ_data", "occ_mask", "occ_covered", "occ_kind",
-                      "embedding", "embedding_norm", "quality", "similarity", "duplicate_of", "cluster", "flag"):
+                      "embedding", "embedding_norm", "quality", "similarity", "duplicate_of", "cluster", "flag", "source_identity"):
                 c[k].append(None)
             return
         c["key"].append(s.key)
@@ -149,6 +150,7 @@ def result_table(result: ShardResult) -> pa.Table:
         c["duplicate_of"].append(_t(s.duplicate_of))
         c["cluster"].append(s.cluster)
         c["flag"].append(_t(s.flag))
+        c["source_identity"].append(_t(s.source_identity))
 
     for i, oc in enumerate(result.outcomes):
         first = True
@@ -230,6 +232,7 @@ def _sample(d: dict) -> Sample:
         duplicate_of=_u(d["duplicate_of"]),
         cluster=d["cluster"],
         flag=_u(d["flag"]) or "",
+        source_identity=_u(d["source_identity"]),
     )
 
 
