@@ -468,7 +468,7 @@ def _needed_paths(spec) -> list[tuple[str, str]]:
     for sc in stages:
         for k in type(sc.params).model_fields:
             v = getattr(sc.params, k)
-            if isinstance(v, Path) and (sc is not spec.source or v.is_dir()):
+            if isinstance(v, Path) and (all(sc is not x for x in spec.sources) or v.is_dir()):
                 out.append((f"{sc.where}: {k}", str(v)))
     return out
 

@@ -86,7 +86,7 @@ def _load(config, output=None):
 def validate(config):
     """Check a pipeline config (plugins, parameters, paths) without running it."""
     spec = _load(config)
-    stages = [spec.source, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, spec.cleaner,
+    stages = [*spec.sources, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, spec.cleaner,
               *spec.augmenters, *spec.sinks, spec.executor]
     click.echo(f"{config}: OK")
     for sc in stages:

@@ -20,9 +20,12 @@ from pydantic import Field, ValidationError
 
 from facekit.errors import ConfigError, FacekitError, one_line
 from facekit.params import path_problem
+from facekit.pipeline.decisions import MergeConfig
+from facekit.pipeline.identity import face_choice_stages
 from facekit.pipeline.pathcheck import check_output, check_sinks
+from facekit.pipeline.sources import NAME_RE, default_name
 from facekit.plugins import Registry, get_registry
-from facekit.stages import OptionalInputPath, Params, Stage
+from facekit.stages import InputPath, OptionalInputPath, Params, Stage
 
 #: a pipeline config larger than this is refused unread (configs are a few hundred bytes)
 MAX_CONFIG_BYTES = 1 << 20
@@ -36,7 +39,21 @@ class EncodeConfig(Params):
 
 class TopLevel(Params):
     output: OptionalInputPath = Field(description="run folder: rejects.tsv, summary.json; base of sink paths")
-    source: dict
+    source: Optional[dict] = None
+    sources: Optional[list[dict]] = Field(
+        None, min_length=1, description="several sources read one after the other (instead of 'source'), each a "
+        "source stage with a 'name:' (default: its path's stem): identities become <name>/<identity>, labels are "
+        "numbered along that order (see facekit.pipeline.sources)"
+    )
+    merge: Optional[MergeConfig] = Field(
+        None, description="the dataset-level decision step once every shard is done: identities that are one "
+        "person (apply or propose merges), the same image under two identities, faces filed under the wrong "
+        "identity, overlap with verification bins ({identities: propose, bins: [lfw.bin]}; needs a recognizer)"
+    )
+    decisions: Optional[InputPath] = Field(
+        None, description="a reviewed decisions.tsv (the decision column edited) to apply: outputs change for "
+        "exactly the decisions changed (see facekit.pipeline.decisions)"
+    )
     detector: Optional[dict] = None
     aligner: Optional[dict] = None
     recognizer: Optional[dict] = None
@@ -123,6 +140,25 @@ class PipelineSpec:
     shard_size: Optional[int] = None
     resume: bool = True  # see TopLevel.resume
     report: bool = False
+    #: ``sources:``: the sources after the first (``source``), and every source's name
+    #: (empty with one source: its identities keep their names)
+    extra_sources: list[StageConfig] = field(default_factory=list)
+    source_names: list[str] = field(default_factory=list)
+    #: the dataset-level decision step (``merge:``)
+    merge: Optional[MergeConfig] = None
+    #: a reviewed decisions.tsv to apply (``decisions:``)
+    decisions: Optional[Path] = None
+
+    @property
+    def sources(self) -> list[StageConfig]:
+        """Every source stage, in order."""
+        return [self.source, *self.extra_sources]
+
+    @property
+    def decides(self) -> bool:
+        """Whether the run keeps its shards for the decision step and writes decisions.tsv
+        (a ``clean`` stage, a ``merge`` step or a reviewed decisions file)."""
+        return self.cleaner is not None or self.merge is not None or self.decisions is not None
 
     @property
     def workers(self) -> int:
@@ -356,7 +392,42 @@ def parse_config(
             return None
         return StageConfig(kind, str(name), cls, p, label)
 
-    src = stage("source", top.source, ("source",))
+    extra: list = []
+    names: list[str] = []
+    if (top.source is None) == (top.sources is None):
+        errs.add(("source",) if top.source is not None else (), "config: give 'source' (one) or 'sources' (a list), "
+                 "exactly one of them")
+        errs.raise_if_any()
+    if top.source is not None:
+        src = stage("source", top.source, ("source",))
+    else:
+        built = []
+        for i, raw in enumerate(top.sources):
+            raw = dict(raw) if isinstance(raw, dict) else raw
+            name = raw.pop("name", None) if isinstance(raw, dict) else None
+            sc = stage("source", raw, ("sources", i))
+            if sc is None:
+                continue
+            name = default_name(sc.params) if name is None else str(name)
+            if not NAME_RE.match(name):
+                errs.add(("sources", i), f"{sc.where}: name {name!r}: give 'name:' with 1 to 64 characters, no '/' or "
+                         "control characters (it prefixes the identities: <name>/<identity>)")
+            elif name in names:
+                errs.add(("sources", i), f"{sc.where}: name {name!r} is also sources[{names.index(name)}]'s: give "
+                         "each source its own 'name:'")
+            if i:
+                for k in ("start_id", "min_images"):
+                    if k in sc.params.model_fields_set and getattr(sc.params, k) != getattr(built[0].params, k):
+                        errs.add(("sources", i, k), f"{sc.where}: {k} applies to the whole run: set it on sources[0]")
+            if getattr(sc.params, "labels", None) == "keep" and "labels" in sc.params.model_fields_set:
+                errs.add(("sources", i, "labels"), f"{sc.where}: labels: keep: several sources' class ids overlap, "
+                         "the run numbers identities itself (remove 'labels' or say renumber)")
+            names.append(name)
+            built.append(sc)
+        errs.raise_if_any()
+        src, extra = built[0], built[1:]
+        if len(built) == 1:
+            names = []
     det = stage("detector", top.detector, ("detector",)) if top.detector is not None else None
     ali = stage("aligner", top.aligner, ("aligner",)) if top.aligner is not None else None
     rec = stage("recognizer", top.recognizer, ("recognizer",)) if top.recognizer is not None else None
@@ -416,16 +487,19 @@ def parse_config(
         if pose and det is not None and not det.cls.provides_landmarks:
             errs.add(("quality", pose[0]),
                      f"{qual.where}: {pose[0]} needs five landmarks, but {det.where} gives boxes only")
+    if top.merge is not None and rec is None:
+        errs.add(("merge",), "merge compares identities by their faces' embeddings: add 'recognizer: {plugin: onnx, "
+                 "model: ...}'")
+    if top.merge is not None and top.resume is False:
+        errs.add(("resume",), "config: the merge step reads the finished shards again: resume cannot be off")
+    if top.decisions is not None and cln is None and top.merge is None:
+        errs.add(("decisions",), "config: decisions: applies a reviewed decisions.tsv of a run with a 'clean' stage "
+                 "or a 'merge' step; this pipeline has neither")
     if cln is not None:
         if rec is None:
             errs.add(("clean",), f"{cln.where} compares the faces' embeddings: add 'recognizer: {{plugin: onnx, "
                      "model: ...}}'")
-    if det is not None and det.params.select == "identity" and rec is None:
-        errs.add(
-            ("detector", "select"),
-            f"{det.where}: select: identity compares faces with a recognition model: add "
-            "'recognizer: {plugin: onnx, model: ...}'",
-        )
+    det, cln = face_choice_stages(det, cln, rec, stage, errs.add)  # select: identity, in the clean stage
     for i, aug in enumerate(augs):
         if aug.cls.needs_landmarks and det is not None and (ali is None or not det.cls.provides_landmarks):
             why = "gives boxes only" if not det.cls.provides_landmarks else "has no aligner after it"
@@ -452,7 +526,7 @@ def parse_config(
     check_sinks(
         top.output,
         [(("sinks", i) + (k,), sc.where, v) for i, sc in enumerate(sinks) for k, v in _paths(sc.params)],
-        [(sc.where, v) for sc in [src, det, ali, *augs] if sc is not None for _, v in _paths(sc.params)],
+        [(sc.where, v) for sc in [src, *extra, det, ali, *augs] if sc is not None for _, v in _paths(sc.params)],
         errs.add,
     )
     errs.raise_if_any()
@@ -473,4 +547,8 @@ def parse_config(
         shard_size=top.shard_size,
         resume=top.resume if top.resume is not None else bool(det or ali or rec or qual or cln or augs),  # all decode
         report=top.report,
+        extra_sources=extra,
+        source_names=names,
+        merge=top.merge,
+        decisions=top.decisions,
     )

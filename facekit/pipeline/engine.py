@@ -35,6 +35,8 @@ from tqdm import tqdm
 from facekit.errors import FacekitError, InterruptedAfterPublication
 from facekit.formats.tsv import escape
 from facekit.pipeline.config import PipelineSpec
+from facekit.pipeline.decide import Collector, Replay, apply_face_decisions, decide
+from facekit.pipeline.decisions import DECISIONS_FILE, DecisionsWriter, read_edits
 from facekit.pipeline.executor import run_shards
 from facekit.pipeline.fingerprint import pipeline_fingerprint
 from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageErrorGuard, sink_order
@@ -69,6 +71,10 @@ class Summary:
     results: str = ""
     report: str = ""
     output: str = ""
+    #: the decision step's record (``decisions.tsv`` lines by kind and decision; with a
+    #: ``merge`` step its thresholds, the pairs found and merged, the verification bins
+    #: checked for overlap: a contamination record that ships with the dataset)
+    decisions: dict = field(default_factory=dict)
     identities: Mapping = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -96,7 +102,7 @@ class Summary:
 
 
 def _output_finals(spec: PipelineSpec) -> list[Path]:
-    finals = [spec.output / n for n in ("rejects.tsv", "summary.json", RESULTS_FILE)] + [spec.output / STATE_DIR / JOURNAL]
+    finals = [spec.output / n for n in ("rejects.tsv", "summary.json", RESULTS_FILE, DECISIONS_FILE)] + [spec.output / STATE_DIR / JOURNAL]
     for sc in spec.sinks:
         finals += [v for k in type(sc.params).model_fields if isinstance(v := getattr(sc.params, k), Path)]
     return finals
@@ -177,7 +183,13 @@ class _Run:
     def run(self) -> Summary:
         spec, summary = self.spec, self.summary
         t0 = time.perf_counter()
-        source = spec.source.build()
+        if spec.source_names:
+            from facekit.pipeline.sources import MultiSource
+
+            source = MultiSource(spec.source_names, [sc.build() for sc in spec.sources])
+        else:
+            source = spec.source.build()
+        edits = read_edits(spec.decisions) if spec.decisions is not None else None
         sinks = [s.build() for s in spec.sinks]
         executor = spec.executor.build()
         sp = source.params
@@ -185,6 +197,7 @@ class _Run:
         guard = StageErrorGuard()
         pub = Publication(spec.output)
         self.rejects = None
+        self.decisions_file = None
         results = None
         opened = []
         started = False
@@ -193,6 +206,10 @@ class _Run:
             self.rejects = _OwnFile(spec.output / "rejects.tsv", pub)
             self.rejects.write("path\tidentity\treason\tdetail\n")
             results = _own_call(spec.output / RESULTS_FILE, ResultsWriter, pub.file(spec.output / RESULTS_FILE), len(sinks))
+            self.decisions_file = _OwnFile(spec.output / DECISIONS_FILE, pub)
+            decided = _Tally(self.decisions_file)
+            writer = DecisionsWriter(decided)
+            collector = Collector(edits) if spec.merge is not None else None
             for sc, sink in zip(spec.sinks, sinks):
                 _sink_call(sc, sink.open, pub)
                 opened.append(sink)
@@ -231,17 +248,28 @@ class _Run:
                 digest = digests.pop(res.index, None)
                 guard.check_shard(res)  # before keeping it: a stopped run must not reuse it
                 if not res.reused:
-                    work.save(res, digest)
+                    work.save(res, digest, replay=collector is not None)
                 n_shards += 1
                 redone += res.attempts > 1
                 summary.images_read += sum(oc.read for oc in res.outcomes)
-                self._write(gate.admit(res), spec.sinks, sinks, results)
+                if collector is not None:  # the decision step comes first: written in the replay
+                    collector.add(res)
+                else:
+                    if spec.decides:
+                        apply_face_decisions(res, writer, edits)
+                    self._write(gate.admit(res), spec.sinks, sinks, results)
                 if not bar.disable:
                     bar.set_postfix(kept=summary.faces_kept, rejected=sum(self.reasons.values()), refresh=False)
                 del res  # not held while the next shard runs
             bar.close()
             executor.close()
             started = False
+            if collector is not None:
+                summary.decisions = self._replay(collector, work, n_shards, edits, writer, gate, sinks, results)
+            if edits is not None:
+                edits.check_used()
+            summary.decisions = {**summary.decisions, "lines": decided.counts()}
+            self.decisions_file.close()
             if summary.faces_kept == 0:
                 raise _nothing_kept(summary, self.reasons, self.examples)
             summary.identities_written = gate.admitted
@@ -259,14 +287,35 @@ class _Run:
             with open(pub.file(spec.output / "summary.json"), "w", encoding="utf-8") as f:
                 summary.write_json(f)
             pub.commit()
-            work.remove()  # published: the finished shards are no longer needed
+            if not (spec.decides and work.enabled):
+                work.remove()  # published: the finished shards are no longer needed
+            # else kept: a rerun with other merge settings or a reviewed decisions.tsv reuses them
         except OSError as e:  # the run's own files (summary, work, journal)
-            _abort(executor if started else None, opened, self.rejects, results, pub, shard_results)
+            _abort(executor if started else None, opened, self.rejects, results, pub, shard_results, self.decisions_file)
             raise _file_error(e.filename or spec.output, e) from None
         except BaseException:  # the first error is the one raised: _abort never replaces it
-            _abort(executor if started else None, opened, self.rejects, results, pub, shard_results)
+            _abort(executor if started else None, opened, self.rejects, results, pub, shard_results, self.decisions_file)
             raise
         return summary
+
+    def _replay(self, collector, work, n_shards: int, edits, writer, gate, sinks, results) -> dict:
+        """The decision step (:func:`facekit.pipeline.decide.decide`), then every kept shard
+        again, in order, changed by its plan, through the gate to the sinks. Returns the
+        step's record for ``summary.json``."""
+        spec = self.spec
+        recognizer = spec.recognizer.build() if spec.merge.bins else None
+        t = time.perf_counter()
+        # the merge lines of a reviewed file are checked here, its face lines were marked in pass 1
+        plan = decide(collector, spec.merge, edits, writer, recognizer)
+        log.info("decision step: %d identities, %d merged away (%.1f s)", len(collector.names), len(plan.head),
+                 time.perf_counter() - t)
+        if edits is not None:
+            edits.check_used()
+        replay = Replay(collector, plan, work.load)
+        for i in range(n_shards):
+            res = replay.apply(work.load(i), writer, edits)
+            self._write(gate.admit(res), spec.sinks, sinks, results)
+        return plan.record
 
     def _write(self, rows: list[Row], configs, sinks, results: ResultsWriter) -> None:
         """Hand a shard's rows on: kept faces to every sink, one identity at a time; each
@@ -342,7 +391,7 @@ def excluding(items, path: Path):
             yield it
 
 
-def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -> None:
+def _abort(executor, sinks, rejects, results, pub: Publication, shard_results, decisions=None) -> None:
     """Undo a failed run: stop the workers, let the sinks release their files, remove the
     staging (or leave it to the next run's recovery once the journal exists). The work
     folder stays: the next run resumes from it.
@@ -373,6 +422,8 @@ def _abort(executor, sinks, rejects, results, pub: Publication, shard_results) -
         attempt(results.abort)
     if rejects is not None:
         attempt(rejects.close)
+    if decisions is not None:
+        attempt(decisions.close)
     try:
         pub.abort()
     except KeyboardInterrupt as e:
@@ -394,6 +445,27 @@ def _own_call(path: Path, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except OSError as e:
         raise _file_error(path, e) from None
+
+
+class _Tally:
+    """A text file's writer that counts the decisions.tsv lines by ``kind`` and ``decision``."""
+
+    def __init__(self, f):
+        self.f = f
+        self.n: Counter = Counter()
+        self.header = True
+
+    def write(self, text: str) -> None:
+        if self.header:
+            self.header = False
+        else:
+            parts = text.split("\t")
+            self.n[f"{parts[0]}:{parts[6]}"] += 1
+        self.f.write(text)
+
+    def counts(self) -> dict:
+        """``{"kind:decision": lines}``, sorted."""
+        return dict(sorted(self.n.items()))
 
 
 class _OwnFile:

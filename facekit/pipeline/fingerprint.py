@@ -271,7 +271,7 @@ def pipeline_fingerprint(spec: PipelineSpec) -> dict:
     stages = [
         sc
         for sc in (
-            spec.source, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, spec.cleaner, *spec.augmenters
+            *spec.sources, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, spec.cleaner, *spec.augmenters
         )
         if sc is not None
     ]

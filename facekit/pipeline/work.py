@@ -360,6 +360,8 @@ class WorkFolder:
             return None
         if not isinstance(meta, dict) or meta.get("key") != self.key or meta.get("input") != digest:
             return None
+        if meta.get("reusable") is False:
+            return None
         items = len(shard.items)
         stats, kept = meta.get("stats"), meta.get("parquet")
         if not isinstance(stats, dict) or stats.get("items") != items:
@@ -407,13 +409,17 @@ class WorkFolder:
         done.unlink(missing_ok=True)
         self.run_again += 1
 
-    def save(self, result: ShardResult, digest: str) -> None:
+    def save(self, result: ShardResult, digest: str, replay: bool = False) -> None:
         """Keep a finished shard: its Parquet file, then its done file (both atomic), which
         records the Parquet file's size and SHA-256 (a shard of 1000 112x112 faces, 5.6 MB:
         about 8 ms to hash, 6 ms more to load). A failed shard is not kept, nor one with a
         ``stage_error`` (a fault of the code or the environment, not of the input): the
-        next run tries them again."""
-        if not self.enabled or result.failed or any(r.reason == STAGE_ERROR for oc in result.outcomes for r in oc.rejects):
+        next run tries them again; with ``replay`` (a run whose decision step reads every
+        shard again, :meth:`load`) they are kept, marked as not to be reused."""
+        if not self.enabled:
+            return
+        reusable = not (result.failed or any(r.reason == STAGE_ERROR for oc in result.outcomes for r in oc.rejects))
+        if not (reusable or replay):
             return
         data, done = self._paths(result.index)
         done.unlink(missing_ok=True)  # never an old done file over a new Parquet file
@@ -422,11 +428,32 @@ class WorkFolder:
         kept = {"size": tmp.stat().st_size, "sha256": sha256_file(tmp)}
         os.replace(tmp, data)
         meta = {"index": result.index, "key": self.key, "input": digest, "parquet": kept, "stats": result.stats()}
+        if not reusable:
+            meta["reusable"] = False
         # renamed into place (a crash never leaves half a done file), not fsynced: after a
         # power loss a Parquet file that does not match is simply run again (see reuse)
         tmp = done.with_name(done.name + ".tmp")
         tmp.write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
         os.replace(tmp, done)
+
+    def load(self, index: int) -> ShardResult:
+        """Shard ``index`` as this run kept it (the decision step's replay reads every
+        shard again after all are done).
+
+        Raises:
+            FacekitError: the shard is not there or not what its done file says (names it).
+        """
+        from facekit.errors import FacekitError, one_line
+
+        data, done = self._paths(index)
+        try:
+            meta = json.loads(done.read_text("utf-8"))
+            if sha256_file(data) != meta["parquet"]["sha256"]:
+                raise ValueError("its SHA-256 is not the one its done file records")
+            outs = rows_outcomes(_kept_rows(data), int(meta["stats"]["items"]))
+        except (OSError, ValueError, TypeError, KeyError, pa.ArrowException) as e:
+            raise FacekitError(f"{data}: cannot read the kept shard again ({type(e).__name__}: {one_line(e)})") from None
+        return ShardResult(index, outs, seconds=float(meta["stats"].get("seconds", 0.0)), reused=True)
 
     def remove(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,446 @@
+"""The dataset-level decision step (issue 26 parts 4-6): after every shard, before the
+gate and the sinks.
+
+With a ``merge:`` step the engine runs in three passes over the finished shards (kept in
+the work folder, :mod:`facekit.pipeline.work`):
+
+1. **collect** (:class:`Collector`) as the shards finish: each identity's robust centre
+   (of its kept faces' embeddings), its face count and shard, each kept face's content hash;
+2. **decide** (:func:`decide`): identity pairs whose centres reach ``above`` (faiss k
+   nearest neighbours, :func:`facekit.clean.merge.merge_candidates`), merge groups (chains
+   that drift are proposed, never applied), exact copies under two identities
+   (:func:`facekit.clean.merge.cross_identity_hashes`), identities that are people of the
+   verification ``bins``; a reviewed decisions file overrides any of them;
+3. **replay** (:class:`Replay`): each shard again, in order, changed by the plan (a merged
+   identity's faces move to its group's first identity, written right after that
+   identity's own faces; faces nearer another identity's centre; copies; overlap), then
+   the gate and the sinks as in a run without the step.
+
+Labels follow :func:`facekit.clean.merge.relabel`'s documented order: identities in
+source order, a merged group at its first member's place. A rerun of the same pipeline
+reuses the kept shards (the ``merge`` settings and the decisions file are not part of the
+fingerprint), so changing a threshold or a decision reruns only this step and the writing.
+
+Without a ``merge:`` step a ``clean:`` stage's decisions are listed and a reviewed
+decisions file applied shard by shard (:func:`apply_face_decisions`), in one pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from array import array
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from facekit.errors import FacekitError
+from facekit.pipeline.decisions import FACE_KINDS, Decision, DecisionsWriter, Edits, MergeConfig
+from facekit.pipeline.shards import Outcome, ShardResult
+from facekit.stages import Reject, Sample
+
+log = logging.getLogger("facekit")
+
+#: the reasons a ``clean`` stage gives (per face); the step's own are copy, moved, overlap
+CLEAN_KINDS = ("duplicate", "label_noise", "mixed_identity")
+
+
+def _base(s: Sample) -> str:
+    return s.identity if s.source_identity is None else s.source_identity
+
+
+# ---------------------------------------------------------------------------- faces
+
+
+@dataclass
+class FaceCall:
+    """What the run decides for one face before a reviewer's edit: ``kind`` (a
+    :data:`~facekit.pipeline.decisions.FACE_KINDS` value), ``action`` (``flag`` or
+    ``reject``), ``other``, ``similarity``, ``detail``."""
+
+    kind: str
+    action: str
+    other: str = ""
+    similarity: Optional[float] = None
+    detail: str = ""
+
+
+def _insert(samples: list[Sample], s: Sample) -> None:
+    """Put ``s`` back among an image's kept faces, in face order."""
+    i = 0
+    while i < len(samples) and samples[i].face_id < s.face_id:
+        i += 1
+    samples.insert(i, s)
+
+
+def apply_face_decisions(
+    result: ShardResult,
+    writer: Optional[DecisionsWriter],
+    edits: Optional[Edits],
+    calls: Callable[[Sample], Optional[FaceCall]] = lambda s: None,
+) -> None:
+    """List and apply the per-face decisions of a shard, in place, in source order.
+
+    For each face a ``clean`` stage flagged or rejected (``Sample.flag``, a reject with a
+    face whose reason is one of :data:`CLEAN_KINDS`), a face split off (``mixed_identity``
+    with ``source_identity`` set), and each face ``calls`` decides on (the decision step's
+    own kinds): the decision a reviewed file gives it (``keep``, ``flag``, ``reject``)
+    wins over the run's; one line goes to ``writer`` with the decision applied."""
+    for oc in result.outcomes:
+        if not oc.samples and not any(r.face is not None for r in oc.rejects):
+            continue
+        faces: list[tuple[Sample, Optional[Reject]]] = [(s, None) for s in oc.samples]
+        faces += [(r.face, r) for r in oc.rejects if r.face is not None and r.reason in FACE_KINDS]
+        for s, r in faces:
+            call = calls(s) if r is None else None
+            if call is not None:
+                kind, action = call.kind, call.action
+                other, sim, detail = call.other, call.similarity, call.detail
+            elif r is not None:
+                kind, action, other, sim, detail = r.reason, "reject", s.duplicate_of or "", s.similarity, r.detail
+            elif s.flag in CLEAN_KINDS:
+                kind, action, other, sim = s.flag, "flag", s.duplicate_of or "", s.similarity
+                detail = ""
+                if s.flag == "mixed_identity" and s.source_identity is not None:
+                    other = s.identity
+            elif edits is not None and (s.path, s.face_id) in edits.faces:  # a face the run kept, reviewed
+                kind, action, other, sim, detail = edits.faces[(s.path, s.face_id)][0], "keep", "", s.similarity, ""
+            else:
+                continue
+            want = edits.face(s.path, s.face_id) if edits is not None else None
+            if want is not None and want != action:
+                detail = f"decided by a reviewer ({edits.path.name}:{edits.faces[(s.path, s.face_id)][2]}); the run said {action}"
+                _set(oc, s, r, kind, want, detail)
+                action = want
+            elif call is not None:
+                _set(oc, s, r, kind, action, detail)
+            if writer is not None:
+                writer.add(Decision(kind, _base(s), s.path, s.face_id, other, sim, action, detail))
+
+
+def _set(oc: Outcome, s: Sample, r: Optional[Reject], kind: str, action: str, detail: str) -> None:
+    """Make face ``s`` (kept, or rejected by ``r``) kept (``keep``), kept and flagged
+    ``kind`` (``flag``) or rejected ``kind`` (``reject``)."""
+    if action == "reject":
+        if r is None:
+            oc.samples.remove(s)
+            oc.rejects.append(Reject(s.path, kind, detail, _base(s), s.required, s))
+        return
+    if r is not None:
+        oc.rejects.remove(r)
+        _insert(oc.samples, s)
+    if action == "keep":
+        s.flag = ""
+        if kind == "mixed_identity" and s.source_identity is not None:  # not split after all
+            s.identity, s.source_identity = s.source_identity, None
+    else:
+        s.flag = kind
+
+
+# ---------------------------------------------------------------------------- collect
+
+
+class Collector:
+    """Pass 1: per identity (as written: a split's ``<identity>#2`` is its own) its robust
+    centre, face count and shard; per kept face its content hash (SHA-256 of the encoded
+    crop) and owner. Memory: ``D`` floats an identity, ~40 bytes a face plus its path."""
+
+    def __init__(self, edits: Optional[Edits] = None):
+        self.names: list[str] = []
+        self.index: dict[str, int] = {}
+        self.shard = array("i")
+        self.counts = array("q")
+        self.centres: Optional[np.ndarray] = None
+        self.hashes: list[bytes] = []
+        self.owners = array("i")
+        self.faces: list[tuple[str, int]] = []
+        self.edits = edits
+
+    def add(self, result: ShardResult) -> None:
+        """Take a finished shard's kept faces (before the gate)."""
+        from facekit.clean.identity import robust_centre
+
+        groups: dict[str, list[Sample]] = {}
+        for oc in result.outcomes:
+            for s in oc.samples:
+                groups.setdefault(s.identity, []).append(s)
+            if self.edits is not None:  # mark the reviewed lines that name a face of this run
+                for s in oc.samples:
+                    self.edits.face(s.path, s.face_id)
+                for r in oc.rejects:
+                    if r.face is not None:
+                        self.edits.face(r.face.path, r.face.face_id)
+        for ident, faces in groups.items():
+            emb = [s.embedding for s in faces if s.embedding is not None]
+            if not emb:
+                continue
+            if ident in self.index:
+                raise FacekitError(f"identity {ident!r} is in two shards ({faces[0].path}): sources keep identities together")
+            x = np.stack(emb).astype(np.float32)
+            c = getattr(rc := robust_centre(x), "centre", rc)
+            c = np.asarray(c, np.float32)
+            c = c / max(float(np.linalg.norm(c)), 1e-12)
+            n = len(self.names)
+            if self.centres is None:
+                self.centres = np.empty((1024, c.shape[0]), np.float32)
+            elif n == self.centres.shape[0]:
+                self.centres.resize((n + max(1024, n // 2), self.centres.shape[1]), refcheck=False)
+            self.centres[n] = c
+            self.index[ident] = n
+            self.names.append(ident)
+            self.shard.append(result.index)
+            self.counts.append(len(emb))
+            for s in faces:
+                if s.data is not None:
+                    self.hashes.append(hashlib.sha256(s.data).digest())
+                    self.owners.append(n)
+                    self.faces.append((s.path, s.face_id))
+
+    def matrix(self) -> np.ndarray:
+        """The ``(N, D)`` float32 unit centres, one row per identity of :attr:`names`."""
+        if self.centres is None:
+            return np.zeros((0, 0), np.float32)
+        return self.centres[: len(self.names)]
+
+
+# ---------------------------------------------------------------------------- decide
+
+
+@dataclass
+class Plan:
+    """What the replay changes. ``head``: member identity -> the identity it is written
+    under (its merge group's first); ``members``: head -> its members in order;
+    ``copies``: face ``(path, face)`` -> the call on it; ``overlap``: identity -> the call
+    on its faces; ``moved``: the centre search for faces nearer another identity (or None)."""
+
+    head: dict = field(default_factory=dict)
+    members: dict = field(default_factory=dict)
+    copies: dict = field(default_factory=dict)
+    overlap: dict = field(default_factory=dict)
+    moved: Optional["MovedCheck"] = None
+    record: dict = field(default_factory=dict)
+
+
+class MovedCheck:
+    """Faces nearer another identity's centre than their own by ``margin`` (cosine), found
+    with a faiss inner-product index of the centres (k nearest, never ``N x N``)."""
+
+    def __init__(self, col: Collector, plan: Plan, margin: float, action: str):
+        import faiss
+
+        self.x = col.matrix()
+        self.index = faiss.IndexFlatIP(self.x.shape[1])
+        self.index.add(self.x)
+        self.col, self.plan, self.margin, self.action = col, plan, margin, action
+
+    def group(self, name: str) -> str:
+        return self.plan.head.get(name, name)
+
+    def check(self, faces: list[Sample]) -> dict[int, FaceCall]:
+        """``{id(sample): call}`` for the faces of ``faces`` (with embeddings) that are nearer
+        another identity's centre (not one of their merge group) by the margin."""
+        rows = [(s, self.col.index.get(s.identity)) for s in faces if s.embedding is not None]
+        rows = [(s, o) for s, o in rows if o is not None]
+        if not rows or self.x.shape[0] < 2:
+            return {}
+        q = np.stack([s.embedding for s, _ in rows]).astype(np.float32)
+        k = min(4, self.x.shape[0])
+        sims, idx = self.index.search(q, k)
+        out = {}
+        for (s, own), srow, irow in zip(rows, sims, idx):
+            own_sim = float(np.dot(np.asarray(s.embedding, np.float32), self.x[own]))
+            mine = self.group(s.identity)
+            for sim, j in zip(srow.tolist(), irow.tolist()):
+                if j < 0 or self.group(self.col.names[j]) == mine:
+                    continue
+                if sim - own_sim >= self.margin:
+                    other = self.col.names[j]
+                    out[id(s)] = FaceCall(
+                        "moved", self.action, other, sim,
+                        f"nearer identity {other!r} ({sim:.3f}) than its own ({own_sim:.3f}) by >= {self.margin:g}",
+                    )
+                break
+        return out
+
+
+def _bins(cfg: MergeConfig, recognizer, col: Collector, plan: Plan) -> None:
+    """Identities of the run whose centre matches an image of the verification bins."""
+    import cv2
+
+    from facekit.formats.evalbin import load_bin
+
+    x = col.matrix()
+    checked = []
+    for b in cfg.bins:
+        images, _ = load_bin(b)
+        best = np.full(len(col.names), -2.0, np.float32)
+        arg = np.zeros(len(col.names), np.int64)
+        for i in range(0, len(images), 64):
+            crops = []
+            for k, data in enumerate(images[i : i + 64]):
+                im = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if im is None:
+                    raise FacekitError(f"{b}[{i + k}]: not a decodable image")
+                crops.append(im)
+            e = np.asarray(recognizer.embed(crops), np.float32)
+            if len(x):
+                s = x @ e.T
+                j = s.argmax(axis=1)
+                v = s[np.arange(len(x)), j]
+                better = v > best
+                best[better], arg[better] = v[better], j[better] + i
+        hits = np.flatnonzero(best >= cfg.overlap_above)
+        for h in hits.tolist():
+            name = col.names[h]
+            if name not in plan.overlap:
+                plan.overlap[name] = FaceCall(
+                    "overlap", cfg.overlap, f"{b.name}[{int(arg[h])}]", float(best[h]),
+                    f"the identity matches {b.name}[{int(arg[h])}] ({float(best[h]):.3f} >= {cfg.overlap_above:g})",
+                )
+        checked.append({"bin": str(b), "images": len(images), "identities_found": int(len(hits))})
+    plan.record["overlap"] = {"threshold": cfg.overlap_above, "action": cfg.overlap, "bins": checked,
+                              "identities_compared": len(col.names)}
+
+
+def decide(col: Collector, cfg: MergeConfig, edits: Optional[Edits], writer: Optional[DecisionsWriter],
+           recognizer=None) -> Plan:
+    """Pass 2: the plan (see :class:`Plan`), and the merge lines of decisions.tsv.
+
+    Raises:
+        FacekitError: a reviewed line names an identity the run does not have."""
+    from facekit.clean.merge import MergePairs, merge_candidates, merge_groups
+
+    plan = Plan()
+    x = col.matrix()
+    n = len(col.names)
+    rec = {"identities": n, "threshold": cfg.above, "mode": cfg.identities}
+    calls: list[tuple[int, int, float, str, str]] = []  # (i, j, similarity, decision, detail)
+    if cfg.identities != "ignore" and n >= 2:
+        pairs = merge_candidates(x, list(range(n)), threshold=cfg.above)
+        found = {}
+        for i, j, s in zip(pairs.i.tolist(), pairs.j.tolist(), pairs.similarity.tolist()):
+            found[(i, j)] = s
+        want = "merge" if cfg.identities == "apply" else "propose"
+        chains: set = set()
+        if want == "merge" and len(pairs):
+            for g in merge_groups(pairs, x, counts=np.asarray(col.counts, np.int64)):
+                if g.flagged:
+                    chains.update(int(m) for m in g.members.tolist())
+        for (i, j), s in found.items():
+            d, why = want, ""
+            if want == "merge" and (i in chains or j in chains):
+                d, why = "propose", "part of a chain whose ends drift apart: review it"
+            calls.append((i, j, s, d, why))
+        rec["pairs_found"] = len(found)
+    if edits is not None:
+        index = {}
+        for (i, j, s, d, why) in calls:
+            index[frozenset((col.names[i], col.names[j]))] = len(index)
+        for key, (d, line) in edits.merges.items():
+            a, b = sorted(key)
+            for name in (a, b):
+                if name not in col.index:
+                    raise FacekitError(f"{edits.path}:{line}: identity {name!r} is not in this run (or has no kept face)")
+            edits.used.add(line)
+            pos = index.get(key)
+            why = f"decided by a reviewer ({edits.path.name}:{line})"
+            if pos is None:
+                i, j = sorted((col.index[a], col.index[b]))
+                calls.append((i, j, float(x[i] @ x[j]), d, why))
+            elif calls[pos][3] != d:
+                i, j, s, _, _ = calls[pos]
+                calls[pos] = (i, j, s, d, why + f"; the run said {calls[pos][3]}")
+    calls.sort()
+    applied = [(i, j, s) for i, j, s, d, _ in calls if d == "merge"]
+    if applied:
+        mp = MergePairs(np.array([a for a, _, _ in applied], np.int64), np.array([b for _, b, _ in applied], np.int64),
+                        np.array([s for _, _, s in applied], np.float32), list(range(n)), -1.0)
+        for g in merge_groups(mp, x, min_to_centre=-1.0):
+            members = sorted(int(m) for m in g.members.tolist())
+            head = col.names[members[0]]
+            plan.members[head] = [col.names[m] for m in members[1:]]
+            for m in members[1:]:
+                plan.head[col.names[m]] = head
+    rec["merged_groups"] = len(plan.members)
+    rec["identities_merged_away"] = len(plan.head)
+    if writer is not None:
+        for i, j, s, d, why in calls:
+            writer.add(Decision("merge", col.names[i], "", None, col.names[j], s, d, why))
+    if cfg.copies != "ignore" and col.hashes:
+        from facekit.clean.merge import cross_identity_hashes
+
+        cp = cross_identity_hashes(col.hashes, np.asarray(col.owners, np.int64))
+        for a, b in zip(cp.a.tolist(), cp.b.tolist()):
+            pa_, fa = col.faces[a]
+            plan.copies.setdefault(col.faces[b], FaceCall(
+                "copy", cfg.copies, pa_, 1.0,
+                f"the same image as {pa_} (face {fa}) of identity {col.names[col.owners[a]]!r}"))
+        rec["copies"] = len(plan.copies)
+    if cfg.bins:
+        if recognizer is None:
+            raise FacekitError("merge: bins need the pipeline's recognizer")
+        _bins(cfg, recognizer, col, plan)
+    if cfg.moved != "ignore" and n >= 2:
+        plan.moved = MovedCheck(col, plan, cfg.moved_margin, cfg.moved)
+    plan.record.update({"merge": rec})
+    return plan
+
+
+# ---------------------------------------------------------------------------- replay
+
+
+class Replay:
+    """Pass 3: a kept shard changed by the plan, ready for the gate.
+
+    ``load(index)`` returns the kept shard ``index`` (a fresh copy each call)."""
+
+    def __init__(self, col: Collector, plan: Plan, load: Callable[[int], ShardResult]):
+        self.col, self.plan, self.load = col, plan, load
+        self._cache: dict[int, ShardResult] = {}
+
+    def _faces_of(self, name: str) -> list[Sample]:
+        j = self.col.shard[self.col.index[name]]
+        res = self._cache.get(j)
+        if res is None:
+            if len(self._cache) > 4:
+                self._cache.clear()
+            res = self._cache[j] = self.load(j)
+        return [s for oc in res.outcomes for s in oc.samples if s.identity == name]
+
+    def apply(self, result: ShardResult, writer: Optional[DecisionsWriter], edits: Optional[Edits]) -> ShardResult:
+        plan = self.plan
+        # a merged identity's faces leave their own place ...
+        if plan.head:
+            for oc in result.outcomes:
+                if any(s.identity in plan.head for s in oc.samples):
+                    oc.samples = [s for s in oc.samples if s.identity not in plan.head]
+        # ... and follow the last face of their group's first identity
+        if plan.members:
+            last: dict[str, int] = {}
+            for i, oc in enumerate(result.outcomes):
+                for s in oc.samples:
+                    if s.identity in plan.members:
+                        last[s.identity] = i
+            for head in sorted(last, key=lambda h: -last[h]):  # from the end: positions stay valid
+                moved = []
+                for m in plan.members[head]:
+                    for s in self._faces_of(m):
+                        if s.source_identity is None:
+                            s.source_identity = s.identity
+                        s.identity = head
+                        moved.append(s)
+                if moved:
+                    oc = Outcome(head)
+                    oc.samples = moved
+                    result.outcomes.insert(last[head] + 1, oc)
+        calls: dict[int, FaceCall] = {}
+        if plan.moved is not None:
+            calls.update(plan.moved.check([s for oc in result.outcomes for s in oc.samples]))
+
+        def call(s: Sample) -> Optional[FaceCall]:
+            return (plan.copies.get((s.path, s.face_id)) or plan.overlap.get(_base(s)) or plan.overlap.get(s.identity)
+                    or calls.get(id(s)))
+
+        apply_face_decisions(result, writer, edits, call)
+        return result
