@@ -248,7 +248,10 @@ class _Run:
                 digest = digests.pop(res.index, None)
                 guard.check_shard(res)  # before keeping it: a stopped run must not reuse it
                 if not res.reused:
-                    work.save(res, digest, replay=collector is not None)
+                    if collector is not None:
+                        work.save(res, digest, replay=True)
+                    else:
+                        work.save(res, digest)
                 n_shards += 1
                 redone += res.attempts > 1
                 summary.images_read += sum(oc.read for oc in res.outcomes)
