@@ -25,10 +25,14 @@ NAME_RE = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,64}$")
 
 
 def default_name(params) -> str:
-    """The name a source gets when the config gives none: the stem of its ``path``
-    (``faces_webface`` for ``faces_webface/``, ``train`` for ``a/train.rec``), or ""."""
-    p = getattr(params, "path", None)
-    return Path(p).stem if isinstance(p, Path) else ""
+    """The name a source gets when the config gives none: the stem of its input (its
+    first path parameter: ``faces_webface`` for ``root: faces_webface/``, ``train`` for
+    ``path: a/train.rec``), or "" (the config must then give one)."""
+    for k in type(params).model_fields:
+        v = getattr(params, k)
+        if isinstance(v, Path):
+            return v.stem
+    return ""
 
 
 class MultiSource(Source):

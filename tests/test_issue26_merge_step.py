@@ -1,0 +1,324 @@
+"""issue 26 parts 4-6 in the pipeline: several sources (``sources:``), the dataset-level
+decision step (``merge:``: identity merges applied or proposed, the same image under two
+identities, overlap with verification bins) replaying the kept shards, and ``decisions.tsv``
+written, reviewed and applied (outputs change for exactly the decisions edited).
+
+Real data: crops of three people of ``aligned_identities/kz_celebs_112`` (loose web crops:
+re-detected with SCRFD and aligned), one person's crops split into two identities of two
+sources; embedded with the shared MobileFaceNet."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import config_error, facekit_cli, write_config
+from facekit.errors import FacekitError
+from facekit.formats.facerec import FaceRec
+from facekit.pipeline.config import load_config
+from facekit.pipeline.engine import run
+
+PEOPLE = {"X": ("Aidana_Medenova", 0, 10), "Xb": ("Aidana_Medenova", 10, 20), "Y": ("Ali_Okapov", 0, 8),
+          "Z": ("Aiya_Shalkar", 0, 8)}
+
+
+def _trees(tmp_path: Path, data_dir: Path) -> tuple[Path, Path]:
+    """``a/{X, Y}`` and ``b/{Xb, Z}``: X and Xb the same person (10 crops each), and in
+    ``b/Z`` an exact copy of Y's first crop (the same image under two identities)."""
+    src = data_dir / "aligned_identities" / "kz_celebs_112"
+    if not src.is_dir():
+        pytest.skip(f"{src} is missing (the shared aligned identities)")
+    roots = {"X": "a", "Y": "a", "Xb": "b", "Z": "b"}
+    for ident, (person, lo, hi) in PEOPLE.items():
+        d = tmp_path / roots[ident] / ident
+        d.mkdir(parents=True)
+        for f in sorted((src / person).iterdir())[lo:hi]:
+            shutil.copy(f, d / f.name)
+    first_y = sorted((tmp_path / "a" / "Y").iterdir())[0]
+    shutil.copy(first_y, tmp_path / "b" / "Z" / "copy_of_y.png")
+    return tmp_path / "a", tmp_path / "b"
+
+
+def _config(tmp_path, scrfd_model, rec_model, merge: str, extra: str = "", out: str = "out", name="m.yaml"):
+    return write_config(tmp_path, f"""
+        output: {out}
+        sources:
+          - {{plugin: folders, root: a, min_images: 1}}
+          - {{plugin: folders, root: b}}
+        detector: {{plugin: retinaface, model: {scrfd_model}}}
+        aligner: {{plugin: arcface}}
+        recognizer: {{plugin: onnx, model: {rec_model}, flip: true}}
+        clean: {{duplicates: reject, label_noise: flag, mixed: flag}}
+        merge: {merge}
+        sinks: [{{plugin: mxrec, path: rec}}, {{plugin: folders, path: faces}}]
+        {extra}
+        """, name)
+
+
+def _rows(out: Path) -> list[dict]:
+    return pq.read_table(out / "results.parquet").to_pylist()
+
+
+def _decisions(out: Path) -> list[list[str]]:
+    lines = (out / "decisions.tsv").read_text().splitlines()
+    assert lines[0].split("\t") == ["kind", "identity", "path", "face", "other", "similarity", "decision", "detail"]
+    return [ln.split("\t") for ln in lines[1:]]
+
+
+def _rec_labels(rec: Path) -> list[int]:
+    r = FaceRec(rec)
+    try:
+        return [int(v) for v in r.labels()]
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def trees(tmp_path, data_dir):
+    return _trees(tmp_path, data_dir)
+
+
+def test_two_sources_one_person_merged(tmp_path, trees, scrfd_model, rec_model):
+    """issue 26 part 4: X (source a) and Xb (source b) are one person: written once, at X's
+    place, labels 0..2 contiguous; the copy of Y's crop under Z is rejected ``copy``;
+    results name the source identity and ``merge_with``; decisions.tsv lists each decision;
+    summary.json records the step."""
+    s = run(load_config(_config(tmp_path, scrfd_model, rec_model, "{identities: apply}")), progress=False)
+    out = tmp_path / "out"
+    assert s.identities_written == 3
+    rows = _rows(out)
+    kept = [r for r in rows if r["reason"] is None]
+    assert [r["label"] for r in kept] == sorted(r["label"] for r in kept)  # written in label order
+    by = {}
+    for r in kept:
+        by.setdefault(r["identity"], set()).add(r["label"])
+    assert by == {"a/X": {0}, "b/Xb": {0}, "a/Y": {1}, "b/Z": {2}}
+    assert {r["merge_with"] for r in kept if r["identity"] == "b/Xb"} == {"a/X"}
+    assert all(r["merge_with"] is None for r in kept if r["identity"] != "b/Xb")
+    copy = [r for r in rows if r["path"].endswith("copy_of_y.png")]
+    assert [r["reason"] for r in copy] == ["copy"]
+    labels = _rec_labels(out / "rec")
+    assert labels == [0] * 20 + [1] * 8 + [2] * 8
+    dec = _decisions(out)
+    merges = [d for d in dec if d[0] == "merge"]
+    assert [(d[1], d[4], d[6]) for d in merges] == [("a/X", "b/Xb", "merge")]
+    assert float(merges[0][5]) >= 0.75
+    assert [(d[0], d[6]) for d in dec if d[2].endswith("copy_of_y.png")] == [("copy", "reject")]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["decisions"]["merge"]["identities_merged_away"] == 1
+    assert summary["decisions"]["merge"]["threshold"] == 0.75
+    assert summary["decisions"]["lines"]["merge:merge"] == 1
+    assert (out / ".facekit" / "shards").is_dir()  # kept for a reviewed rerun
+
+
+def test_propose_lists_the_merge_without_applying_it(tmp_path, trees, scrfd_model, rec_model):
+    """issue 26 part 4: identities: propose: the pair is a ``propose`` line; four identities."""
+    s = run(load_config(_config(tmp_path, scrfd_model, rec_model, "{identities: propose, copies: flag}")), progress=False)
+    out = tmp_path / "out"
+    assert s.identities_written == 4
+    assert _rec_labels(out / "rec") == [0] * 10 + [1] * 8 + [2] * 10 + [3] * 9  # the flagged copy kept in Z
+    assert [(d[0], d[1], d[4], d[6]) for d in _decisions(out) if d[0] == "merge"] == [("merge", "a/X", "b/Xb", "propose")]
+    flagged = [r for r in _rows(out) if r["path"].endswith("copy_of_y.png")]
+    assert flagged[0]["reason"] is None and flagged[0]["flag"] == "copy"
+
+
+def test_reviewed_decisions_change_exactly_those(tmp_path, trees, scrfd_model, rec_model):
+    """issue 26 part 5: the decisions.tsv a run wrote, given back unchanged, reproduces its
+    outputs byte for byte from the kept shards; edited (the merge -> apart, the copy ->
+    keep), the outputs differ in exactly those faces and identities, no shard runs again."""
+    cfg = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}")
+    run(load_config(cfg), progress=False)
+    out = tmp_path / "out"
+    first = {p: (out / p).read_bytes() for p in ("rec/train.rec", "rec/train.idx", "results.parquet")}
+    first_rows = _rows(out)
+    reviewed = tmp_path / "reviewed.tsv"
+    shutil.copy(out / "decisions.tsv", reviewed)
+    again = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}", "decisions: reviewed.tsv", name="r.yaml")
+    s = run(load_config(again), progress=False)
+    assert s.shards["reused"] == s.shards["count"]
+    assert {p: (out / p).read_bytes() for p in first} == first
+    text = reviewed.read_text().splitlines()
+    edited = [ln.replace("\tmerge\t", "\tapart\t") if ln.startswith("merge\t") else
+              ln.replace("\treject\t", "\tkeep\t") if ln.startswith("copy\t") else ln for ln in text]
+    assert edited != text
+    reviewed.write_text("\n".join(edited) + "\n")
+    s = run(load_config(again), progress=False)
+    assert s.shards["reused"] == s.shards["count"]
+    assert s.identities_written == 4
+    assert _rec_labels(out / "rec") == [0] * 10 + [1] * 8 + [2] * 10 + [3] * 9
+    rows = _rows(out)
+    changed = {r["path"] for r, q in zip(sorted(rows, key=lambda r: r["path"]), sorted(first_rows, key=lambda r: r["path"]))
+               if (r["reason"], r["merge_with"]) != (q["reason"], q["merge_with"])}
+    assert {Path(p).parent.name for p in changed} == {"Xb", "Z"}
+    assert len(changed) == 10 + 1  # Xb's ten faces no longer merged, the copy kept
+    assert all("decided by a reviewer" in d[7] for d in _decisions(out) if d[0] in ("merge", "copy"))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda ln: ln.replace("merge\t", "marge\t", 1) if ln.startswith("merge\t") else ln, "unknown kind 'marge'"),
+    (lambda ln: ln.replace("\tmerge\t", "\tyes\t") if ln.startswith("merge\t") else ln, "decision 'yes' for a merge"),
+    (lambda ln: ln.replace("copy_of_y.png", "gone.png") if ln.startswith("copy\t") else ln,
+     "names a face or identity pair this run does not have"),
+    (lambda ln: ln.replace("b/Xb", "b/Nobody") if ln.startswith("merge\t") else ln, "identity 'b/Nobody' is not in this run"),
+])
+def test_a_bad_reviewed_file_is_one_line_and_writes_nothing(tmp_path, trees, scrfd_model, rec_model, edit, message):
+    """issue 26 part 5, bad input: unknown kind or decision, a face or identity that is not
+    in the run: one line naming the file and line (rc 1), the previous outputs untouched."""
+    cfg = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}")
+    run(load_config(cfg), progress=False)
+    out = tmp_path / "out"
+    before = (out / "results.parquet").read_bytes()
+    lines = (out / "decisions.tsv").read_text().splitlines()
+    (tmp_path / "bad.tsv").write_text("\n".join(edit(ln) for ln in lines) + "\n")
+    bad = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}", "decisions: bad.tsv", name="bad.yaml")
+    r = facekit_cli("run", bad, cwd=tmp_path)
+    assert r.returncode != 0
+    err = [ln for ln in r.stderr.splitlines() if ln.startswith("error")]
+    assert len(err) == 1 and message in err[0] and "bad.tsv:" in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+    assert (out / "results.parquet").read_bytes() == before
+
+
+def test_same_names_in_two_sources_are_two_identities(tmp_path, data_dir, scrfd_model, rec_model):
+    """issue 26 part 4: two sources naming different people ``P``: ``a/P`` and ``b/P``, two
+    identities, no merge (names are never evidence)."""
+    src = data_dir / "aligned_identities" / "kz_celebs_112"
+    if not src.is_dir():
+        pytest.skip(f"{src} is missing")
+    for root, person in (("a", "Ali_Okapov"), ("b", "Aiya_Shalkar")):
+        (tmp_path / root / "P").mkdir(parents=True)
+        for f in sorted((src / person).iterdir())[:6]:
+            shutil.copy(f, tmp_path / root / "P" / f.name)
+    s = run(load_config(_config(tmp_path, scrfd_model, rec_model, "{identities: apply}")), progress=False)
+    assert s.identities_written == 2 and set(s.identities) == {"a/P", "b/P"}
+    assert [d for d in _decisions(tmp_path / "out") if d[0] == "merge"] == []
+
+
+def test_overlap_with_a_verification_bin(tmp_path, trees, scrfd_model, rec_model):
+    """issue 26 part 6: with ``bins:``, the identity whose faces are a bin's people is found
+    (here Z: the bin holds Z's aligned crops from a first run), its faces rejected
+    ``overlap``; summary.json records the bins and threshold checked."""
+    from facekit.formats.evalbin import save_bin
+
+    run(load_config(_config(tmp_path, scrfd_model, rec_model, "{identities: ignore}", out="first", name="f.yaml")),
+        progress=False)
+    z = sorted(p for p in (tmp_path / "first" / "faces").iterdir() if p.is_dir())[-1]  # the last label: Z
+    crops = [p.read_bytes() for p in sorted(z.iterdir())][:6]
+    save_bin(tmp_path / "test.bin", crops, [True] * 3)
+    cfg = _config(tmp_path, scrfd_model, rec_model, "{identities: ignore, bins: [test.bin], overlap_above: 0.6}")
+    s = run(load_config(cfg), progress=False)
+    rows = _rows(tmp_path / "out")
+    assert {r["identity"] for r in rows if r["reason"] == "overlap"} == {"b/Z"}
+    assert not any(r["reason"] is None for r in rows if r["identity"] == "b/Z")
+    rec = json.loads((tmp_path / "out" / "summary.json").read_text())["decisions"]["overlap"]
+    assert rec["threshold"] == 0.6 and rec["bins"][0]["bin"].endswith("test.bin")
+    assert rec["bins"][0]["images"] == 6 and rec["bins"][0]["identities_found"] == 1
+    assert s.identities_written == 3
+
+
+def test_merge_two_real_recs_read_by_mxnet(tmp_path, trees, scrfd_model, rec_model, run_mxnet):
+    """issue 26 evidence: two recs written by facekit (a: X, Y; b: Xb, Z), merged by a
+    pipeline of two ``mxrec`` sources: labels contiguous, the person in both written once,
+    ``facekit verify`` passes and the real mxnet reads every record with its label."""
+    for root in ("a", "b"):
+        cfg = write_config(tmp_path, f"""
+            output: rec-{root}
+            source: {{plugin: folders, root: {root}, min_images: 1}}
+            detector: {{plugin: retinaface, model: {scrfd_model}}}
+            aligner: {{plugin: arcface}}
+            sinks: [{{plugin: mxrec, path: rec}}]
+            """, f"{root}.yaml")
+        run(load_config(cfg), progress=False)
+    cfg = write_config(tmp_path, f"""
+        output: merged
+        sources:
+          - {{plugin: mxrec, path: rec-a/rec, name: a, min_images: 1}}
+          - {{plugin: mxrec, path: rec-b/rec, name: b}}
+        recognizer: {{plugin: onnx, model: {rec_model}, flip: true}}
+        merge: {{identities: apply, copies: reject}}
+        sinks: [{{plugin: mxrec, path: rec}}]
+        """, "merge.yaml")
+    s = run(load_config(cfg), progress=False)
+    assert s.identities_written == 3 and s.faces_kept == 20 + 8 + 8
+    rec = tmp_path / "merged" / "rec"
+    r = facekit_cli("verify", rec)
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = json.loads(run_mxnet(
+        """
+        import sys, json, mxnet as mx
+        d = sys.argv[1]
+        r = mx.recordio.MXIndexedRecordIO(d + '/train.idx', d + '/train.rec', 'r')
+        h0, _ = mx.recordio.unpack(r.read_idx(0))
+        labels = [float(mx.recordio.unpack(r.read_idx(k))[0].label) for k in range(1, int(h0.label[0]))]
+        ids = [list(map(float, mx.recordio.unpack(r.read_idx(k))[0].label))
+               for k in range(int(h0.label[0]), int(h0.label[1]))]
+        print(json.dumps({"labels": labels, "ids": ids}))
+        """,
+        rec,
+    ))
+    assert got["labels"] == [0.0] * 20 + [1.0] * 8 + [2.0] * 8
+    assert got["ids"] == [[1, 21], [21, 29], [29, 37]]
+    assert (rec / "property").read_text() == "3,112,112\n"
+
+
+def test_config_errors(tmp_path, rec_model):
+    """issue 26 part 4, config: one of source/sources; source names unique; merge needs a
+    recognizer and resume; start_id set on a later source."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    msg = config_error(tmp_path, """
+        output: out
+        source: {plugin: folders, root: a}
+        sources: [{plugin: folders, root: b}]
+        sinks: [{plugin: folders, path: f}]
+        """)
+    assert "exactly one of them" in msg
+    msg = config_error(tmp_path, """
+        output: out
+        sources: [{plugin: folders, root: a, name: s}, {plugin: folders, root: b, name: s}]
+        sinks: [{plugin: folders, path: f}]
+        """)
+    assert "name 's' is also sources[0]'s" in msg and ":3:" in msg
+    msg = config_error(tmp_path, """
+        output: out
+        sources: [{plugin: folders, root: a}, {plugin: folders, root: b, start_id: 5}]
+        merge: {identities: apply}
+        sinks: [{plugin: folders, path: f}]
+        """)
+    assert "start_id applies to the whole run" in msg
+    msg = config_error(tmp_path, """
+        output: out
+        sources: [{plugin: folders, root: a}, {plugin: folders, root: b}]
+        merge: {identities: apply}
+        sinks: [{plugin: folders, path: f}]
+        """)
+    assert "merge compares identities by their faces' embeddings: add 'recognizer" in msg
+    msg = config_error(tmp_path, f"""
+        output: out
+        source: {{plugin: folders, root: a}}
+        recognizer: {{plugin: onnx, model: {rec_model}}}
+        merge: {{identities: apply}}
+        resume: false
+        sinks: [{{plugin: folders, path: f}}]
+        """)
+    assert "resume cannot be off" in msg
+
+
+def test_reviewed_file_errors_name_the_line(tmp_path):
+    """issue 26 part 5: the reader of a reviewed file: header, field count, face index."""
+    from facekit.pipeline.decisions import HEADER, read_edits
+
+    p = tmp_path / "d.tsv"
+    p.write_text("kind\tidentity\n")
+    with pytest.raises(FacekitError, match=r"d.tsv:1: not a decisions file"):
+        read_edits(p)
+    p.write_text("\t".join(HEADER) + "\nlabel_noise\tA\tx.jpg\tone\t\t\tkeep\t\n")
+    with pytest.raises(FacekitError, match=r"d.tsv:2: face 'one' is not a face index"):
+        read_edits(p)
+    p.write_text("\t".join(HEADER) + "\nlabel_noise\tA\tx.jpg\n")
+    with pytest.raises(FacekitError, match=r"d.tsv:2: 3 fields, expected 8"):
+        read_edits(p)
