@@ -88,7 +88,8 @@ class TopLevel(Params):
         description="keep finished shards in <output>/.facekit/shards so a crashed run resumes (costs disk: "
         "about one more copy of the kept faces until the outputs are published); default: on when the "
         "pipeline decodes images (a detector, aligner or augmenter), off for pass-through packing, which "
-        "is as fast to redo as to resume",
+        "is as fast to redo as to resume. With a 'clean' stage or a 'merge' step the shards stay after the run "
+        "is published, so that other merge settings or a reviewed decisions.tsv rerun only the decision step",
     )
 
 

@@ -23,7 +23,7 @@ decision::
   (they stay two) or ``propose`` (not applied: a merge for a person to review).
 
 A reviewer edits the ``decision`` column (and nothing else) and gives the file back with
-``decisions: FILE`` in the config (or ``facekit run --decisions FILE``): the run applies it,
+``decisions: FILE`` in the config: the run applies it,
 and its outputs equal those of the run that wrote the file except for exactly the
 decisions changed. Lines whose decision is unchanged may be deleted. A line whose ``kind``
 or ``decision`` is unknown, or that names a face or identity the run does not have, is an

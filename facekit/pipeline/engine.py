@@ -11,6 +11,11 @@ reason, detail``; fields escaped as :mod:`facekit.formats.tsv` says) and the res
 (:mod:`facekit.pipeline.results`, a row for every face and rejected image). Nothing is
 dropped silently.
 
+With a ``merge:`` step the shards are only collected as they finish; the dataset-level
+decision step then runs and every kept shard is read again, changed by its plan, through
+the gate to the sinks (:mod:`facekit.pipeline.decide`). Every cleaning and merge decision
+is a line of ``decisions.tsv`` (:mod:`facekit.pipeline.decisions`).
+
 A run holds ``<output>/.facekit/lock`` (one run per output), first completes a publication
 a killed run left half done and removes the staging files dead runs left, then stages every
 output and publishes them together (:mod:`facekit.pipeline.publish`). A run that keeps no
