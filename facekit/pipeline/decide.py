@@ -168,8 +168,8 @@ class Collector:
             if self.edits is not None:  # mark the reviewed lines that name a face of this run
                 for s in oc.samples:
                     self.edits.face(s.path, s.face_id)
-                for r in oc.rejects:
-                    if r.face is not None:
+                for r in oc.rejects:  # only the decisions' own rejects can be reviewed back
+                    if r.face is not None and r.reason in FACE_KINDS:
                         self.edits.face(r.face.path, r.face.face_id)
         for ident, faces in groups.items():
             emb = [s.embedding for s in faces if s.embedding is not None]
