@@ -7,9 +7,9 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 
 #: what :func:`_check_input` opens an input with: read-only, never blocking (a FIFO whose
@@ -139,5 +139,66 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
 
+#: the parameters of :class:`FaceChoiceParams` (``detector: {select: identity, ...}``, the
+#: older spelling, maps these onto the clean stage)
+FACE_CHOICE_KEYS = ("select", "identity_min_similarity", "flag_below", "reject_below")
 
-__all__ = ["FileName", "InputPath", "OptionalInputPath", "OutputPath", "Params"]
+
+class FaceChoiceParams(Params):
+    """Face choice in group photos, part of the ``clean`` stage kind (issue 26 part 3):
+    every cleaner's parameters extend it (:class:`facekit.CleanerParams`), and the shard
+    worker reads them there (:func:`facekit.pipeline.identity.choose_faces`) before it asks
+    the cleaner for its decisions.
+
+    ``select: identity`` keeps, of each photo, the face that matches the identity's other
+    photos (a photo whose best face is below ``identity_min_similarity``:
+    ``identity_mismatch``), stores each kept face's similarity to the identity's other
+    photos, flags it ``far_from_identity`` below ``flag_below`` and rejects it ``label_noise``
+    below ``reject_below``. To choose, the stage needs candidates: the faces a detector
+    found in a photo (a detector in the pipeline keeps every face for it, as ``select:
+    all``). Without a detector (folders of aligned crops, a ``mxrec`` source) every image
+    is one face, so nothing is chosen; the similarity, ``flag_below`` and ``reject_below``
+    still apply. ``detector: {select: identity, identity_min_similarity, flag_below,
+    reject_below}`` is the older spelling of the same choice: config validation moves it
+    here."""
+
+    select: Optional[Literal["identity"]] = Field(
+        None,
+        description="identity (with a recognizer): in each photo keep the face that matches the identity's other "
+        "photos (a detector then keeps every face for the choice); none (the default): no choice",
+    )
+    identity_min_similarity: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="select: identity: a photo whose faces are all less similar (cosine) than this to the identity's "
+        "other photos is rejected as identity_mismatch",
+    )
+    flag_below: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="select: identity: kept faces less similar than this to their identity's other photos are flagged "
+        "far_from_identity in results.parquet (likely label noise)",
+    )
+    reject_below: Optional[float] = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="select: identity: kept faces less similar than this are rejected as label_noise (default: none)",
+    )
+
+    @field_validator("select", mode="before")
+    @classmethod
+    def _none_is_off(cls, v):
+        """``none``/``off`` (False in YAML): no face choice."""
+        return None if v is False or v == "none" else v
+
+    @property
+    def chooses_faces(self) -> bool:
+        """Whether the stage chooses a face per photo (``select: identity``)."""
+        return self.select == "identity"
+
+
+
+__all__ = ["FACE_CHOICE_KEYS", "FaceChoiceParams", "FileName", "InputPath", "OptionalInputPath", "OutputPath", "Params"]

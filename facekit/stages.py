@@ -20,7 +20,7 @@ from pydantic import Field
 from facekit.clean.quality import FaceQuality, QualityThresholds
 from facekit.errors import SampleRejected
 from facekit.formats.facerec import MAX_CLASS
-from facekit.params import InputPath, OptionalInputPath, OutputPath, Params
+from facekit.params import FaceChoiceParams, InputPath, OptionalInputPath, OutputPath, Params
 from facekit.vision.detection import Detections, DetectorParams, find_faces
 
 # --------------------------------------------------------------------------- data
@@ -344,8 +344,11 @@ class FaceDecision:
     ``label_noise``, ``mixed_identity``...): the face is rejected, with ``detail``; else the
     face is kept, flagged ``flag`` when not "" . ``similarity``: to the identity's centre;
     ``duplicate_of``: the path of the kept face it copies; ``cluster``: its cluster in a
-    two-people identity; ``identity``: None (moving a face to another identity, a split, is
-    not supported yet: the worker refuses it)."""
+    two-people identity; ``identity``: None (the face stays under its identity), or the new
+    identity a kept face moves to, a split (``mixed: split``: ``<identity>#2``): a name
+    ``<identity>#...`` derived from the identity the cleaner was given, not one of the
+    source's identities (the worker refuses any other move as a ``stage_error``); the
+    worker sets ``Sample.source_identity`` to the identity it came from."""
 
     reject: str = ""
     flag: str = ""
@@ -356,15 +359,19 @@ class FaceDecision:
     identity: Optional[str] = None
 
 
-class CleanerParams(Params):
-    """Base of every cleaner's parameters."""
+class CleanerParams(FaceChoiceParams):
+    """Base of every cleaner's parameters: face choice in group photos (``select:
+    identity``, :class:`facekit.params.FaceChoiceParams`) is part of every cleaner."""
 
 
 class Cleaner(Stage):
     """Decides on the faces of each identity once a shard's faces are embedded (a shard
     holds whole identities; issue 26): duplicates, label noise, two people under one name.
-    The worker calls :meth:`clean` once per identity of the shard, in source order, after
-    ``select: identity`` chose each photo's face, and applies the decisions before the faces
+    The worker first chooses each photo's face when ``params.select`` is ``identity`` (a
+    parameter of every cleaner, :class:`CleanerParams`: the choice needs candidates, the
+    faces a detector found; without a detector each image is one face and only its
+    similarity to the identity's other photos is judged), then calls :meth:`clean` once per
+    identity of the shard, in source order, and applies the decisions before the faces
     are encoded. The shard's crops stay in memory until then (~37 kB a 112x112 face)."""
 
     kind = "cleaner"

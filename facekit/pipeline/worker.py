@@ -25,6 +25,7 @@ from typing import Iterator, Optional, Union
 import numpy as np
 
 from facekit.errors import FacekitError, SampleRejected, one_line
+from facekit.params import FaceChoiceParams
 from facekit.pipeline.config import PipelineSpec
 from facekit.pipeline.progress import ProgressSender, ShardProgress
 from facekit.pipeline.shards import STAGE_ERROR, Outcome, Shard, ShardResult
@@ -67,6 +68,23 @@ def _template(width: int) -> np.ndarray:
 
 def _stage_error(e: Exception) -> str:
     return f"{type(e).__name__}: {one_line(e)}"
+
+
+def check_move(identity: str, to: str, shard_identities) -> None:
+    """Raise ValueError unless a cleaner may move faces of ``identity`` to ``to``: a new
+    name derived from it (``<identity>#...``, as ``mixed: split`` makes), not one of the
+    source's identities in the shard (``shard_identities``); a name the source gives in
+    another shard is refused by the identity gate (it writes each identity once)."""
+    if not isinstance(to, str) or not to.startswith(identity + "#") or len(to) == len(identity) + 1:
+        raise ValueError(
+            f"cleaner moved faces of identity {identity!r} to {to!r}: a cleaner may only split an identity into "
+            f"new names {identity + '#2'!r}, ... (merging identities is the merge step's)"
+        )
+    if to in shard_identities:
+        raise ValueError(
+            f"cleaner moved faces of identity {identity!r} to {to!r}, an identity of the source: a split needs "
+            "a new name"
+        )
 
 
 class WarnOnce:
@@ -125,11 +143,14 @@ class ShardWorker:
         self.cleaner = spec.cleaner.build() if spec.cleaner else None
         #: faces embedded per recognizer call (its ``batch`` parameter)
         self.embed_batch = int(getattr(self.recognizer.params, "batch", 64)) if self.recognizer else 0
-        #: select: identity: faces are chosen per identity once the shard's faces are known
-        self.by_identity = bool(det and det.params.select == "identity")
-        #: faces wait for the whole shard before they are encoded (the identity choice, the
-        #: cleaner: a shard holds whole identities)
-        self.per_shard = self.by_identity or self.cleaner is not None
+        #: select: identity, a parameter of the clean stage (every cleaner's
+        #: FaceChoiceParams; detector: {select: identity} is mapped there by the config):
+        #: faces are chosen per identity once the shard's faces are known
+        cp = self.cleaner.params if self.cleaner is not None else None
+        self.by_identity = isinstance(cp, FaceChoiceParams) and cp.chooses_faces
+        #: faces wait for the whole shard before they are encoded (the clean stage: a shard
+        #: holds whole identities)
+        self.per_shard = self.cleaner is not None
         self.augmenters = [a.build() for a in spec.augmenters]
         self.quality = spec.quality
         #: the first stage error is logged once (per run: the threads executor shares one)
@@ -172,8 +193,9 @@ class ShardWorker:
         """One :class:`Outcome` per item of ``items`` (:class:`Sample` / :class:`Reject`).
 
         Each batch is decoded, detected, aligned and embedded; its faces are then augmented
-        and encoded, except under ``select: identity``, where they wait for the identity
-        choice of the whole shard (a shard holds whole identities).
+        and encoded, except with a clean stage, where they wait for its face choice
+        (``select: identity``) and decisions on the whole shard (a shard holds whole
+        identities).
 
         Raises:
             ShardStopped: :meth:`stop` was called (checked before each batch, and every
@@ -186,7 +208,7 @@ class ShardWorker:
 
     def _batches(self, items: list, guard: Optional[StageErrorGuard], outs: list[Outcome]) -> Iterator[int]:
         """The work of :meth:`process`, filling ``outs``; yields the items done after each
-        batch is detected (under ``select: identity`` their faces are encoded at the end).
+        batch is detected (with a clean stage their faces are encoded at the end).
 
         With a recognizer, faces wait until ``recognizer.params.batch`` of them (or the
         shard's end) are collected, so the model embeds that many in one call, across the
@@ -232,9 +254,9 @@ class ShardWorker:
         finally:  # stopped by the guard (or an error): the batch read ahead is not wanted
             if ahead is not None:
                 ahead.cancel()
-        if self.by_identity:
-            choose_faces(outs, self.detector.params)
         if self.cleaner is not None:
+            if self.by_identity:
+                choose_faces(outs, self.cleaner.params)
             self._clean(outs)
         if self.per_shard:
             for k, oc in enumerate(outs):
@@ -396,10 +418,12 @@ class ShardWorker:
 
     def _clean(self, outs: list[Outcome]) -> None:
         """Apply the cleaner to each identity of the shard (its kept faces, in source
-        order): rejects with their reasons, flags, similarity, ``duplicate_of``, cluster. A
-        cleaner that fails on an identity rejects its images (``stage_error``); one that
-        moves a face to another identity is refused there (``stage_error``: the sinks need
-        each identity's faces together)."""
+        order): rejects with their reasons, flags, similarity, ``duplicate_of``, cluster, and
+        moves (``FaceDecision.identity``: a split): a kept face moved gets
+        ``Sample.source_identity`` = the identity it had and ``Sample.identity`` = the new
+        one (the gate then writes each identity's faces together). A cleaner that fails on
+        an identity rejects its images (``stage_error``); so does one that moves a face to
+        a name not derived from the identity (``<identity>#...``, :func:`check_move`)."""
         blocks: dict[str, list[Outcome]] = {}
         for oc in outs:
             blocks.setdefault(oc.identity, []).append(oc)
@@ -411,8 +435,9 @@ class ShardWorker:
                 decisions = self.cleaner.clean(ident, [s for _, s in faces])
                 if len(decisions) != len(faces):
                     raise ValueError(f"cleaner returned {len(decisions)} decisions for {len(faces)} faces")
-                if any(d.identity not in (None, s.identity) for (_, s), d in zip(faces, decisions)):
-                    raise ValueError("cleaner moved a face to another identity (not supported yet)")
+                for (_, s), d in zip(faces, decisions):
+                    if d.identity is not None and d.identity != s.identity and not d.reject:
+                        check_move(ident, d.identity, blocks)
             except Exception as e:
                 self._fail(faces, e)
                 continue
@@ -424,8 +449,11 @@ class ShardWorker:
                     oc.samples.remove(s)
                     oc.rejects.append(Reject(s.path, d.reject, d.detail, oc.identity, s.required,
                                              s.replace(image=None, data=None)))
-                elif d.flag:
+                    continue
+                if d.flag:
                     s.flag = d.flag
+                if d.identity is not None and d.identity != s.identity:
+                    s.source_identity, s.identity = s.identity, d.identity
 
     def _fail(self, faces: list[tuple[Outcome, Sample]], e: Exception) -> None:
         """A stage failed on a batch of ``faces``: each image that held one becomes a
