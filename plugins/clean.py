@@ -1,9 +1,11 @@
 """Cleaner ``identity`` (issue 26 part 3): per identity, duplicates (the same file, the same
-pixels, near copies by embedding), two people under one name (``mixed_identity``) and label
-noise (far from the identity's robust centre), each ignored, flagged or rejected by config
-(``off`` in YAML is ``ignore``), with the
+pixels, near copies by embedding), two people under one name (``mixed_identity``: flagged,
+cut, or split into two identities) and label noise (far from the identity's robust centre),
+each ignored, flagged or rejected by config (``off`` in YAML is ``ignore``), with the
 algorithms and calibrated defaults of :mod:`facekit.clean` (``find_duplicates``,
-``clean_identity``)."""
+``clean_identity``, ``split_name``). Like every cleaner it also chooses the face of each
+group photo (``select: identity``, :class:`facekit.params.FaceChoiceParams`), which the
+worker runs before :meth:`IdentityCleaner.clean`."""
 
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from facekit.clean import (
     find_duplicates,
     pixel_digest,
 )
+from facekit.clean.identity import split_name
 
 DUPLICATE, LABEL_NOISE, MIXED_IDENTITY = "duplicate", "label_noise", "mixed_identity"
 
@@ -42,9 +45,11 @@ class IdentityCleanerParams(facekit.CleanerParams):
     outlier_below: float = Field(
         DEFAULT_OUTLIER_THRESHOLD, ge=-1, le=1, description="cosine similarity to the centre below which a face is label noise"
     )
-    mixed: Literal["ignore", "flag", "cut"] = Field(
+    mixed: Literal["ignore", "flag", "cut", "split"] = Field(
         "flag", description="an identity that is two people (spherical 2-means): flag the other person's faces "
-        "'mixed_identity' (results: cluster 1), or cut them (rejected)"
+        "'mixed_identity' (results: cluster 1), cut them (rejected), or split them off as a new identity "
+        "'<identity>#2' (flagged, written right after the identity with the next label; results: identity the "
+        "source's, merge_with '<identity>#2')"
     )
     mixed_below: float = Field(
         DEFAULT_MIXED_MAX_SIMILARITY, ge=-1, le=1, description="the two clusters' centres below this similarity: two people"
@@ -62,7 +67,10 @@ class IdentityCleanerParams(facekit.CleanerParams):
 
 
 class IdentityCleaner(facekit.Cleaner):
-    """Duplicates, two-people identities and label noise, per identity."""
+    """Duplicates, two-people identities and label noise, per identity. Under ``mixed:
+    split`` the smaller cluster's faces get ``FaceDecision.identity`` ``<identity>#2``
+    (:func:`facekit.clean.identity.split_name`), and a duplicate kept as a flag follows the
+    face it copies."""
 
     name = "identity"
     description = "per identity: duplicates, two people under one name, label noise (flag or reject)"
@@ -124,6 +132,9 @@ class IdentityCleaner(facekit.Cleaner):
                     if p.mixed == "cut":
                         d.reject, d.detail = MIXED_IDENTITY, why
                         continue
+                    if p.mixed == "split":
+                        d.identity = split_name(identity, c)
+                        why += f": split off as identity {d.identity!r}"
                     d.flag, d.detail = MIXED_IDENTITY, why
             if p.label_noise != "ignore" and rep.label_noise[i]:
                 why = f"similarity {sim:.3f} to the identity's robust centre < outlier_below {p.outlier_below:g}"
@@ -131,6 +142,11 @@ class IdentityCleaner(facekit.Cleaner):
                     d.reject, d.detail, d.flag = LABEL_NOISE, why, ""
                 elif not d.flag:
                     d.flag, d.detail = LABEL_NOISE, why
+        if mixed and p.mixed == "split":  # a copy kept (flagged) goes where the face it copies went
+            for i in np.flatnonzero(dup_mask):
+                j = int(dups.duplicate_of[i])
+                if not out[i].reject and out[j].identity is not None and not out[j].reject:
+                    out[i].identity = out[j].identity
         return out
 
 

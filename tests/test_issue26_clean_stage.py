@@ -107,7 +107,7 @@ def test_a_clean_stage_needs_a_recognizer(tmp_path):
     msg = config_error(tmp_path, """
         output: out
         source: {plugin: folders, root: faces}
-        clean: {mixed: split}
+        clean: {mixed: halve}
         sinks: [{plugin: folders, path: f}]
         """)
-    assert "pipeline.yaml:4:" in msg and "mixed" in msg, msg
+    assert "pipeline.yaml:4:" in msg and "mixed" in msg and "'split'" in msg, msg  # split: issue 26 part 3
