@@ -25,8 +25,8 @@ from facekit.clean import (
     clean_identity,
     find_duplicates,
     pixel_digest,
+    split_name,
 )
-from facekit.clean.identity import split_name
 
 DUPLICATE, LABEL_NOISE, MIXED_IDENTITY = "duplicate", "label_noise", "mixed_identity"
 
