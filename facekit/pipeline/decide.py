@@ -151,6 +151,7 @@ class Collector:
         self.index: dict[str, int] = {}
         self.shard = array("i")
         self.counts = array("q")
+        self.resultants = array("d")
         self.centres: Optional[np.ndarray] = None
         self.hashes: list[bytes] = []
         self.owners = array("i")
@@ -191,6 +192,7 @@ class Collector:
             self.names.append(ident)
             self.shard.append(result.index)
             self.counts.append(len(emb))
+            self.resultants.append(float(np.mean(x @ c, dtype=np.float64)))
             for s in faces:
                 if s.data is not None:
                     self.hashes.append(hashlib.sha256(s.data).digest())
@@ -223,44 +225,41 @@ class Plan:
 
 
 class MovedCheck:
-    """Faces nearer another identity's centre than their own by ``margin`` (cosine), found
-    with a faiss inner-product index of the centres (k nearest, never ``N x N``)."""
+    """Faces nearer another identity's centre than their own by ``margin`` (cosine):
+    :class:`facekit.clean.moved.CentreIndex` over the collected centres (faiss k nearest,
+    never ``N x N``; a face taken out of its own centre by its identity's count and
+    resultant), asked shard by shard; identities of one merge group are not "other"."""
 
     def __init__(self, col: Collector, plan: Plan, margin: float, action: str):
-        import faiss
+        from facekit.clean.moved import CentreIndex
 
-        self.x = col.matrix()
-        self.index = faiss.IndexFlatIP(self.x.shape[1])
-        self.index.add(self.x)
         self.col, self.plan, self.margin, self.action = col, plan, margin, action
-
-    def group(self, name: str) -> str:
-        return self.plan.head.get(name, name)
+        n = len(col.names)
+        self.index = CentreIndex(col.matrix(), col.names, np.asarray(col.counts, np.int64),
+                                 np.clip(np.asarray(col.resultants, np.float64), 1e-6, 1.0))
+        groups = np.arange(n, dtype=np.int64)
+        for member, head in plan.head.items():
+            groups[col.index[member]] = col.index[head]
+        self.groups = groups
 
     def check(self, faces: list[Sample]) -> dict[int, FaceCall]:
-        """``{id(sample): call}`` for the faces of ``faces`` (with embeddings) that are nearer
-        another identity's centre (not one of their merge group) by the margin."""
-        rows = [(s, self.col.index.get(s.identity)) for s in faces if s.embedding is not None]
+        """``{id(sample): call}`` for the faces of ``faces`` that are moved."""
+        rows = [(s, self.col.index.get(s.identity if s.source_identity is None or s.identity not in self.col.index
+                                       else s.identity)) for s in faces if s.embedding is not None]
         rows = [(s, o) for s, o in rows if o is not None]
-        if not rows or self.x.shape[0] < 2:
+        if not rows:
             return {}
-        q = np.stack([s.embedding for s, _ in rows]).astype(np.float32)
-        k = min(4, self.x.shape[0])
-        sims, idx = self.index.search(q, k)
+        q = np.stack([np.asarray(s.embedding, np.float32) for s, _ in rows])
+        m = self.index.moved(q, np.array([o for _, o in rows], np.int64), self.margin, groups=self.groups)
         out = {}
-        for (s, own), srow, irow in zip(rows, sims, idx):
-            own_sim = float(np.dot(np.asarray(s.embedding, np.float32), self.x[own]))
-            mine = self.group(s.identity)
-            for sim, j in zip(srow.tolist(), irow.tolist()):
-                if j < 0 or self.group(self.col.names[j]) == mine:
-                    continue
-                if sim - own_sim >= self.margin:
-                    other = self.col.names[j]
-                    out[id(s)] = FaceCall(
-                        "moved", self.action, other, sim,
-                        f"nearer identity {other!r} ({sim:.3f}) than its own ({own_sim:.3f}) by >= {self.margin:g}",
-                    )
-                break
+        for i in np.flatnonzero(m.moved).tolist():
+            s = rows[i][0]
+            other = self.col.names[int(m.other[i])]
+            own, sim = float(m.own_similarity[i]), float(m.other_similarity[i])
+            out[id(s)] = FaceCall(
+                "moved", self.action, other, sim,
+                f"nearer identity {other!r} ({sim:.3f}) than its own ({own:.3f}) by >= {self.margin:g}",
+            )
         return out
 
 

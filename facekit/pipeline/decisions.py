@@ -39,6 +39,7 @@ from typing import Literal, Optional
 from pydantic import Field, field_validator
 
 from facekit.clean.merge import DEFAULT_MERGE_THRESHOLD
+from facekit.clean.moved import DEFAULT_MOVED_MARGIN
 from facekit.errors import FacekitError
 from facekit.formats.tsv import escape, unescape
 from facekit.stages import InputPath, Params
@@ -75,7 +76,10 @@ class MergeConfig(Params):
         "flag", description="a face nearer another identity's centre than its own by 'moved_margin' (likely "
         "filed under the wrong identity): flagged or rejected 'moved' (other: the nearer identity)"
     )
-    moved_margin: float = Field(0.1, ge=0, le=2, description="how much nearer (cosine similarity) the other centre is")
+    moved_margin: float = Field(
+        DEFAULT_MOVED_MARGIN, ge=0, le=2, description="how much nearer (cosine similarity) the other centre is; "
+        "0.15 found 0.93 of the faces moved between the shared identities (facekit.clean.moved)"
+    )
     bins: list[InputPath] = Field(
         default_factory=list, description="verification sets (lfw.bin, cfp_fp.bin, ...): identities whose centre "
         "matches a bin image at 'overlap_above' are people of the test set (summary.json records the bins checked)"

@@ -90,9 +90,6 @@ class IdentityGate:
         self.admitted = 0
         self.dropped = 0
         self.counts = IdentityCounts()
-        #: source identities some of whose faces were moved to another identity (a split, a
-        #: merge): few, so a plain set
-        self.moved: set[str] = set()
 
     def admit(self, result: ShardResult) -> list[Row]:
         """Decide the identities of ``result``; return its rows in source order.
@@ -105,12 +102,13 @@ class IdentityGate:
         order: list[str] = []
         faces: dict[str, list[Sample]] = {}
         bases: set[str] = set()
+        first: dict[str, tuple[int, bool]] = {}  # identity -> (its source identity's run, split off it)
         current = None
         for oc in result.outcomes:
             for s in oc.samples:
                 base = s.identity if s.source_identity is None else s.source_identity
                 if base != current:
-                    if base in bases or self.counts.was_decided(base) or base in self.moved:
+                    if base in bases or self.counts.was_decided(base):
                         raise FacekitError(
                             f"source yielded identity {base!r} again after other identities ({s.path}); "
                             "a source must keep each identity's images together"
@@ -127,8 +125,9 @@ class IdentityGate:
                     faces[ident] = []
                     order.append(ident)
                 faces[ident].append(s)
-                if s.source_identity is not None:
-                    self.moved.add(base)
+                first.setdefault(ident, (len(bases), ident != base))
+        # each source identity before the identities split off it, whichever face came first
+        order.sort(key=lambda ident: first[ident])
         labels: dict[str, int] = {}
         for ident in order:
             buf = faces[ident]
@@ -180,15 +179,24 @@ class IdentityGate:
 
 def sink_order(rows: list[Row]) -> list[Row]:
     """The kept rows of a shard (``reject`` None) in the order the sinks get them: each
-    identity's faces together, identities in the order they first appear, faces in source
-    order (the same as source order unless a decision moved faces between identities)."""
+    identity's faces together, faces in source order: source order unless a decision moved
+    faces between identities, then by label (the gate numbered them: a source identity,
+    then those split off it)."""
     kept = [r for r in rows if r.reject is None]
-    rank: dict[int, int] = {}
+    seen: set[int] = set()
+    grouped, last = True, None
     for r in kept:
-        rank.setdefault(r.sample.label, len(rank))
-    if all(rank[a.sample.label] <= rank[b.sample.label] for a, b in zip(kept, kept[1:])):
+        lab = r.sample.label
+        if lab != last:
+            if lab in seen:
+                grouped = False
+                break
+            seen.add(lab)
+            last = lab
+    if grouped:
         return kept
-    return sorted(kept, key=lambda r: rank[r.sample.label])
+    # faces moved between identities (only under labels the gate numbered, in its order)
+    return sorted(kept, key=lambda r: r.sample.label)
 
 
 class StageErrorGuard:
