@@ -48,6 +48,10 @@ _EXPORTS = {
     "cross_identity_images": "merge:cross_identity_images",
     "cross_identity_hashes": "merge:cross_identity_hashes",
     "relabel": "merge:relabel",
+    # moved: faces nearer another identity's centre than their own
+    "CentreIndex": "moved:CentreIndex",
+    "Moved": "moved:Moved",
+    "DEFAULT_MOVED_MARGIN": "moved:DEFAULT_MOVED_MARGIN",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -149,6 +149,9 @@ class PipelineSpec:
     merge: Optional[MergeConfig] = None
     #: a reviewed decisions.tsv to apply (``decisions:``)
     decisions: Optional[Path] = None
+    #: the config has a ``clean:`` stage of its own (not only ``detector: {select: identity}``,
+    #: which becomes a cleaner that makes no other decision)
+    clean_named: bool = False
 
     @property
     def sources(self) -> list[StageConfig]:
@@ -159,7 +162,7 @@ class PipelineSpec:
     def decides(self) -> bool:
         """Whether the run keeps its shards for the decision step and writes decisions.tsv
         (a ``clean`` stage, a ``merge`` step or a reviewed decisions file)."""
-        return self.cleaner is not None or self.merge is not None or self.decisions is not None
+        return self.clean_named or self.merge is not None or self.decisions is not None
 
     @property
     def workers(self) -> int:
@@ -493,13 +496,13 @@ def parse_config(
                  "model: ...}'")
     if top.merge is not None and top.resume is False:
         errs.add(("resume",), "config: the merge step reads the finished shards again: resume cannot be off")
-    if top.decisions is not None and cln is None and top.merge is None:
+    if top.decisions is not None and top.clean is None and top.merge is None:
         errs.add(("decisions",), "config: decisions: applies a reviewed decisions.tsv of a run with a 'clean' stage "
                  "or a 'merge' step; this pipeline has neither")
     if cln is not None:
         if rec is None:
             errs.add(("clean",), f"{cln.where} compares the faces' embeddings: add 'recognizer: {{plugin: onnx, "
-                     "model: ...}}'")
+                     "model: ...}'")
     det, cln = face_choice_stages(det, cln, rec, stage, errs.add)  # select: identity, in the clean stage
     for i, aug in enumerate(augs):
         if aug.cls.needs_landmarks and det is not None and (ali is None or not det.cls.provides_landmarks):
@@ -552,4 +555,5 @@ def parse_config(
         source_names=names,
         merge=top.merge,
         decisions=top.decisions,
+        clean_named=top.clean is not None,
     )
