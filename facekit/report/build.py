@@ -13,7 +13,15 @@ histogram values (4 bytes per face) and the identity list, whatever the run's si
 - ``rejects-<reason>-NNNN.html``: every rejected image, with a thumbnail of the source
   photo and its detected boxes drawn (``img/rej/``);
 - ``flagged-NNNN.html``: faces with a ``flag`` (e.g. ``far_from_identity``);
-- ``labels-NNNN.html`` and ``labels.tsv``: the name -> label map.
+- ``labels-NNNN.html`` and ``labels.tsv``: the name -> label map;
+- a page per decision kind (:mod:`facekit.report.decisions`): ``decisions-<kind>-NNNN.html``
+  (a ``clean`` stage's ``label_noise``, ``duplicate``, ``mixed_identity`` faces beside their
+  identity's typical faces, copies beside their originals, a two-people identity's two
+  clusters), ``merges-NNNN.html`` (identity pairs of ``decisions.tsv`` as two contact
+  sheets side by side) and ``dataset-<kind>-NNNN.html`` (its other lines).
+
+Rejected faces have no crop in the sinks: their pictures are cut from the source image (a
+file, or an ``mxrec`` source's record: :mod:`facekit.report.source`).
 
 The report is written to a staging folder beside its place and moved there when complete;
 an existing folder is replaced only if it is a facekit report (``.facekit-report`` inside).
@@ -25,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -38,7 +45,11 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from facekit.errors import FacekitError
 from facekit.formats.tsv import escape
 from facekit.report.charts import box_side, histogram_svg
+from facekit.report.decisions import DecisionPages
 from facekit.report.load import CropReader, RunOutput
+from facekit.report.pages import Pager as _Pager
+from facekit.report.pages import safe_name as _safe
+from facekit.report.source import SourceReader
 from facekit.report.staging import ReportStaging, remove_dead_staging
 from facekit.report.thumbs import fit, source_thumbnail, sprite, write_jpeg
 
@@ -57,10 +68,6 @@ def _env() -> Environment:
     return env
 
 
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name) or "_"
-
-
 @dataclass
 class Stats:
     scores: array = field(default_factory=lambda: array("f"))
@@ -69,50 +76,13 @@ class Stats:
     per_identity: array = field(default_factory=lambda: array("l"))
 
 
-class _Pager:
-    """Items into numbered pages of ``per_page``; a full page is rendered when the next item
-    arrives (so its "next" link always exists), the last one by :meth:`finish`."""
-
-    def __init__(self, report: "_Report", stem: str, template: str, per_page: int, **ctx):
-        self.report, self.stem, self.template, self.per_page, self.ctx = report, stem, template, per_page, ctx
-        self.items: list = []
-        self.pages: list[dict] = []  # {"file", "first", "last", "count"}
-        self.total = 0
-
-    def file(self, i: int) -> str:
-        return f"{self.stem}-{i + 1:04d}.html"
-
-    @property
-    def page(self) -> int:
-        """Index of the page the next item goes to."""
-        return len(self.pages) + (1 if len(self.items) >= self.per_page else 0)
-
-    def add(self, item) -> tuple[str, int]:
-        """Queue ``item``; returns ``(page file, item number on its page)``."""
-        if len(self.items) >= self.per_page:
-            self._render(has_next=True)
-        self.items.append(item)
-        self.total += 1
-        return self.file(len(self.pages)), len(self.items) - 1
-
-    def _render(self, has_next: bool) -> None:
-        i = len(self.pages)
-        self.report.render(self.template, self.file(i), items=self.items, page=i + 1,
-                           prev=self.file(i - 1) if i else None, next=self.file(i + 1) if has_next else None, **self.ctx)
-        self.pages.append({"file": self.file(i), "first": self.items[0].get("name", ""),
-                           "last": self.items[-1].get("name", ""), "count": len(self.items)})
-        self.items = []
-
-    def finish(self) -> None:
-        if self.items:
-            self._render(has_next=False)
-
-
 class _Report:
-    def __init__(self, run: RunOutput, out: Path, per_page: int, max_per_identity: int, rejects_per_page: int):
+    def __init__(self, run: RunOutput, out: Path, per_page: int, max_per_identity: int, rejects_per_page: int,
+                 decisions_per_page: int, max_decisions: int):
         self.run, self.out = run, out
         self.env = _env()
         self.crops = CropReader(run)
+        self.sources = SourceReader()
         self.per_page, self.max_per_identity, self.rejects_per_page = per_page, max_per_identity, rejects_per_page
         self.stats = Stats()
         self.identities = _Pager(self, "identities", "identities.html", per_page, title="Identities")
@@ -122,6 +92,7 @@ class _Report:
         self.n_identity = 0
         self.pages_written = 0
         self.thumbs = 0
+        self.decisions = DecisionPages(self, decisions_per_page, max_decisions, max_per_identity)
 
     def render(self, template: str, name: str, **ctx) -> None:
         html = self.env.get_template(template).render(run=self.run.summary, **ctx)
@@ -152,6 +123,7 @@ class _Report:
         for r in rows:
             if r["flag"]:
                 self._flag(r, page_file, anchor)
+        decided = self.decisions.identity(name, rows, n, f"{page_file}#{anchor}", label)
         for r in kept:
             if r["score"] is not None:
                 self.stats.scores.append(r["score"])
@@ -188,7 +160,8 @@ class _Report:
             "score_min": min(scores) if scores else None, "score_med": float(np.median(scores)) if scores else None,
             "score_max": max(scores) if scores else None,
             "sim_min": min(sims) if sims else None, "sim_mean": float(np.mean(sims)) if sims else None,
-            "flags": sum(1 for r in rows if r["flag"]), "rejects": rej_links,
+            "flags": sum(1 for r in rows if r["flag"]), "rejects": rej_links, "decisions": decided,
+            "written": sorted({r["merge_with"] for r in kept if r["merge_with"]}),
         }
         self.identities.add(item)
         self.names[name] = {"page": page_file, "anchor": anchor}
@@ -201,7 +174,7 @@ class _Report:
             pager = self.rejects[reason] = _Pager(self, f"rejects-{_safe(reason)}", "rejects.html",
                                                   self.rejects_per_page, reason=reason, title=f"Rejected: {reason}")
         boxes = [x["box"] for x in rows if x["box"] is not None]
-        img, why = source_thumbnail(r["path"], boxes, SOURCE_SIDE, [x["landmarks"] for x in rows])
+        img, why = source_thumbnail(r["path"], boxes, SOURCE_SIDE, [x["landmarks"] for x in rows], self.sources)
         thumb = None
         if img is not None:
             thumb = f"img/rej/{_safe(reason)}/{pager.page:04d}/{pager.total}.jpg"
@@ -223,7 +196,7 @@ class _Report:
             crop_file = f"img/flag/{self.flagged.page:04d}/{n}c.jpg"
             write_jpeg(fit(crop, 112), self.out / crop_file)
             self.thumbs += 1
-        img, why = source_thumbnail(r["path"], [r["box"]], SOURCE_SIDE, [r["landmarks"]])
+        img, why = source_thumbnail(r["path"], [r["box"]], SOURCE_SIDE, [r["landmarks"]], self.sources)
         src = None
         if img is not None:
             src = f"img/flag/{self.flagged.page:04d}/{n}s.jpg"
@@ -249,7 +222,9 @@ class _Report:
         self.flagged.finish()
         for p in self.rejects.values():
             p.finish()
+        decisions = self.decisions.finish()
         self.crops.close()
+        self.sources.close()
         label_pages = self._labels()
         s = self.stats
         charts = [
@@ -269,9 +244,11 @@ class _Report:
         self.render("index.html", "index.html", title="Run report", charts=charts, rejects=rejects, sinks=sinks,
                     id_pages=self.identities.pages, n_identities=self.n_identity, flagged=self.flagged.pages,
                     n_flagged=self.flagged.total, label_pages=label_pages, rows=self.run.rows,
-                    output=str(self.run.root))
+                    output=str(self.run.root), decisions=decisions)
         return {"identities": self.n_identity, "pages": self.pages_written, "thumbnails": self.thumbs,
-                "rejected_images": sum(p.total for p in self.rejects.values()), "flagged": self.flagged.total}
+                "rejected_images": sum(p.total for p in self.rejects.values()), "flagged": self.flagged.total,
+                "decisions": {d["kind"]: d["faces"] for d in decisions["results"]},
+                "merges": decisions["merges"]["lines"]}
 
     def _labels(self) -> list[dict]:
         ids = self.run.summary.get("identities") or {}
@@ -292,7 +269,8 @@ class _Report:
 
 
 def build_report(output: str | os.PathLike, report: Optional[str | os.PathLike] = None, per_page: int = 100,
-                 max_per_identity: int = 30, rejects_per_page: int = 200) -> dict:
+                 max_per_identity: int = 30, rejects_per_page: int = 200, decisions_per_page: int = 50,
+                 max_decisions: int = 2000) -> dict:
     """Write the HTML report of the run in ``output`` to ``report`` (default
     ``<output>/report``).
 
@@ -303,13 +281,17 @@ def build_report(output: str | os.PathLike, report: Optional[str | os.PathLike] 
         per_page: identities per identity page. max_per_identity: crops shown per
             identity (spread evenly over its kept faces; all are counted).
         rejects_per_page: rejected images (and flagged faces) per page.
+        decisions_per_page: items (an identity's faces of one decision kind, a line of
+            ``decisions.tsv``) per decision page. max_decisions: items shown per decision
+            kind (all are counted); ``max_per_identity`` faces shown per item.
     Returns:
         ``{"index", "identities", "pages", "thumbnails", "rejected_images", "flagged",
-        "seconds"}``.
+        "decisions" ({kind: faces}), "merges" (lines of decisions.tsv), "seconds"}``.
     Raises:
         FacekitError: not a facekit output, missing/damaged ``results.parquet``, a crop
             the results point to that is missing or undecodable (names the file), a
-            report folder that exists and is not a facekit report.
+            report folder that exists and is not a facekit report, a malformed
+            ``decisions.tsv`` (names the line).
     """
     t0 = time.monotonic()
     run = RunOutput(output)
@@ -319,7 +301,8 @@ def build_report(output: str | os.PathLike, report: Optional[str | os.PathLike] 
     dest.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_staging(dest)
     with ReportStaging(dest) as stage:
-        stats = _Report(run, stage.path, max(1, per_page), max(1, max_per_identity), max(1, rejects_per_page)).build()
+        stats = _Report(run, stage.path, max(1, per_page), max(1, max_per_identity), max(1, rejects_per_page),
+                        max(1, decisions_per_page), max(1, max_decisions)).build()
         (stage.path / MARKER).write_text(json.dumps({"output": str(run.root)}) + "\n", encoding="utf-8")
         stage.publish()
     stats.update(index=str(dest / "index.html"), seconds=round(time.monotonic() - t0, 2))

@@ -1,6 +1,7 @@
 """Reading a facekit run's output for the report: ``summary.json``, ``results.parquet``
-(streamed, bounded memory) and the crops the sinks wrote (``folders`` files or ``mxrec``
-records, located through the ``outputs`` column)."""
+(streamed, bounded memory), the crops the sinks wrote (``folders`` files or ``mxrec``
+records, located through the ``outputs`` column) and ``decisions.tsv`` (the dataset-level
+decisions, when the run made any)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import bisect
 import json
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import cv2
@@ -16,11 +18,19 @@ import pyarrow.parquet as pq
 
 from facekit.errors import FacekitError, RecordIOError
 from facekit.formats.recordio import IndexedRecordIOReader, unpack
+from facekit.formats.tsv import unescape
 
 SUMMARY = "summary.json"
 RESULTS = "results.parquet"
 COLUMNS = ("path", "identity", "label", "reason", "detail", "face", "score", "box", "landmarks", "outputs",
            "similarity", "flag")
+#: columns of newer runs, read when present (None in every row of an older output):
+#: ``transform`` and ``aligned`` cut a rejected face from its source image; the ``clean``
+#: stage's ``duplicate_of`` and ``cluster``; ``merge_with`` (the identity a face was written
+#: under when a decision moved it: a merge or a split)
+OPTIONAL = ("aligned", "transform", "duplicate_of", "cluster", "merge_with")
+DECISIONS = "decisions.tsv"
+DECISION_FIELDS = ("kind", "identity", "path", "other", "similarity", "decision", "detail")
 _SINK_KEY = re.compile(r"^sinks\[(\d+)\] \((?P<plugin>[^)]*)\)$")
 
 
@@ -71,6 +81,8 @@ class RunOutput:
         if missing:
             raise FacekitError(f"{self.results_path}: not a facekit results table (no column {', '.join(missing)})")
         self.rows = self._pf.metadata.num_rows
+        self.columns = list(COLUMNS) + [c for c in OPTIONAL if c in names]
+        self.absent = [c for c in OPTIONAL if c not in names]
         old = self.summary.get("output")
         self.sinks: list[tuple[str, Optional[Path]]] = []
         for key, info in (self.summary.get("sinks") or {}).items():
@@ -93,10 +105,85 @@ class RunOutput:
         """The results rows as dicts, in source order, ``batch`` rows in memory at a time.
         Raises FacekitError naming the file when a row group cannot be read."""
         try:
-            for b in self._pf.iter_batches(batch_size=batch, columns=list(COLUMNS)):
-                yield from b.to_pylist()
+            for b in self._pf.iter_batches(batch_size=batch, columns=self.columns):
+                for r in b.to_pylist():
+                    for c in self.absent:
+                        r[c] = None
+                    yield r
         except (OSError, ValueError) as e:
             raise FacekitError(f"{self.results_path}: unreadable: {' '.join(str(e).split())}") from None
+
+
+@dataclass
+class Decision:
+    """One line of ``decisions.tsv`` (``line``: its line number in the file)."""
+
+    kind: str
+    identity: str
+    path: str
+    other: str
+    similarity: Optional[float]
+    decision: str
+    detail: str
+    line: int
+    face: Optional[int] = None  # the face index in its image (a ``face`` column), None when not given
+
+
+def _text(field: str) -> str:
+    """A TSV field as ``results.parquet`` holds the same text (bytes that are not UTF-8 as
+    ``\\x..`` escapes), so names and paths compare equal."""
+    return unescape(field).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def read_decisions(path: Path, cap: int) -> tuple[list[Decision], dict[str, int]]:
+    """``decisions.tsv`` (a header line naming at least :data:`DECISION_FIELDS`, in any
+    order, and optionally ``face``; then one decision a line, fields escaped as
+    :mod:`facekit.formats.tsv` does; blank lines and lines starting with ``#`` are
+    skipped), streamed.
+
+    Returns ``(decisions, counts)``: the first ``cap`` decisions of each kind, in file
+    order, and how many lines each kind has. Raises FacekitError naming the file and line:
+    no header or a header without a field, a line with another number of fields than the
+    header, an empty kind, a similarity or face that is not a number.
+    """
+    kept: list[Decision] = []
+    counts: dict[str, int] = {}
+    try:
+        f = open(path, encoding="utf-8", errors="surrogateescape", newline="\n")
+    except OSError as e:
+        raise FacekitError(f"{path}: unreadable: {e.strerror or e}") from None
+    with f:
+        head = f.readline().rstrip("\n").rstrip("\r").split("\t")
+        missing = [c for c in DECISION_FIELDS if c not in head]
+        if missing:
+            raise FacekitError(f"{path}:1: not a decisions header (no field {', '.join(missing)}; "
+                               f"expected {' TAB '.join(DECISION_FIELDS)})")
+        at = {c: head.index(c) for c in DECISION_FIELDS}
+        for n, line in enumerate(f, 2):
+            line = line.rstrip("\n").rstrip("\r")
+            if not line.strip() or line.startswith("#"):
+                continue
+            v = line.split("\t")
+            if len(v) != len(head):
+                raise FacekitError(f"{path}:{n}: {len(v)} fields, the header has {len(head)}")
+            kind = unescape(v[at["kind"]]).strip()
+            if not kind:
+                raise FacekitError(f"{path}:{n}: empty kind")
+            counts[kind] = counts.get(kind, 0) + 1
+            if counts[kind] > cap:
+                continue
+            sim = v[at["similarity"]].strip()
+            try:
+                similarity = float(sim) if sim else None
+            except ValueError:
+                raise FacekitError(f"{path}:{n}: similarity {sim[:40]!r} is not a number") from None
+            face = v[head.index("face")].strip() if "face" in head else ""
+            if face and not face.isdigit():
+                raise FacekitError(f"{path}:{n}: face {face[:40]!r} is not a face index")
+            kept.append(Decision(kind, _text(v[at["identity"]]), _text(v[at["path"]]), _text(v[at["other"]]),
+                                 similarity, _text(v[at["decision"]]).strip(), _text(v[at["detail"]]), n,
+                                 int(face) if face else None))
+    return kept, counts
 
 
 class _RecSink:
