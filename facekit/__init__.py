@@ -17,6 +17,7 @@ if _sys.platform.startswith("linux"):
 
 from facekit.errors import ConfigError, FacekitError, RecordIOError, SampleRejected, one_line
 from facekit.hookspecs import hookimpl
+from facekit.models import ModelPath
 from facekit.params import FileName
 from facekit.pipeline.executor import Executor, ExecutorParams
 from facekit.stages import (
@@ -63,6 +64,7 @@ __all__ = [
     "FacekitError",
     "FileName",
     "InputPath",
+    "ModelPath",
     "Occlusion",
     "OptionalInputPath",
     "OutputPath",

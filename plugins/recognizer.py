@@ -17,7 +17,10 @@ log = logging.getLogger("facekit")
 
 
 class OnnxRecognizerParams(facekit.RecognizerParams, OnnxSessionParams, OnnxInputParams):
-    model: facekit.InputPath = Field(description="face-recognition ONNX model (one N x 3 x H x W or N x H x W x 3 input)")
+    model: facekit.ModelPath = Field(
+        description="face-recognition ONNX model (one N x 3 x H x W or N x H x W x 3 input), or a recognizer's name "
+        "from facekit models"
+    )
     flip: bool = Field(
         False, description="embed each face and its mirror image and sum the two (insightface's evaluation rule; "
         "facekit.clean's thresholds were calibrated so): twice the model time"

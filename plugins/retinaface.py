@@ -4,7 +4,8 @@ outputs (e.g. RetinaFace-MobileNet0.25), run on onnxruntime and decoded by facek
 (:mod:`facekit.vision.scrfd`, :mod:`facekit.vision.retinaface_onnx`; SCRFD results are identical to
 insightface's ``SCRFD.detect`` with one input size). insightface is not needed.
 
-No model is downloaded: give ``model: PATH``, or put one in InsightFace's model folder
+Running a config downloads nothing: give ``model: PATH``, or a model ``facekit models get``
+downloaded (``model: scrfd_500m``), or put one in InsightFace's model folder
 (``$INSIGHTFACE_HOME/models`` or ``~/.insightface/models``, e.g.
 ``buffalo_l/det_10g.onnx``). The model's inputs/outputs are checked when the config is
 validated.
@@ -82,8 +83,9 @@ def model_kind(path: Path) -> str:
 
 
 class RetinafaceParams(OnnxDetectorParams):
-    model: Optional[facekit.InputPath] = Field(
-        None, description="SCRFD/RetinaFace .onnx (default: the first one in ~/.insightface/models)"
+    model: Optional[facekit.ModelPath] = Field(
+        None, description="SCRFD/RetinaFace .onnx, or a model name from facekit models (scrfd_500m); default: the "
+        "first one in ~/.insightface/models"
     )
     threshold: float = Field(0.5, gt=0, lt=1, description="score threshold")
     nms: float = Field(0.4, gt=0, lt=1, description="NMS IoU threshold")
@@ -102,7 +104,8 @@ class RetinafaceParams(OnnxDetectorParams):
             if found is None:
                 raise ValueError(
                     "no detection model given and none found in "
-                    f"{insightface_model_root()}: set 'model: PATH' to a SCRFD/RetinaFace .onnx, or put "
+                    f"{insightface_model_root()}: set 'model: PATH' to a SCRFD/RetinaFace .onnx, or 'model: scrfd_500m' "
+                    "after 'facekit models get scrfd_500m', or put "
                     f"det_10g.onnx (from InsightFace's buffalo_l pack) in {insightface_model_root() / 'buffalo_l'}"
                 )
             model_kind(found)

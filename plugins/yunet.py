@@ -30,7 +30,10 @@ def check_model(path) -> None:
 
 
 class YunetParams(OnnxDetectorParams):
-    model: facekit.InputPath = Field(..., description="YuNet .onnx (OpenCV Zoo face_detection_yunet_2023mar)")
+    model: facekit.ModelPath = Field(
+        ..., description="YuNet .onnx (OpenCV Zoo face_detection_yunet_2023mar), or a model name from facekit "
+        "models: yunet_2023mar"
+    )
     threshold: float = Field(0.6, gt=0, lt=1, description="score threshold (sqrt(cls * obj))")
     nms: float = Field(0.3, gt=0, lt=1, description="NMS IoU threshold")
 

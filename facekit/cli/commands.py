@@ -1,5 +1,5 @@
 """facekit's built-in commands, a plugin like any other: ``eval``, ``pairs``,
-``mask-sheet``, ``overlap``, ``report``, ``show`` and the RecordIO tools ``inspect``, ``verify``, ``reindex``.
+``mask-sheet``, ``models``, ``overlap``, ``report``, ``show`` and the RecordIO tools ``inspect``, ``verify``, ``reindex``.
 
 Found through the ``facekit`` entry-point group (``commands = "facekit.cli.commands"`` in
 ``pyproject.toml``) and added by the ``register_commands(cli)`` hook, exactly as a
@@ -18,6 +18,7 @@ def register_commands(cli):
     from facekit.cli import rec
     from facekit.cli.eval import eval_command
     from facekit.cli.masks import mask_sheet_command
+    from facekit.cli.models import models_command
     from facekit.cli.overlap import overlap_command
     from facekit.cli.pairs import pairs_command
     from facekit.cli.report import report_command, show_command
@@ -25,6 +26,7 @@ def register_commands(cli):
     cli.add_command(eval_command)
     cli.add_command(pairs_command)
     cli.add_command(mask_sheet_command)
+    cli.add_command(models_command)
     cli.add_command(overlap_command)
     cli.add_command(report_command)
     cli.add_command(show_command)
