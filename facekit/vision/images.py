@@ -71,6 +71,29 @@ def os_error_detail(e: OSError) -> str:
     return f"{type(e).__name__}: {e.strerror or e}"
 
 
+def _open_regular(path, max_bytes: int) -> tuple[int, int]:
+    """``(descriptor, size)`` of regular file ``path`` opened non-blocking, its type and
+    size checked on the descriptor (:func:`read_file`); the caller closes it. Raises
+    SampleRejected (``unreadable``, ``too_large``)."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as e:
+        raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SampleRejected(UNREADABLE, f"not a regular file: {file_kind(st.st_mode)}")
+        if st.st_size > max_bytes:
+            raise SampleRejected(TOO_LARGE, f"{st.st_size} bytes > limit {max_bytes}")
+    except OSError as e:
+        os.close(fd)
+        raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
 def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """Read a whole regular file of at most ``max_bytes`` bytes; never blocks.
 
@@ -88,17 +111,8 @@ def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
             link loop, ...; or not a regular file: folder, FIFO, device, socket),
             ``too_large`` (more than ``max_bytes`` bytes).
     """
+    fd, size = _open_regular(path, max_bytes)
     try:
-        fd = os.open(path, _OPEN_FLAGS)
-    except OSError as e:
-        raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise SampleRejected(UNREADABLE, f"not a regular file: {file_kind(st.st_mode)}")
-        size = st.st_size
-        if size > max_bytes:
-            raise SampleRejected(TOO_LARGE, f"{size} bytes > limit {max_bytes}")
         data = os.read(fd, size + 1)
         if len(data) != size:  # the file changed since fstat (or a short read): read on, bounded
             chunks, total = [data], len(data)
@@ -116,6 +130,59 @@ def read_file(path: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     finally:
         os.close(fd)
     return data
+
+
+#: bytes of a file's start that :func:`image_format` looks at (its longest signature needs 18)
+SNIFF_BYTES = 32
+
+
+def read_head(path: str, max_bytes: int = MAX_FILE_BYTES, n: int = SNIFF_BYTES) -> bytes:
+    """The first ``n`` bytes (fewer if the file is shorter) of regular file ``path``, with
+    :func:`read_file`'s checks (opened non-blocking, type and size checked on the opened
+    descriptor): one bounded read, never the whole file.
+
+    Raises:
+        SampleRejected: ``unreadable``, ``too_large`` (as :func:`read_file`).
+    """
+    fd, _ = _open_regular(path, max_bytes)
+    try:
+        return os.read(fd, n)
+    except OSError as e:
+        raise SampleRejected(UNREADABLE, os_error_detail(e)) from None
+    finally:
+        os.close(fd)
+
+
+_WHITESPACE = b" \t\r\n\v\f"
+
+
+def image_format(head: bytes) -> str | None:
+    """The image format whose signature starts ``head`` (a file's first
+    :data:`SNIFF_BYTES` bytes), among those :func:`decode_image` decodes: ``"JPEG"``,
+    ``"PNG"``, ``"GIF"`` (its first frame is decoded), ``"BMP"``, ``"WEBP"``, ``"TIFF"``
+    (BigTIFF too), ``"PPM"`` (PBM, PGM, PPM: ``P1`` to ``P6``), ``"JPEG2000"`` (JP2 file or
+    bare codestream); None for anything else (text, ``Thumbs.db``, ``.DS_Store``, ...).
+    Looks at signatures only: whether the rest of the file decodes is the decoder's call."""
+    b = head[:16]
+    if b[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if b[:8] == _PNG_SIGNATURE:
+        return "PNG"
+    if b[:6] in (b"GIF87a", b"GIF89a"):
+        return "GIF"
+    if b[:2] == b"BM":  # two letters a text may start with: the info header size must be known too
+        return "BMP" if len(head) >= 18 and struct.unpack_from("<I", head, 14)[0] in _BMP_DIB_SIZES else None
+    if b[:4] == b"RIFF" and b[8:12] == b"WEBP" and b[12:16] in (b"VP8 ", b"VP8L", b"VP8X"):
+        return "WEBP"
+    if b[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    if b[:12] == b"\x00\x00\x00\x0cjP  \r\n\x87\n" or b[:4] == b"\xff\x4f\xff\x51":
+        return "JPEG2000"
+    if len(b) >= 4 and b[0:1] == b"P" and b[1:2] in b"123456" and b[2] in _WHITESPACE:
+        # netpbm: the magic number, whitespace, then the width or a comment
+        rest = b[3:].lstrip(_WHITESPACE)
+        return "PPM" if not rest or rest[:1] == b"#" or rest[:1].isdigit() else None
+    return None
 
 
 # ---- cheap header checks for bytes that pass through undecoded
