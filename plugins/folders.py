@@ -11,16 +11,37 @@ import os
 import re
 import stat
 import unicodedata
-from pathlib import Path
 
 from pydantic import Field, model_validator
 
 import facekit
 from facekit.formats import MARKER, aligned_lst_line, landmark_line
-from facekit.vision import MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_error_detail
+from facekit.vision import (
+    EMPTY_FILE,
+    MAX_FILE_BYTES,
+    NOT_AN_IMAGE,
+    SNIFF_BYTES,
+    TOO_LARGE,
+    UNREADABLE,
+    file_kind,
+    image_format,
+    os_error_detail,
+    read_head,
+)
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "bmp")
+#: extensions of the formats the decoder reads (JPEG, PNG, GIF, BMP, WebP, TIFF, netpbm,
+#: JPEG 2000): such a file is admitted without opening it (the decoder judges its bytes),
+#: any other is admitted when its first bytes are one of them (:func:`image_format`);
+#: and such an extension is what the folders sink drops from a source name to make a stem
+IMAGE_EXTENSIONS = (
+    "jpg", "jpeg", "jpe", "jfif", "png", "gif", "bmp", "dib", "webp", "tif", "tiff",
+    "pbm", "pgm", "ppm", "pnm", "jp2", "j2k", "j2c", "jpc", "jpf", "jpx",
+)
+IMAGE_SUFFIXES = frozenset("." + e for e in IMAGE_EXTENSIONS)
 BAD_NAME = "bad_name"
+UNSUPPORTED_FILE = "unsupported_file"
+#: what the formats are called in a reject's detail
+_FORMATS = "JPEG, PNG, GIF, BMP, WebP, TIFF, PBM/PGM/PPM, JPEG 2000"
 log = logging.getLogger("facekit.folders")
 #: the most bytes of a file or folder name where the file system cannot say (ext4, XFS,
 #: btrfs, tmpfs: NAME_MAX)
@@ -29,7 +50,12 @@ NAME_MAX = 255
 
 class FoldersSourceParams(facekit.SourceParams):
     root: facekit.InputPath = Field(description="folder with one sub-folder of images per identity")
-    extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="image file extensions (case-insensitive)")
+    extensions: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="admit only files with these extensions (case-insensitive), by their name; default: any file "
+        f"whose first bytes are an image ({_FORMATS}), whatever its name",
+    )
     max_file_mb: float = Field(
         MAX_FILE_BYTES / (1 << 20), gt=0, description="files larger than this many MiB are rejected (too_large)"
     )
@@ -182,14 +208,30 @@ class FoldersSource(facekit.Source):
     (``id_2`` before ``id_10``, so the folders sink's ``<prefix><label>`` folders are read
     back in label order).
 
-    Only regular files (after following symbolic links) with one of ``extensions`` are
-    yielded; every other entry is a reject: ``bad_name`` (a control character such as tab,
-    newline or CR, or bytes that are not UTF-8, in the identity or file name: such a name
-    would break every text output), ``unsupported_file`` (other extension, sub-folder),
-    ``unreadable`` (FIFO, device, socket, symbolic link loop or dangling link, folder that
-    cannot be listed), ``too_large`` (a linked file above ``max_file_mb``; other files are
-    checked when read: the limit travels in ``Sample.max_bytes`` when it is not the
-    default), ``not_in_identity_folder``. Nothing is opened while listing.
+    Content decides, not the name: regular files (after following symbolic links) are
+    yielded when their name ends in an image extension (:data:`IMAGE_EXTENSIONS`: the
+    decoder then judges the bytes, so a PNG saved as ``.jpg`` is read as the PNG it is) or,
+    whatever their name (``subject01.glasses``, ``00000007.jpg?w=1200&h=0``, no extension),
+    when their first :data:`~facekit.vision.SNIFF_BYTES` bytes are an image signature the
+    decoder reads (:func:`~facekit.vision.image_format`: JPEG, PNG, GIF, BMP, WebP, TIFF,
+    PBM/PGM/PPM, JPEG 2000): one bounded read of that file's start, never the whole file.
+    ``extensions``, when given, admits by name instead, as a filter: only those extensions,
+    nothing opened.
+
+    Every other entry is a reject: ``bad_name`` (a control character such as tab, newline
+    or CR, or bytes that are not UTF-8, in the identity or file name: such a name would
+    break every text output), ``not_an_image`` (a file whose first bytes are no image:
+    ``Thumbs.db``, ``.DS_Store``, ``*.info``, logs), ``empty_file``, ``unsupported_file``
+    (sub-folder; with ``extensions``, another extension), ``unreadable`` (FIFO, device,
+    socket, symbolic link loop or dangling link, folder that cannot be listed),
+    ``too_large`` (a linked or sniffed file above ``max_file_mb``; other files are checked
+    when read: the limit travels in ``Sample.max_bytes`` when it is not the default),
+    ``not_in_identity_folder``. Listing opens nothing; a file whose name has an image
+    extension is not opened before the worker reads it.
+
+    When more than half of the items are ``unsupported_file`` or ``not_an_image`` rejects
+    of the source, one warning line says so with the counts (a folder of the wrong files,
+    or an ``extensions`` filter that refuses most of the data).
     """
 
     name = "folders"
@@ -200,7 +242,8 @@ class FoldersSource(facekit.Source):
         root = params.root
         if not root.is_dir():
             raise facekit.ConfigError(f"folders source: root {root} is not a folder")
-        self.exts = {"." + e.lower().lstrip(".") for e in params.extensions}
+        #: the extensions admitted by name, None: admitted by content
+        self.exts = None if params.extensions is None else {"." + e.lower().lstrip(".") for e in params.extensions}
         self.max_bytes = int(params.max_file_mb * (1 << 20))
 
     def _top(self, listed=None):
@@ -250,7 +293,9 @@ class FoldersSource(facekit.Source):
         differ only in Unicode normalisation are one identity (its NFC name), their images
         one run, the NFC-named folder's first; a warning names them."""
         key = 0
-        exts = self.exts
+        exts = IMAGE_SUFFIXES if self.exts is None else self.exts
+        junk: dict[str, int] = {UNSUPPORTED_FILE: 0, NOT_AN_IMAGE: 0}
+        n = 0  # items yielded (the warning's denominator)
         max_bytes = self.max_bytes
         Sample = facekit.Sample
         limit = max_bytes if max_bytes != MAX_FILE_BYTES else None
@@ -262,12 +307,14 @@ class FoldersSource(facekit.Source):
         for identity, path, kind, files, error in self._top(listed):
             if kind == "skip":
                 continue
-            if kind == "file":
-                yield facekit.Reject(path, "not_in_identity_folder", "files must be in ROOT/<identity>/")
+            if kind == "file" or files is None:
+                n += 1
+                if kind == "file":
+                    yield facekit.Reject(path, "not_in_identity_folder", "files must be in ROOT/<identity>/")
+                else:
+                    yield facekit.Reject(path, UNREADABLE, f"identity folder: {error}", identity)
                 continue
-            if files is None:
-                yield facekit.Reject(path, UNREADABLE, f"identity folder: {error}", identity)
-                continue
+            n += len(files)
             bad_identity = name_problem(identity)
             check_names = bad_identity is not None or _bad_names([f.name for f in files])
             for f in files:
@@ -284,7 +331,25 @@ class FoldersSource(facekit.Source):
                     item = self._file(f, identity, key, limit)
                 if type(item) is Sample:
                     key += 1
+                elif item.reason in junk:
+                    junk[item.reason] += 1
                 yield item
+        if 2 * sum(junk.values()) > n:
+            log.warning("%s", self._junk_warning(junk, n))
+
+    def _junk_warning(self, junk: dict[str, int], n: int) -> str:
+        """The one-line warning of a run whose items are mostly files that are not images."""
+        total = sum(junk.values())
+        hint = "see rejects.tsv"
+        if junk[UNSUPPORTED_FILE] and self.exts is not None:
+            hint = (
+                f"extensions: {sorted(e[1:] for e in self.exts)} admits files by name: leave it out to admit "
+                "every file whose bytes are an image, whatever its name; " + hint
+            )
+        return (
+            f"folders source: {self.params.root}: {total} of {n} items ({100 * total // n}%) are not images: "
+            f"unsupported_file {junk[UNSUPPORTED_FILE]}, not_an_image {junk[NOT_AN_IMAGE]} ({hint})"
+        )
 
     def _file(self, f: os.DirEntry, identity: str, key: int, limit: int | None):
         """The one item (Sample or Reject) for entry ``f`` of an identity folder."""
@@ -293,23 +358,52 @@ class FoldersSource(facekit.Source):
         except OSError as e:
             return facekit.Reject(f.path, UNREADABLE, os_error_detail(e), identity)
         if kind == "dir":
-            return facekit.Reject(f.path, "unsupported_file", "sub-folder inside an identity folder", identity)
-        if _ext(f.name) not in self.exts:
-            return facekit.Reject(f.path, "unsupported_file", f"extension not in {sorted(self.exts)}", identity)
+            return facekit.Reject(f.path, UNSUPPORTED_FILE, "sub-folder inside an identity folder", identity)
+        ext = _ext(f.name)
+        if self.exts is not None and ext not in self.exts:
+            return facekit.Reject(f.path, UNSUPPORTED_FILE, f"extension not in {sorted(self.exts)}", identity)
         if kind == "other":
             return facekit.Reject(f.path, UNREADABLE, f"not a regular file: {file_kind(st.st_mode)}", identity)
         if st is not None and st.st_size > self.max_bytes:
             return facekit.Reject(f.path, TOO_LARGE, f"{st.st_size} bytes > limit {self.max_bytes}", identity)
+        if self.exts is None and ext not in IMAGE_SUFFIXES:  # the name says nothing: the first bytes decide
+            try:
+                head = read_head(f.path, self.max_bytes)
+            except facekit.SampleRejected as e:
+                return facekit.Reject(f.path, e.reason, e.detail, identity)
+            if not head:
+                return facekit.Reject(f.path, EMPTY_FILE, "file has 0 bytes", identity)
+            if image_format(head) is None:
+                return facekit.Reject(
+                    f.path, NOT_AN_IMAGE, f"no image format recognised in its first bytes ({_FORMATS})", identity
+                )
         return facekit.Sample(key=key, path=f.path, identity=identity, max_bytes=limit)
 
 
+_FORMAT_EXTENSIONS = {"PNG": ".png", "BMP": ".bmp", "GIF": ".gif", "WEBP": ".webp", "TIFF": ".tif"}
+
+
 def _extension(data: bytes) -> str:
-    """File extension for encoded image bytes, from their signature (JPEG if unknown)."""
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return ".png"
-    if data[:2] == b"BM":
-        return ".bmp"
-    return ".jpg"
+    """File extension for encoded image bytes, from their signature (:func:`image_format`;
+    JPEG if unknown)."""
+    if data[:3] == b"\xff\xd8\xff":  # aligned crops: JPEG
+        return ".jpg"
+    fmt = image_format(data[:SNIFF_BYTES])
+    if fmt == "PPM":
+        return (".pbm", ".pgm", ".ppm")[(data[1] - ord("1")) % 3]
+    if fmt == "JPEG2000":
+        return ".jp2" if data[:1] == b"\x00" else ".j2k"
+    return _FORMAT_EXTENSIONS.get(fmt, ".jpg")
+
+
+def image_stem(path: str) -> str:
+    """The name of the file at ``path`` without its extension when that is an image
+    extension (:data:`IMAGE_EXTENSIONS`: ``a.jpg`` -> ``a``), else the whole name
+    (``subject01.glasses``, ``00000007.jpg?w=1200&h=0``): the part of a name the folders
+    sink keeps."""
+    name = os.path.basename(path)
+    ext = _ext(name)
+    return name[: -len(ext)] if ext in IMAGE_SUFFIXES else name
 
 
 def fit_name(stem: str, tail: str = "", limit: int = NAME_MAX) -> str:
@@ -371,6 +465,12 @@ class FoldersSinkParams(facekit.Params):
 
 class FoldersSink(facekit.Sink):
     """Kept faces as ``<path>/<prefix><label>/<stem>_<face_id>.<ext>`` plus side files.
+
+    ``<stem>`` is the source file's name less its extension when that is an image extension
+    (:func:`image_stem`: ``a.jpg`` -> ``a``; ``subject01.glasses`` and
+    ``00000007.jpg?w=1200&h=0`` stay whole); ``<ext>`` says what the bytes are (aligned
+    crops: ``.jpg``; bytes passed through keep their format: ``.png``, ``.webp``, ``.tif``,
+    ``.pgm``, ``.jp2``, ...).
 
     Every sample written is its own file: a name already used in the identity's folder
     (``a.jpg`` and ``a.png``; several variants of one face from an augmenter) gets
@@ -450,7 +550,7 @@ class FoldersSink(facekit.Sink):
             stem = s.stem.rpartition("/")[2]
             face = "" if s.face_id == 0 else f"_{s.face_id}"
         else:
-            stem, face = Path(s.path).stem, f"_{s.face_id}"
+            stem, face = image_stem(s.path), f"_{s.face_id}"
         limit = self.name_max
         name = fit_name(stem, face + ext, limit)
         n = 1

@@ -67,7 +67,7 @@ def test_bad_files_go_to_rejects_with_reason(tmp_path, bad_root, scrfd_model):
         "d_corrupt.jpg": "corrupt",
         "e_empty.jpg": "empty_file",
         "f_text.jpg": "not_an_image",
-        "g_notes.txt": "unsupported_file",
+        "g_notes.txt": "not_an_image",  # issue 29 part 1: its first bytes are no image
     }
     assert s.faces_kept == 2 and s.identities_written == 1
     assert s.images_read == 6  # the stray file and the .txt are never read as images
@@ -92,7 +92,7 @@ def test_passthrough_packing_rejects_bad_files(tmp_path, bad_root):
         "c_truncated.jpg": "truncated",
         "e_empty.jpg": "empty_file",
         "f_text.jpg": "not_an_image",
-        "g_notes.txt": "unsupported_file",
+        "g_notes.txt": "not_an_image",  # issue 29 part 1: its first bytes are no image
     }
     assert s.faces_kept == 3 and s.images_read == 6
 
