@@ -1,6 +1,7 @@
 """Cleaning and merging measured through the real pipeline, as a user runs it (issue 26).
 
-    python benchmarks/eval_pipeline_cleaning.py [--work DIR] [--seed 0] [--splits 1] [--workers 2]
+    python benchmarks/eval_pipeline_cleaning.py [--work DIR] [--seed 0] [--splits 1] [--moved 0.05]
+        [--workers 2] [--mixed flag|split|cut]
 
 ``benchmarks/eval_cleaning.py`` measures facekit.clean's *functions* on cached embeddings;
 this script measures the same detectors end to end: it writes two source trees with
@@ -25,7 +26,7 @@ with the same settings reuses the trees and the run's kept shards) and their noi
   other 40% under the name ``Unknown_1``: a merge pair;
 - one identity that is two people: all crops of one person plus a 70/30 share of another
   (whose other crops are not used): ``mixed_identity``;
-- source ``B`` also holds ``--b-own`` (3) identities of its own (no noise);
+- source ``B`` also holds three identities of its own (no noise);
 - injected duplicates beside one original per kind in each plain identity of ``A``
   (``<stem>~<kind>.<ext>``, after the original in source order): ``copy`` (the same bytes),
   ``pixels`` (the same pixels, another PNG encoding), ``q75`` (JPEG quality 75), ``flip``
