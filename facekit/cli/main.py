@@ -71,11 +71,35 @@ def main():
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _load(config, output=None):
-    from facekit.pipeline.config import load_config
+#: help of ``--set`` (``run``, ``validate``, ``align``)
+SET_HELP = ("override a config key: KEY a dotted path (detector.threshold, sinks.0.path; N one past a list's end "
+            "adds an entry), VALUE read as YAML (0.6, abc, [1, 2], {plugin: folders, path: f}); paths resolve as in "
+            "the file; checked like the file, errors name the --set; repeatable, applied in order")
+
+
+def set_option(f):
+    """The ``--set KEY=VALUE`` option (repeatable) of the commands that load a config."""
+    return click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help=SET_HELP)(f)
+
+
+def parse_sets(sets) -> list:
+    """The :class:`facekit.pipeline.overrides.Override` of each ``--set``; a malformed one
+    ends the command with a one-line error (exit status 2)."""
+    from facekit.pipeline.overrides import parse_set
 
     try:
-        return load_config(config, output=output)
+        return [parse_set(s) for s in sets]
+    except ConfigError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+
+
+def _load(config, output=None, sets=()):
+    from facekit.pipeline.config import load_config
+
+    overrides = parse_sets(sets)
+    try:
+        return load_config(config, output=output, overrides=overrides)
     except ConfigError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(2)
@@ -83,9 +107,10 @@ def _load(config, output=None):
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
-def validate(config):
+@set_option
+def validate(config, sets):
     """Check a pipeline config (plugins, parameters, paths) without running it."""
-    spec = _load(config)
+    spec = _load(config, sets=sets)
     stages = [*spec.sources, spec.detector, spec.aligner, spec.recognizer, spec.face_quality, spec.cleaner,
               *spec.augmenters, *spec.sinks, spec.executor]
     click.echo(f"{config}: OK")
@@ -102,11 +127,18 @@ def validate(config):
 @click.option("-w", "--workers", type=click.IntRange(0, 512), help="workers: of the executor the config names (threads, processes, ray), else worker processes (as "
               "'workers: N'); 0: in this process, one shard at a time")
 @click.option("-q", "--quiet", is_flag=True, help="no progress bar")
-def run(config, output, workers, quiet):
+@set_option
+def run(config, output, workers, quiet, sets):
     """Run a pipeline: source -> detector -> aligner -> augmenters -> sinks."""
+    run_spec(_load(config, output, sets), workers, quiet)
+
+
+def run_spec(spec, workers: int | None = None, quiet: bool = False) -> None:
+    """Run a validated pipeline as ``facekit run`` does (``facekit align`` too): ``workers``
+    as ``-w``, the summary printed; any error ends the command with one line and its exit
+    status (1, 130 on Ctrl-C, 143 on SIGTERM)."""
     from facekit.pipeline.engine import run as run_pipeline
 
-    spec = _load(config, output)
     if workers is not None:
         spec.set_workers(workers)
 

@@ -22,6 +22,7 @@ from facekit.errors import ConfigError, FacekitError, one_line
 from facekit.params import path_problem
 from facekit.pipeline.decisions import MergeConfig
 from facekit.pipeline.identity import face_choice_stages
+from facekit.pipeline.overrides import Override, apply_overrides
 from facekit.pipeline.pathcheck import check_output, check_sinks
 from facekit.pipeline.sources import NAME_RE, default_name
 from facekit.plugins import Registry, get_registry
@@ -249,10 +250,15 @@ def _line_map(root) -> dict[tuple, int]:
 
 
 class _Errors:
-    def __init__(self, source: str, lines: dict):
+    def __init__(self, source: str, lines: dict, overridden: list[tuple[tuple, str]] = ()):
         self.source, self.lines, self.items = source, lines, []
+        self.overridden = overridden  # (location, label) of each override: errors there name it
 
     def add(self, loc: tuple, msg: str) -> None:
+        over = [(len(p), i, label) for i, (p, label) in enumerate(self.overridden) if loc[: len(p)] == p]
+        if over:  # the deepest override at or above loc, the later of two on one key
+            self.items.append(f"{max(over)[2]}: {msg}")
+            return
         line = None
         for n in range(len(loc), -1, -1):
             if loc[:n] in self.lines:
@@ -309,6 +315,7 @@ def load_config(
     path: str | os.PathLike,
     registry: Registry | None = None,
     output: str | os.PathLike | None = None,
+    overrides: list[Override] | None = None,
 ) -> PipelineSpec:
     """Read and validate a pipeline YAML file.
 
@@ -316,6 +323,8 @@ def load_config(
         path: the config file.
         registry: plugins to resolve against (default: the installed ones).
         output: overrides the config's ``output`` (relative to the current folder).
+        overrides: settings laid over the file's before it is validated (``--set``, see
+            :mod:`facekit.pipeline.overrides`); errors there name the override, not a line.
     Raises:
         ConfigError: unreadable file, bad YAML or any invalid setting (all listed at once).
     """
@@ -335,7 +344,8 @@ def load_config(
         raise ConfigError(f"{path}: not a YAML text file (byte {e.start} is not UTF-8)") from None
     if "\0" in text:
         raise ConfigError(f"{path}: not a YAML text file (it holds NUL bytes)")
-    return parse_config(text, source=str(path), config_dir=path.resolve().parent, registry=registry, output=output, config_path=path)
+    return parse_config(text, source=str(path), config_dir=path.resolve().parent, registry=registry, output=output, config_path=path,
+                        overrides=overrides)
 
 
 def parse_config(
@@ -345,6 +355,7 @@ def parse_config(
     registry: Registry | None = None,
     output: str | os.PathLike | None = None,
     config_path: Path | None = None,
+    overrides: list[Override] | None = None,
 ) -> PipelineSpec:
     """Validate a pipeline given as YAML text; see :func:`load_config`."""
     if len(text) > MAX_CONFIG_BYTES:
@@ -360,13 +371,14 @@ def parse_config(
         raise ConfigError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: a pipeline config must be a mapping with source, sinks, output")
+    overridden = apply_overrides(data, overrides or [])
     if output is not None:
         problem = path_problem(os.fspath(output))
         if problem:
             raise ConfigError(f"output {os.fspath(output)!r} (given instead of the config's): {problem}")
         data["output"] = str(Path(output).resolve())
     registry = registry or get_registry()
-    errs = _Errors(source, _line_map(root))
+    errs = _Errors(source, _line_map(root), overridden)
     ctx = {"config_dir": str(config_dir)}
     try:
         top = TopLevel.model_validate(data, context=ctx)
