@@ -152,7 +152,7 @@ def test_cli_start_imports_no_model_runtime():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     commands, loaded = (r.stdout.splitlines() + [""])[:2]
-    assert commands == "eval inspect mask-sheet models overlap pairs plugins reindex report run show validate verify"
+    assert commands == "align eval init inspect mask-sheet models overlap pairs plugins reindex report run show validate verify"
     assert loaded == "", f"the command line's start loaded {loaded}"
 
 
@@ -177,4 +177,4 @@ def test_plugins_load_once_when_a_pipeline_loads_them_first():
     assert r.returncode == 0, r.stderr
     first, *commands, after = r.stdout.split()
     assert (first, after) == ("1", "1"), f"plugins loaded {first} time(s), {after} after the command line started"
-    assert " ".join(commands) == "eval inspect mask-sheet models overlap pairs plugins reindex report run show validate verify"
+    assert " ".join(commands) == "align eval init inspect mask-sheet models overlap pairs plugins reindex report run show validate verify"

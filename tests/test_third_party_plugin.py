@@ -73,7 +73,7 @@ def test_listed_by_facekit_plugins(installed_plugin):
     assert {e["name"] for e in listing["executors"]["executors"]} == {"threads", "inprocess", "processes"}
     assert all(e["kind"] == "executor" for e in listing["executors"]["executors"])
     assert {c["name"] for c in listing["commands"]["commands"]} == {
-        "eval", "pairs", "mask-sheet", "models", "overlap", "report", "show", "inspect", "verify", "reindex"
+        "align", "eval", "init", "pairs", "mask-sheet", "models", "overlap", "report", "show", "inspect", "verify", "reindex"
     }
     r = subprocess.run([sys.executable, "-m", "facekit.cli", "plugins"], capture_output=True, text=True,
                        env=installed_plugin)
@@ -227,7 +227,7 @@ def test_failing_register_commands_leaves_the_cli_working(odd_plugins, tmp_path)
     r = facekit_cli("--help", env=odd_plugins)
     assert r.returncode == 0, r.stderr
     assert _commands(r.stdout) == {
-        "clash-ok", "eval", "hello", "inspect", "mask-sheet", "models", "overlap", "pairs", "plugins", "reindex", "report", "run", "show", "validate", "verify"
+        "align", "clash-ok", "eval", "hello", "init", "inspect", "mask-sheet", "models", "overlap", "pairs", "plugins", "reindex", "report", "run", "show", "validate", "verify"
     }, r.stdout
     # the failed hook's half-made command is not there; the others work
     r = facekit_cli("half", env=odd_plugins)

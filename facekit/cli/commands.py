@@ -1,4 +1,4 @@
-"""facekit's built-in commands, a plugin like any other: ``eval``, ``pairs``,
+"""facekit's built-in commands, a plugin like any other: ``align``, ``init``, ``eval``, ``pairs``,
 ``mask-sheet``, ``models``, ``overlap``, ``report``, ``show`` and the RecordIO tools ``inspect``, ``verify``, ``reindex``.
 
 Found through the ``facekit`` entry-point group (``commands = "facekit.cli.commands"`` in
@@ -16,13 +16,16 @@ import facekit
 def register_commands(cli):
     """Add the built-in commands to ``cli`` (the ``facekit`` :class:`click.Group`)."""
     from facekit.cli import rec
+    from facekit.cli.align import align_command
     from facekit.cli.eval import eval_command
+    from facekit.cli.init import init_command
     from facekit.cli.masks import mask_sheet_command
     from facekit.cli.models import models_command
     from facekit.cli.overlap import overlap_command
     from facekit.cli.pairs import pairs_command
     from facekit.cli.report import report_command, show_command
 
+    cli.add_command(align_command)
     cli.add_command(eval_command)
     cli.add_command(pairs_command)
     cli.add_command(mask_sheet_command)
@@ -30,5 +33,6 @@ def register_commands(cli):
     cli.add_command(overlap_command)
     cli.add_command(report_command)
     cli.add_command(show_command)
+    cli.add_command(init_command)
     for cmd in rec.main.commands.values():  # inspect, verify, reindex
         cli.add_command(cmd)
