@@ -457,18 +457,22 @@ def consistency(o: Outputs) -> list[str]:
     """Disagreements between decisions.tsv, results.parquet and summary.json."""
     problems = []
     faces = {(o.rel(r["path"]), r["face"]): r for r in o.results if r["face"] is not None}
+    per_face: dict = {}  # a face may have several lines (the clean stage's, the merge step's)
     for d in o.decisions:
-        if d["kind"] == "merge":
-            continue
-        key = (o.rel(d["path"]), int(d["face"]))
+        if d["kind"] != "merge":
+            per_face.setdefault((o.rel(d["path"]), int(d["face"])), []).append(d)
+    for key, ds in per_face.items():
         r = faces.get(key)
         if r is None:
-            problems.append(f"decisions.tsv {d['kind']} line names {key}, which results.parquet does not have")
+            problems.append(f"decisions.tsv {ds[0]['kind']} line names {key}, which results.parquet does not have")
             continue
-        if d["decision"] == "reject" and r["reason"] != d["kind"]:
-            problems.append(f"{key}: decisions.tsv rejects it {d['kind']}, results.parquet says reason {r['reason']!r}")
-        if d["decision"] == "flag" and (r["reason"] is not None or r["flag"] != d["kind"]):
-            problems.append(f"{key}: decisions.tsv flags it {d['kind']}, results.parquet says reason "
+        rejects = [d["kind"] for d in ds if d["decision"] == "reject"]
+        flags = [d["kind"] for d in ds if d["decision"] == "flag"]
+        # the face is rejected by its first reject, else flagged by its first flag
+        if rejects and r["reason"] != rejects[0]:
+            problems.append(f"{key}: decisions.tsv rejects it {rejects[0]}, results.parquet says reason {r['reason']!r}")
+        if not rejects and flags and (r["reason"] is not None or r["flag"] != flags[0]):
+            problems.append(f"{key}: decisions.tsv flags it {flags[0]}, results.parquet says reason "
                             f"{r['reason']!r} flag {r['flag']!r}")
     counts: dict = {}
     for d in o.decisions:

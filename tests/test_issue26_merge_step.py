@@ -107,7 +107,8 @@ def test_two_sources_one_person_merged(tmp_path, trees, scrfd_model, rec_model):
     merges = [d for d in dec if d[0] == "merge"]
     assert [(d[1], d[4], d[6]) for d in merges] == [("a/X", "b/Xb", "merge")]
     assert float(merges[0][5]) >= 0.75
-    assert [(d[0], d[6]) for d in dec if d[2].endswith("copy_of_y.png")] == [("copy", "reject")]
+    # Y's face filed under Z: the clean stage's label_noise flag and the step's copy reject, a line each
+    assert [(d[0], d[6]) for d in dec if d[2].endswith("copy_of_y.png")] == [("label_noise", "flag"), ("copy", "reject")]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["decisions"]["merge"]["identities_merged_away"] == 1
     assert summary["decisions"]["merge"]["threshold"] == 0.75
@@ -123,7 +124,9 @@ def test_propose_lists_the_merge_without_applying_it(tmp_path, trees, scrfd_mode
     assert _rec_labels(out / "rec") == [0] * 10 + [1] * 8 + [2] * 10 + [3] * 9  # the flagged copy kept in Z
     assert [(d[0], d[1], d[4], d[6]) for d in _decisions(out) if d[0] == "merge"] == [("merge", "a/X", "b/Xb", "propose")]
     flagged = [r for r in _rows(out) if r["path"].endswith("copy_of_y.png")]
-    assert flagged[0]["reason"] is None and flagged[0]["flag"] == "copy"
+    assert flagged[0]["reason"] is None and flagged[0]["flag"] == "label_noise"  # the first decision's flag
+    assert [(d[0], d[6]) for d in _decisions(out) if d[2].endswith("copy_of_y.png")] == [("label_noise", "flag"),
+                                                                                          ("copy", "flag")]
 
 
 def test_reviewed_decisions_change_exactly_those(tmp_path, trees, scrfd_model, rec_model):

@@ -82,60 +82,67 @@ def apply_face_decisions(
 ) -> None:
     """List and apply the per-face decisions of a shard, in place, in source order.
 
-    For each face a ``clean`` stage flagged or rejected (``Sample.flag``, a reject with a
-    face whose reason is one of :data:`CLEAN_KINDS`), a face split off (``mixed_identity``
-    with ``source_identity`` set), and each face ``calls`` decides on (the decision step's
-    own kinds): the decision a reviewed file gives it (``keep``, ``flag``, ``reject``)
-    wins over the run's; one line goes to ``writer`` with the decision applied."""
+    A face may have several decisions, each its own line: the ``clean`` stage's (a flag,
+    ``Sample.flag``, or a reject whose reason is one of :data:`CLEAN_KINDS`; a face split
+    off is ``mixed_identity``), the decision step's (``calls``: ``moved``, ``copy``,
+    ``overlap``) and a line a reviewer added. A reviewed file's decision for a line
+    (``keep``, ``flag``, ``reject``) replaces the run's. The face is then rejected when one
+    of its decisions says reject (the first one's reason), else flagged when one says flag
+    (the first one's kind), else kept without a flag; a split face whose ``mixed_identity``
+    decision is ``keep`` goes back to its source identity."""
     for oc in result.outcomes:
         if not oc.samples and not any(r.face is not None for r in oc.rejects):
             continue
         faces: list[tuple[Sample, Optional[Reject]]] = [(s, None) for s in oc.samples]
         faces += [(r.face, r) for r in oc.rejects if r.face is not None and r.reason in FACE_KINDS]
         for s, r in faces:
-            call = calls(s) if r is None else None
-            if call is not None:
-                kind, action = call.kind, call.action
-                other, sim, detail = call.other, call.similarity, call.detail
-            elif r is not None:
-                kind, action, other, sim, detail = r.reason, "reject", s.duplicate_of or "", s.similarity, r.detail
+            decs: list[list] = []  # [kind, action, other, similarity, detail]
+            if r is not None:
+                decs.append([r.reason, "reject", s.duplicate_of or "", s.similarity, r.detail])
             elif s.flag in CLEAN_KINDS:
-                kind, action, other, sim = s.flag, "flag", s.duplicate_of or "", s.similarity
-                detail = ""
-                if s.flag == "mixed_identity" and s.source_identity is not None:
-                    other = s.identity
-            elif edits is not None and (s.path, s.face_id) in edits.faces:  # a face the run kept, reviewed
-                kind, action, other, sim, detail = edits.faces[(s.path, s.face_id)][0], "keep", "", s.similarity, ""
-            else:
+                split = s.flag == "mixed_identity" and s.source_identity is not None
+                decs.append([s.flag, "flag", s.identity if split else (s.duplicate_of or ""), s.similarity, ""])
+            call = calls(s) if r is None else None
+            if call is not None and all(d[0] != call.kind for d in decs):
+                decs.append([call.kind, call.action, call.other, call.similarity, call.detail])
+            if edits is not None:
+                for kind in edits.kinds(s.path, s.face_id):
+                    if all(d[0] != kind for d in decs):  # a line the reviewer added: the run kept the face
+                        decs.append([kind, "keep", "", s.similarity, ""])
+            if not decs:
                 continue
-            want = edits.face(s.path, s.face_id) if edits is not None else None
-            if want is not None and want != action:
-                detail = f"decided by a reviewer ({edits.path.name}:{edits.faces[(s.path, s.face_id)][2]}); the run said {action}"
-                _set(oc, s, r, kind, want, detail)
-                action = want
-            elif call is not None:
-                _set(oc, s, r, kind, action, detail)
+            for d in decs:
+                want = edits.face(d[0], s.path, s.face_id) if edits is not None else None
+                if want is not None and want != d[1]:
+                    d[4] = f"decided by a reviewer ({edits.path.name}:{edits.line(d[0], s.path, s.face_id)}); the run said {d[1]}"
+                    d[1] = want
+            _settle(oc, s, r, decs)
             if writer is not None:
-                writer.add(Decision(kind, _base(s), s.path, s.face_id, other, sim, action, detail))
+                for kind, action, other, sim, detail in decs:
+                    writer.add(Decision(kind, _base(s), s.path, s.face_id, other, sim, action, detail))
 
 
-def _set(oc: Outcome, s: Sample, r: Optional[Reject], kind: str, action: str, detail: str) -> None:
-    """Make face ``s`` (kept, or rejected by ``r``) kept (``keep``), kept and flagged
-    ``kind`` (``flag``) or rejected ``kind`` (``reject``)."""
-    if action == "reject":
-        if r is None:
+def _settle(oc: Outcome, s: Sample, r: Optional[Reject], decs: list[list]) -> None:
+    """Put face ``s`` (kept, or rejected by ``r``) in the state its decisions say."""
+    rejected = [d for d in decs if d[1] == "reject"]
+    flagged = [d for d in decs if d[1] == "flag"]
+    if rejected:
+        kind, detail = rejected[0][0], rejected[0][4]
+        if r is not None and r.reason == kind:
+            return
+        if r is not None:
+            oc.rejects.remove(r)
+        else:
             oc.samples.remove(s)
-            oc.rejects.append(Reject(s.path, kind, detail, _base(s), s.required, s))
+        oc.rejects.append(Reject(s.path, kind, detail, _base(s), s.required, s))
         return
     if r is not None:
         oc.rejects.remove(r)
         _insert(oc.samples, s)
-    if action == "keep":
-        s.flag = ""
-        if kind == "mixed_identity" and s.source_identity is not None:  # not split after all
-            s.identity, s.source_identity = s.source_identity, None
-    else:
-        s.flag = kind
+    s.flag = flagged[0][0] if flagged else ""
+    unsplit = any(d[0] == "mixed_identity" and d[1] == "keep" for d in decs)
+    if unsplit and s.source_identity is not None and s.identity.startswith(s.source_identity + "#"):
+        s.identity, s.source_identity = s.source_identity, None  # not split after all
 
 
 # ---------------------------------------------------------------------------- collect
@@ -168,10 +175,10 @@ class Collector:
                 groups.setdefault(s.identity, []).append(s)
             if self.edits is not None:  # mark the reviewed lines that name a face of this run
                 for s in oc.samples:
-                    self.edits.face(s.path, s.face_id)
+                    self.edits.seen(s.path, s.face_id)
                 for r in oc.rejects:  # only the decisions' own rejects can be reviewed back
                     if r.face is not None and r.reason in FACE_KINDS:
-                        self.edits.face(r.face.path, r.face.face_id)
+                        self.edits.seen(r.face.path, r.face.face_id)
         for ident, faces in groups.items():
             emb = [s.embedding for s in faces if s.embedding is not None]
             if not emb:
@@ -244,8 +251,9 @@ class MovedCheck:
 
     def check(self, faces: list[Sample]) -> dict[int, FaceCall]:
         """``{id(sample): call}`` for the faces of ``faces`` that are moved."""
-        rows = [(s, self.col.index.get(s.identity if s.source_identity is None or s.identity not in self.col.index
-                                       else s.identity)) for s in faces if s.embedding is not None]
+        # a two-people identity's other person (flagged, not split) is that decision's, not moved
+        rows = [(s, self.col.index.get(s.identity)) for s in faces
+                if s.embedding is not None and s.flag != "mixed_identity"]
         rows = [(s, o) for s, o in rows if o is not None]
         if not rows:
             return {}

@@ -134,7 +134,7 @@ class DecisionsWriter:
 
 @dataclass
 class Edits:
-    """An edited decisions file: ``faces[(path, face)]`` -> (kind, decision, line);
+    """An edited decisions file: ``faces[(kind, path, face)]`` -> (decision, line);
     ``merges[frozenset({a, b})]`` -> (decision, line); ``used``: the lines matched so far."""
 
     path: Path
@@ -142,13 +142,31 @@ class Edits:
     merges: dict
     used: set
 
-    def face(self, path: str, face: int) -> Optional[str]:
-        """The decision the file gives face ``(path, face)``, or None (the run's own)."""
-        hit = self.faces.get((path, face))
+    def __post_init__(self):
+        self._by_face: dict = {}
+        for (kind, p, f) in self.faces:
+            self._by_face.setdefault((p, f), []).append(kind)
+
+    def kinds(self, path: str, face: int) -> list[str]:
+        """The kinds of the lines naming face ``(path, face)``."""
+        return self._by_face.get((path, face), [])
+
+    def seen(self, path: str, face: int) -> None:
+        """Face ``(path, face)`` is in this run: its lines are matched."""
+        for kind in self._by_face.get((path, face), ()):
+            self.used.add(self.faces[(kind, path, face)][1])
+
+    def face(self, kind: str, path: str, face: int) -> Optional[str]:
+        """The decision the file gives face ``(path, face)`` for ``kind``, or None."""
+        hit = self.faces.get((kind, path, face))
         if hit is None:
             return None
-        self.used.add(hit[2])
-        return hit[1]
+        self.used.add(hit[1])
+        return hit[0]
+
+    def line(self, kind: str, path: str, face: int) -> int:
+        """The line number of that decision."""
+        return self.faces[(kind, path, face)][1]
 
     def merge(self, a: str, b: str) -> Optional[str]:
         """The decision the file gives the merge of identities ``a`` and ``b``, or None."""
@@ -160,7 +178,7 @@ class Edits:
 
     def unused(self) -> list[int]:
         """Lines that named no face or identity pair of this run."""
-        lines = {v[2] for v in self.faces.values()} | {v[1] for v in self.merges.values()}
+        lines = {v[1] for v in self.faces.values()} | {v[1] for v in self.merges.values()}
         return sorted(lines - self.used)
 
     def check_used(self) -> None:
@@ -221,9 +239,10 @@ def read_edits(path: Path) -> Edits:
                     raise ValueError
             except ValueError:
                 raise FacekitError(f"{path}:{n}: face {face!r} is not a face index (0, 1, ...)") from None
-            if (p, fi) in faces:
-                raise FacekitError(f"{path}:{n}: face {p!r} #{fi} is also on line {faces[(p, fi)][2]}")
-            faces[(p, fi)] = (kind, decision, n)
+            if (kind, p, fi) in faces:
+                raise FacekitError(f"{path}:{n}: the {kind} decision on face {p!r} #{fi} is also on line "
+                                   f"{faces[(kind, p, fi)][1]}")
+            faces[(kind, p, fi)] = (decision, n)
         else:
             raise FacekitError(
                 f"{path}:{n}: unknown kind {kind!r}: expected one of {', '.join((*FACE_KINDS, 'merge'))}"
