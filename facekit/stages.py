@@ -202,6 +202,16 @@ class SourceParams(Params):
     min_images: int = Field(
         2, ge=1, description="identities with fewer kept faces are left out of every sink and reported"
     )
+    max_images: Optional[int] = Field(
+        None, ge=1, description="at most this many images per identity: a seeded choice by the images' names "
+        "(the same on every run); the others are rejects over_max_images"
+    )
+    sample: Optional[float] = Field(
+        None, gt=0, le=1, description="keep this fraction of the identities (seeded, by name: 0.1 tries a pipeline "
+        "on a tenth of a dataset; a larger fraction keeps every identity a smaller one kept); the images of the "
+        "others are rejects not_sampled"
+    )
+    seed: int = Field(0, ge=0, description="seed of max_images and sample")
 
 
 class Source(Stage):

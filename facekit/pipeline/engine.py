@@ -48,6 +48,7 @@ from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageEr
 from facekit.pipeline.progress import ImagesDone
 from facekit.pipeline.publish import JOURNAL, STATE_DIR, Publication, clean_stale, recover
 from facekit.pipeline.results import RESULTS_FILE, ResultsWriter
+from facekit.pipeline.sampling import limit
 from facekit.pipeline.runlock import OutputLock
 from facekit.pipeline.shards import auto_shard_size, cut_shards
 from facekit.pipeline.work import WorkFolder
@@ -240,6 +241,7 @@ class _Run:
                 return work.reuse(shard, d)
 
             items = excluding(source, sp.exclude) if getattr(sp, "exclude", None) else source
+            items = limit(items, sp)  # sample, max_images (MultiSource applies them per source, inside)
             # the bar counts images as the workers finish them (ImagesDone, from any shard);
             # the results come in shard order
             shards = cut_shards(items, shard_size, *(taper or (None, 1)))

@@ -41,7 +41,8 @@ class MultiSource(Source):
 
     Not a plugin: the engine builds it from ``sources:`` (:class:`PipelineSpec`
     ``extra_sources``). ``params``: the first source's ``start_id`` and ``min_images``
-    (they apply to the whole run); ``exclude`` is applied per source, inside."""
+    (they apply to the whole run); ``exclude``, ``sample`` and ``max_images`` are applied
+    per source, inside."""
 
     kind = "source"
     name = "sources"
@@ -54,11 +55,12 @@ class MultiSource(Source):
 
     def __iter__(self) -> Iterator[Sample | Reject]:
         from facekit.pipeline.engine import excluding
+        from facekit.pipeline.sampling import limit
 
         offset = 0
         for name, src in zip(self.names, self.sources):
             ex = getattr(src.params, "exclude", None)
-            items = excluding(src, ex) if ex else src
+            items = limit(excluding(src, ex) if ex else src, src.params)
             top = -1
             for it in items:
                 if isinstance(it, Sample):
