@@ -531,6 +531,10 @@ def parse_config(
                 f"{sc.where} stores the faces' embeddings: add 'recognizer: {{plugin: onnx, model: ...}}' "
                 "(after an aligner, or on already aligned crops with no detector)",
             )
+        if getattr(sc.cls, "needs_landmarks", False) and not (det is not None and det.cls.provides_landmarks) \
+                and not all(getattr(c.cls, "provides_landmarks", False) for c in (src, *extra)):
+            why = f"{det.where} gives boxes only" if det is not None else "no detector finds them"
+            errs.add(("sinks", i), f"{sc.where} writes five landmarks, but {why}: add a landmark detector or a list of them")
     uniform = [i for i, sc in enumerate(sinks) if sc.cls.uniform_size]
     if det is not None and ali is None and uniform:
         errs.add(
