@@ -325,3 +325,109 @@ def test_reviewed_file_errors_name_the_line(tmp_path):
     p.write_text("\t".join(HEADER) + "\nlabel_noise\tA\tx.jpg\n")
     with pytest.raises(FacekitError, match=r"d.tsv:2: 3 fields, expected 8"):
         read_edits(p)
+
+
+def _copy_crops(src_root: Path, person: str, lo: int, hi: int, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in sorted((src_root / person).iterdir())[lo:hi]:
+        shutil.copy(f, dst / f.name)
+
+
+def test_a_rejected_face_kept_by_review_is_written(tmp_path, trees, scrfd_model, rec_model):
+    """issue 26 part 5 (review finding): a face the clean stage rejected (here the copy of
+    Y's crop under Z, rejected label_noise) and a reviewer keeps is written, with its crop."""
+    cfg = _config(tmp_path, scrfd_model, rec_model, "{identities: ignore, copies: ignore}",
+                  "", name="a.yaml").read_text().replace("label_noise: flag", "label_noise: reject")
+    (tmp_path / "a.yaml").write_text(cfg)
+    run(load_config(tmp_path / "a.yaml"), progress=False)
+    out = tmp_path / "out"
+    lines = (out / "decisions.tsv").read_text().splitlines()
+    target = [ln for ln in lines if "copy_of_y.png" in ln and ln.startswith("label_noise\t")]
+    assert target and "\treject\t" in target[0]
+    before = _rec_labels(out / "rec")
+    (tmp_path / "keep.tsv").write_text("\n".join([lines[0], target[0].replace("\treject\t", "\tkeep\t")]) + "\n")
+    (tmp_path / "b.yaml").write_text(cfg + "decisions: keep.tsv\n")
+    s = run(load_config(tmp_path / "b.yaml"), progress=False)
+    assert s.shards["reused"] == s.shards["count"]
+    row = [r for r in _rows(out) if r["path"].endswith("copy_of_y.png")][0]
+    assert row["reason"] is None and row["merge_with"] is None and row["outputs"][0] is not None
+    assert len(_rec_labels(out / "rec")) == len(before) + 1
+    r = facekit_cli("verify", out / "rec")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_split_and_merge_together(tmp_path, data_dir, scrfd_model, rec_model):
+    """issue 26 parts 3-4 (review finding): an identity split into two people whose second
+    person is merged with another identity, and whose first is merged with an identity of
+    another source: every identity's faces written together, labels contiguous."""
+    src = data_dir / "aligned_identities" / "kz_celebs_112"
+    if not src.is_dir():
+        pytest.skip(f"{src} is missing")
+    _copy_crops(src, "Aidana_Medenova", 0, 12, tmp_path / "a" / "X")
+    _copy_crops(src, "Ali_Okapov", 8, 16, tmp_path / "a" / "X")      # a second person in X
+    _copy_crops(src, "Aiya_Shalkar", 0, 8, tmp_path / "a" / "W")
+    _copy_crops(src, "Ali_Okapov", 0, 8, tmp_path / "a" / "Y")       # the same as X#2
+    _copy_crops(src, "Aidana_Medenova", 12, 22, tmp_path / "b" / "Xb")  # the same as X
+    cfg = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}").read_text()
+    (tmp_path / "m.yaml").write_text(cfg.replace("mixed: flag", "mixed: split"))
+    s = run(load_config(tmp_path / "m.yaml"), progress=False)
+    out = tmp_path / "out"
+    labels = _rec_labels(out / "rec")
+    assert labels == sorted(labels) and sorted(set(labels)) == list(range(s.identities_written))
+    assert s.identities_written == 3  # X + Xb, X#2 + Y, W
+    rows = [r for r in _rows(out) if r["reason"] is None]
+    label = {}
+    for r in rows:
+        split = r["merge_with"] is not None and r["merge_with"].startswith(r["identity"] + "#")
+        label.setdefault(r["merge_with"] if split else r["identity"], set()).add(r["label"])
+    assert all(len(v) == 1 for v in label.values())
+    assert label["b/Xb"] == label["a/X"] and label["a/Y"] == label["a/X#2"] != label["a/X"]
+    split_off = [r for r in rows if r["merge_with"] == "a/X#2"]
+    assert len(split_off) >= 8 + 4 and all("Ali_Okapov" in r["path"] for r in split_off)
+    # each label's rows are written together: the rec's labels never go back
+    assert [r["label"] for r in sorted(rows, key=lambda r: int(r["outputs"][0]))] == labels
+    summary = json.loads((out / "summary.json").read_text())["identities"]
+    assert summary["b/Xb"]["label"] == summary["a/X"]["label"] and summary["b/Xb"]["kept"] == 10
+
+
+def test_apart_between_merged_identities_is_refused(tmp_path, data_dir, scrfd_model, rec_model):
+    """issue 26 part 5 (review finding): a reviewer's 'apart' for two identities that
+    other merges still join is a one-line error naming the merges, never ignored."""
+    src = data_dir / "aligned_identities" / "kz_celebs_112"
+    if not src.is_dir():
+        pytest.skip(f"{src} is missing")
+    for name, lo in (("K1", 0), ("K2", 10), ("K3", 20)):
+        _copy_crops(src, "Aidana_Medenova", lo, lo + 10, tmp_path / "a" / name)
+    _copy_crops(src, "Ali_Okapov", 0, 8, tmp_path / "b" / "Y")
+    cfg = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}")
+    run(load_config(cfg), progress=False)
+    out = tmp_path / "out"
+    lines = (out / "decisions.tsv").read_text().splitlines()
+    merges = [ln for ln in lines if ln.startswith("merge\t")]
+    assert len(merges) == 3  # K1~K2, K1~K3, K2~K3
+    edited = [ln.replace("\tmerge\t", "\tapart\t") if ln.startswith("merge\ta/K1\t\t\ta/K2\t") else ln for ln in lines]
+    (tmp_path / "apart.tsv").write_text("\n".join(edited) + "\n")
+    again = _config(tmp_path, scrfd_model, rec_model, "{identities: apply}", "decisions: apart.tsv", name="r.yaml")
+    with pytest.raises(FacekitError, match=r"'a/K1' and 'a/K2' is 'apart'.*these merges join them"):
+        run(load_config(again), progress=False)
+
+
+def test_the_same_folder_as_two_sources(tmp_path, trees, scrfd_model, rec_model):
+    """issue 26 part 4 (review finding): the same images under two sources: each image's
+    second appearance is a copy of the first; the first is kept."""
+    cfg = write_config(tmp_path, f"""
+        output: out
+        sources:
+          - {{plugin: folders, root: a, name: one, min_images: 1}}
+          - {{plugin: folders, root: a, name: two}}
+        detector: {{plugin: retinaface, model: {scrfd_model}}}
+        aligner: {{plugin: arcface}}
+        recognizer: {{plugin: onnx, model: {rec_model}, flip: true}}
+        merge: {{identities: propose, copies: reject}}
+        sinks: [{{plugin: mxrec, path: rec}}]
+        """)
+    s = run(load_config(cfg), progress=False)
+    rows = _rows(tmp_path / "out")
+    assert {r["reason"] for r in rows if r["identity"].startswith("one/")} == {None}
+    assert {r["reason"] for r in rows if r["identity"].startswith("two/")} == {"copy"}
+    assert s.identities_written == 2

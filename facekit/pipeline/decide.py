@@ -137,6 +137,11 @@ def _settle(oc: Outcome, s: Sample, r: Optional[Reject], decs: list[list]) -> No
         oc.rejects.append(Reject(s.path, kind, detail, _base(s), s.required, s))
         return
     if r is not None:
+        if s.data is None:
+            raise FacekitError(
+                f"{s.path}: face {s.face_id} was rejected {r.reason} and its crop was not kept, so it cannot be "
+                "kept now: run the pipeline again with that check set to flag"
+            )
         oc.rejects.remove(r)
         _insert(oc.samples, s)
     s.flag = flagged[0][0] if flagged else ""
@@ -148,10 +153,22 @@ def _settle(oc: Outcome, s: Sample, r: Optional[Reject], decs: list[list]) -> No
 # ---------------------------------------------------------------------------- collect
 
 
+def ordinals(result: ShardResult) -> dict[int, int]:
+    """``{id(sample): k}``: each kept face's position among the shard's kept faces, in
+    source order (the same in a shard as finished and as read back from the work folder)."""
+    out, k = {}, 0
+    for oc in result.outcomes:
+        for s in oc.samples:
+            out[id(s)] = k
+            k += 1
+    return out
+
+
 class Collector:
     """Pass 1: per identity (as written: a split's ``<identity>#2`` is its own) its robust
-    centre, face count and shard; per kept face its content hash (SHA-256 of the encoded
-    crop) and owner. Memory: ``D`` floats an identity, ~40 bytes a face plus its path."""
+    centre, face count, resultant and shard; per kept face its content hash (16 bytes of
+    BLAKE2b of the encoded crop), owner and place (shard, position). Memory: ``D`` floats
+    an identity and its name, 28 bytes a face (MS1M's 5.8M faces: 160 MB)."""
 
     def __init__(self, edits: Optional[Edits] = None):
         self.names: list[str] = []
@@ -160,9 +177,10 @@ class Collector:
         self.counts = array("q")
         self.resultants = array("d")
         self.centres: Optional[np.ndarray] = None
-        self.hashes: list[bytes] = []
+        self.hashes = bytearray()
         self.owners = array("i")
-        self.faces: list[tuple[str, int]] = []
+        self.face_shard = array("i")
+        self.face_pos = array("i")
         self.edits = edits
 
     def add(self, result: ShardResult) -> None:
@@ -170,6 +188,7 @@ class Collector:
         from facekit.clean.identity import robust_centre
 
         groups: dict[str, list[Sample]] = {}
+        pos = ordinals(result)
         for oc in result.outcomes:
             for s in oc.samples:
                 groups.setdefault(s.identity, []).append(s)
@@ -202,9 +221,26 @@ class Collector:
             self.resultants.append(float(np.mean(x @ c, dtype=np.float64)))
             for s in faces:
                 if s.data is not None:
-                    self.hashes.append(hashlib.sha256(s.data).digest())
+                    self.hashes += hashlib.blake2b(s.data, digest_size=16).digest()
                     self.owners.append(n)
-                    self.faces.append((s.path, s.face_id))
+                    self.face_shard.append(result.index)
+                    self.face_pos.append(pos[id(s)])
+
+    def copies(self) -> list[tuple[int, int]]:
+        """Faces with the same content as an earlier face of another identity: ``(copy,
+        first)`` rows of the face arrays, in order. Linear in the faces (a sort)."""
+        n = len(self.owners)
+        if not n:
+            return []
+        h = np.frombuffer(bytes(self.hashes), dtype="S16")
+        order = np.lexsort((np.arange(n), h))
+        hs = h[order]
+        start = np.r_[True, hs[1:] != hs[:-1]]
+        head = order[np.maximum.accumulate(np.where(start, np.arange(n), 0))]
+        own = np.frombuffer(self.owners, dtype=np.int32) if n else np.zeros(0, np.int32)
+        m = own[order] != own[head]
+        pairs = sorted(zip(order[m].tolist(), head[m].tolist()))
+        return pairs
 
     def matrix(self) -> np.ndarray:
         """The ``(N, D)`` float32 unit centres, one row per identity of :attr:`names`."""
@@ -220,7 +256,7 @@ class Collector:
 class Plan:
     """What the replay changes. ``head``: member identity -> the identity it is written
     under (its merge group's first); ``members``: head -> its members in order;
-    ``copies``: face ``(path, face)`` -> the call on it; ``overlap``: identity -> the call
+    ``copies``: face ``(shard, position)`` (:func:`ordinals`) -> the call on it; ``overlap``: identity -> the call
     on its faces; ``moved``: the centre search for faces nearer another identity (or None)."""
 
     head: dict = field(default_factory=dict)
@@ -249,10 +285,13 @@ class MovedCheck:
             groups[col.index[member]] = col.index[head]
         self.groups = groups
 
-    def check(self, faces: list[Sample]) -> dict[int, FaceCall]:
-        """``{id(sample): call}`` for the faces of ``faces`` that are moved."""
+    def check(self, faces: list[Sample], owner: Optional[dict] = None) -> dict[int, FaceCall]:
+        """``{id(sample): call}`` for the faces of ``faces`` that are moved; ``owner``:
+        ``{id(sample): identity}`` for faces a merge moved (judged against the centre of
+        the identity they came from, which holds them)."""
+        owner = owner or {}
         # a two-people identity's other person (flagged, not split) is that decision's, not moved
-        rows = [(s, self.col.index.get(s.identity)) for s in faces
+        rows = [(s, self.col.index.get(owner.get(id(s), s.identity))) for s in faces
                 if s.embedding is not None and s.flag != "mixed_identity"]
         rows = [(s, o) for s, o in rows if o is not None]
         if not rows:
@@ -311,7 +350,7 @@ def _bins(cfg: MergeConfig, recognizer, col: Collector, plan: Plan) -> None:
 
 
 def decide(col: Collector, cfg: MergeConfig, edits: Optional[Edits], writer: Optional[DecisionsWriter],
-           recognizer=None) -> Plan:
+           recognizer=None, load: Optional[Callable[[int], ShardResult]] = None) -> Plan:
     """Pass 2: the plan (see :class:`Plan`), and the merge lines of decisions.tsv.
 
     Raises:
@@ -369,20 +408,41 @@ def decide(col: Collector, cfg: MergeConfig, edits: Optional[Edits], writer: Opt
             plan.members[head] = [col.names[m] for m in members[1:]]
             for m in members[1:]:
                 plan.head[col.names[m]] = head
+    group_of = {m: h for m, h in plan.head.items()}
+    for i, j, _, d, why in calls:  # a pair kept apart must not be joined through others
+        a, b = col.names[i], col.names[j]
+        if d == "apart" and group_of.get(a, a) == group_of.get(b, b):
+            via = [f"{col.names[x]}~{col.names[y]}" for x, y, _, dd, _ in calls if dd == "merge"
+                   and group_of.get(col.names[x], col.names[x]) == group_of.get(a, a)]
+            where = f" ({why})" if why else ""
+            raise FacekitError(
+                f"the merge of {a!r} and {b!r} is 'apart'{where}, but these merges join them: {', '.join(via)}; "
+                "set one of them to apart too"
+            )
     rec["merged_groups"] = len(plan.members)
     rec["identities_merged_away"] = len(plan.head)
     if writer is not None:
         for i, j, s, d, why in calls:
             writer.add(Decision("merge", col.names[i], "", None, col.names[j], s, d, why))
-    if cfg.copies != "ignore" and col.hashes:
-        from facekit.clean.merge import cross_identity_hashes
-
-        cp = cross_identity_hashes(col.hashes, np.asarray(col.owners, np.int64))
-        for a, b in zip(cp.a.tolist(), cp.b.tolist()):
-            pa_, fa = col.faces[a]
-            plan.copies.setdefault(col.faces[b], FaceCall(
-                "copy", cfg.copies, pa_, 1.0,
-                f"the same image as {pa_} (face {fa}) of identity {col.names[col.owners[a]]!r}"))
+    if cfg.copies != "ignore" and len(col.owners):
+        pairs = col.copies()
+        firsts: dict[int, dict[int, str]] = {}  # shard -> position -> path, read back below
+        for _, a in pairs:
+            firsts.setdefault(col.face_shard[a], {})[col.face_pos[a]] = ""
+        for shard, want in firsts.items():
+            if load is None:
+                raise FacekitError("decision step: copies need the kept shards")
+            res = load(shard)
+            pos = ordinals(res)
+            for oc in res.outcomes:
+                for smp in oc.samples:
+                    if pos[id(smp)] in want:
+                        want[pos[id(smp)]] = smp.path
+        for b, a in pairs:
+            first = firsts[col.face_shard[a]][col.face_pos[a]]
+            plan.copies[(col.face_shard[b], col.face_pos[b])] = FaceCall(
+                "copy", cfg.copies, first, 1.0,
+                f"the same image as {first} of identity {col.names[col.owners[a]]!r}")
         rec["copies"] = len(plan.copies)
     if cfg.bins:
         if recognizer is None:
@@ -406,47 +466,57 @@ class Replay:
         self.col, self.plan, self.load = col, plan, load
         self._cache: dict[int, ShardResult] = {}
 
-    def _faces_of(self, name: str) -> list[Sample]:
+    def _faces_of(self, name: str) -> list[tuple[Sample, tuple[int, int]]]:
+        """Identity ``name``'s kept faces with their places, from its own shard."""
         j = self.col.shard[self.col.index[name]]
         res = self._cache.get(j)
         if res is None:
             if len(self._cache) > 4:
                 self._cache.clear()
             res = self._cache[j] = self.load(j)
-        return [s for oc in res.outcomes for s in oc.samples if s.identity == name]
+        pos = ordinals(res)
+        return [(s, (j, pos[id(s)])) for oc in res.outcomes for s in oc.samples if s.identity == name]
 
     def apply(self, result: ShardResult, writer: Optional[DecisionsWriter], edits: Optional[Edits]) -> ShardResult:
         plan = self.plan
+        pos = ordinals(result)
+        place = {k: (result.index, p) for k, p in pos.items()}  # id(sample) -> (shard, position)
+        owner: dict[int, str] = {}  # id(sample) -> the identity it had before a merge
         # a merged identity's faces leave their own place ...
         if plan.head:
             for oc in result.outcomes:
                 if any(s.identity in plan.head for s in oc.samples):
                     oc.samples = [s for s in oc.samples if s.identity not in plan.head]
-        # ... and follow the last face of their group's first identity
+        # ... and follow the last item of their group's first identity (its source identity's
+        # run: the faces split off it and its rejected images included)
         if plan.members:
+            base_of = {s.identity: _base(s) for oc in result.outcomes for s in oc.samples if s.identity in plan.members}
             last: dict[str, int] = {}
             for i, oc in enumerate(result.outcomes):
-                for s in oc.samples:
-                    if s.identity in plan.members:
-                        last[s.identity] = i
+                bases = {oc.identity} | {_base(s) for s in oc.samples}
+                for head, base in base_of.items():
+                    if base in bases:
+                        last[head] = i
             for head in sorted(last, key=lambda h: -last[h]):  # from the end: positions stay valid
                 moved = []
                 for m in plan.members[head]:
-                    for s in self._faces_of(m):
-                        if s.source_identity is None:
-                            s.source_identity = s.identity
-                        s.identity = head
-                        moved.append(s)
+                    for smp, where in self._faces_of(m):
+                        place[id(smp)] = where
+                        owner[id(smp)] = smp.identity
+                        if smp.source_identity is None:
+                            smp.source_identity = smp.identity
+                        smp.identity = head
+                        moved.append(smp)
                 if moved:
                     oc = Outcome(head)
                     oc.samples = moved
                     result.outcomes.insert(last[head] + 1, oc)
         calls: dict[int, FaceCall] = {}
         if plan.moved is not None:
-            calls.update(plan.moved.check([s for oc in result.outcomes for s in oc.samples]))
+            calls.update(plan.moved.check([s for oc in result.outcomes for s in oc.samples], owner))
 
         def call(s: Sample) -> Optional[FaceCall]:
-            return (plan.copies.get((s.path, s.face_id)) or plan.overlap.get(_base(s)) or plan.overlap.get(s.identity)
+            return (plan.copies.get(place.get(id(s))) or plan.overlap.get(owner.get(id(s), s.identity))
                     or calls.get(id(s)))
 
         apply_face_decisions(result, writer, edits, call)

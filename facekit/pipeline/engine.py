@@ -316,7 +316,7 @@ class _Run:
         recognizer = spec.recognizer.build() if spec.merge.bins else None
         t = time.perf_counter()
         # the merge lines of a reviewed file are checked here, its face lines were marked in pass 1
-        plan = decide(collector, spec.merge, edits, writer, recognizer)
+        plan = decide(collector, spec.merge, edits, writer, recognizer, work.load)
         log.info("decision step: %d identities, %d merged away (%.1f s)", len(collector.names), len(plan.head),
                  time.perf_counter() - t)
         if edits is not None:

@@ -157,7 +157,10 @@ class IdentityGate:
         counts = self.counts
         for i, oc in enumerate(result.outcomes):
             for s in oc.samples:
-                c = counts.slot(s.identity)
+                # summary.json counts a merged identity's faces under its own name (with the
+                # label it was written under); a split's under the new identity
+                src = s.source_identity
+                c = counts.slot(s.identity if src is None or s.identity.startswith(src + "#") else src)
                 label = labels.get(s.identity)
                 if label is None:
                     n = len(faces[s.identity])

@@ -39,8 +39,8 @@ duplicate_of   string (null)            with a ``clean`` stage: the kept face th
                                         copies (``duplicate``)
 cluster        int32 (null)             with a ``clean`` stage, in a two-people
                                         identity: 0 its main person, 1 the other
-merge_with     string (null)            the identity the face was written under when a
-                                        decision moved it from ``identity``: the
+merge_with     string (null)            the identity a kept face was written under when
+                                        a decision moved it from ``identity``: the
                                         ``merge`` step joined its identity to another,
                                         or ``mixed: split`` made its cluster
                                         ``<identity>#2``; null: written under
@@ -144,6 +144,7 @@ class ResultsWriter:
         c["path"].append(_text(src.path))
         moved = s is not None and s.source_identity is not None
         c["identity"].append(_text(s.source_identity if moved else src.identity))
+        moved = moved and r is None  # merge_with: where a kept face was written
         c["label"].append(s.label if s is not None and r is None else -1)
         c["reason"].append(None if r is None else r.reason)
         c["detail"].append(None if r is None else _text(r.detail))

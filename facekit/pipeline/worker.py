@@ -446,9 +446,12 @@ class ShardWorker:
                     s.similarity = d.similarity
                 s.duplicate_of, s.cluster = d.duplicate_of, d.cluster
                 if d.reject:
+                    # the crop is kept (encoded as the sinks would get it, without augmenters'
+                    # variants): a reviewer may keep the face after all (decisions.tsv)
+                    data = s.data if s.data is not None or s.image is None else encode_jpeg(s.image, self.quality)
                     oc.samples.remove(s)
                     oc.rejects.append(Reject(s.path, d.reject, d.detail, oc.identity, s.required,
-                                             s.replace(image=None, data=None)))
+                                             s.replace(image=None, data=data)))
                     continue
                 if d.flag:
                     s.flag = d.flag
