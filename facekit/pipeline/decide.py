@@ -290,9 +290,9 @@ class MovedCheck:
         ``{id(sample): identity}`` for faces a merge moved (judged against the centre of
         the identity they came from, which holds them)."""
         owner = owner or {}
-        # a two-people identity's other person (flagged, not split) is that decision's, not moved
-        rows = [(s, self.col.index.get(owner.get(id(s), s.identity))) for s in faces
-                if s.embedding is not None and s.flag != "mixed_identity"]
+        # a two-people identity's other person (flagged mixed_identity) is judged too: its
+        # own line says which identity it is nearer (decisions.tsv keeps both lines)
+        rows = [(s, self.col.index.get(owner.get(id(s), s.identity))) for s in faces if s.embedding is not None]
         rows = [(s, o) for s, o in rows if o is not None]
         if not rows:
             return {}
