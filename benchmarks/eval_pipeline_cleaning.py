@@ -551,7 +551,7 @@ def score(o: Outputs, t: Truth) -> list[Row]:
     rows.append(flags_row("moved (nearer another identity)", mv,
                           f"'other' is the true person's identity for {n_right} of the moved crops found"))
     rows.append(flags_row("label_noise (far from own centre)", by_kind.get("label_noise", []),
-                          "a face also found moved is listed as moved only"))
+                          "each decision on a face is its own line: a face may be moved and label_noise"))
     rows.append(flags_row("moved or label_noise", mv + by_kind.get("label_noise", [])))
 
     # two people under one name (clean stage): results.parquet's cluster (1: the smaller
