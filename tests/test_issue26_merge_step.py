@@ -325,6 +325,9 @@ def test_reviewed_file_errors_name_the_line(tmp_path):
     p.write_text("\t".join(HEADER) + "\nlabel_noise\tA\tx.jpg\n")
     with pytest.raises(FacekitError, match=r"d.tsv:2: 3 fields, expected 8"):
         read_edits(p)
+    # saved by a spreadsheet: a byte order mark and CRLF line ends
+    p.write_bytes(("\ufeff" + "\t".join(HEADER) + "\r\nlabel_noise\tA\tx.jpg\t0\t\t\tkeep\t\r\n").encode("utf-8"))
+    assert read_edits(p).face("label_noise", "x.jpg", 0) == "keep"
 
 
 def _copy_crops(src_root: Path, person: str, lo: int, hi: int, dst: Path) -> None:

@@ -178,6 +178,10 @@ def run_spec(spec, workers: int | None = None, quiet: bool = False) -> None:
         click.echo(f"sink {where}: {json.dumps(st)}")
     click.echo(f"rejects file       {spec.output / 'rejects.tsv'}")
     click.echo(f"results table      {s.results}")
+    lines = s.decisions.get("lines", {})
+    if lines:  # a clean stage or a merge step: what to review
+        told = ", ".join(f"{k} {n}" for k, n in lines.items())
+        click.echo(f"decisions          {sum(lines.values())} in {spec.output / 'decisions.tsv'} ({told})")
     if s.report:
         click.echo(f"QA report          {s.report}")
 

@@ -43,7 +43,7 @@ from facekit.stages import Reject, Sample
 log = logging.getLogger("facekit")
 
 #: the reasons a ``clean`` stage gives (per face); the step's own are copy, moved, overlap
-CLEAN_KINDS = ("duplicate", "label_noise", "mixed_identity")
+CLEAN_KINDS = ("duplicate", "label_noise", "mixed_identity", "far_from_identity")
 
 
 def _base(s: Sample) -> str:

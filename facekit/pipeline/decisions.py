@@ -7,8 +7,8 @@ decision::
 
     kind  identity  path  face  other  similarity  decision  detail
 
-- ``kind``: ``duplicate``, ``label_noise``, ``mixed_identity`` (a ``clean`` stage's, per
-  face), ``moved`` (a face nearer another identity's centre than its own), ``copy`` (the
+- ``kind``: ``duplicate``, ``label_noise``, ``mixed_identity``, ``far_from_identity`` (a
+  ``clean`` stage's, per face; the last from ``select: identity``), ``moved`` (a face nearer another identity's centre than its own), ``copy`` (the
   same image under two identities), ``overlap`` (a face of an identity that is a person of
   a verification bin), ``merge`` (two identities that are one person: ``path`` empty).
 - ``identity``: the identity as the source names it (``<source>/<identity>`` with several
@@ -46,7 +46,7 @@ from facekit.stages import InputPath, Params
 
 DECISIONS_FILE = "decisions.tsv"
 HEADER = ("kind", "identity", "path", "face", "other", "similarity", "decision", "detail")
-FACE_KINDS = ("duplicate", "label_noise", "mixed_identity", "moved", "copy", "overlap")
+FACE_KINDS = ("duplicate", "label_noise", "mixed_identity", "far_from_identity", "moved", "copy", "overlap")
 FACE_DECISIONS = ("keep", "flag", "reject")
 MERGE_DECISIONS = ("merge", "apart", "propose")
 #: an edited decisions file larger than this is refused
@@ -203,7 +203,7 @@ def read_edits(path: Path) -> Edits:
         size = path.stat().st_size
         if size > MAX_BYTES:
             raise FacekitError(f"{path}: {size} bytes is too large for a decisions file")
-        text = path.read_bytes().decode("utf-8", "surrogateescape")
+        text = path.read_bytes().decode("utf-8", "surrogateescape").removeprefix("\ufeff")  # a spreadsheet's BOM
     except OSError as e:
         raise FacekitError(f"{path}: cannot read the decisions file: {e.strerror or e}") from None
     lines = text.split("\n")
