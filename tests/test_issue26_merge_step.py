@@ -434,3 +434,39 @@ def test_the_same_folder_as_two_sources(tmp_path, trees, scrfd_model, rec_model)
     assert {r["reason"] for r in rows if r["identity"].startswith("one/")} == {None}
     assert {r["reason"] for r in rows if r["identity"].startswith("two/")} == {"copy"}
     assert s.identities_written == 2
+
+
+def test_a_split_takes_a_free_name(tmp_path, data_dir, scrfd_model, rec_model):
+    """issue 26 part 3 (review finding): a source identity named ``X#2`` beside a
+    two-people ``X``: the split becomes ``X#3``; nothing is lost to a stage error."""
+    src = data_dir / "aligned_identities" / "kz_celebs_112"
+    if not src.is_dir():
+        pytest.skip(f"{src} is missing")
+    _copy_crops(src, "Aidana_Medenova", 0, 12, tmp_path / "a" / "X")
+    _copy_crops(src, "Ali_Okapov", 8, 16, tmp_path / "a" / "X")
+    _copy_crops(src, "Aiya_Shalkar", 0, 8, tmp_path / "a" / "X#2")
+    cfg = write_config(tmp_path, f"""
+        output: out
+        source: {{plugin: folders, root: a, min_images: 1}}
+        detector: {{plugin: retinaface, model: {scrfd_model}}}
+        aligner: {{plugin: arcface}}
+        recognizer: {{plugin: onnx, model: {rec_model}, flip: true}}
+        clean: {{mixed: split}}
+        sinks: [{{plugin: mxrec, path: rec}}]
+        shard_size: 100
+        workers: 0
+        """)
+    s = run(load_config(cfg), progress=False)
+    assert "stage_error" not in s.rejects
+    assert set(s.identities) >= {"X", "X#2", "X#3"} and s.identities_written == 3
+    rows = _rows(tmp_path / "out")
+    moved = [r for r in rows if r["merge_with"] == "X#3"]
+    assert moved and all("Ali_Okapov" in r["path"] for r in moved)
+    assert all("Aiya_Shalkar" in r["path"] for r in rows if r["identity"] == "X#2")
+
+    # in two shards the split cannot see the folder X#2: one line saying so, not a wrong dataset
+    text = cfg.read_text().replace("shard_size: 100", "shard_size: 20").replace("output: out", "output: out2")
+    cfg.write_text(text)
+    r = facekit_cli("run", cfg)
+    assert r.returncode == 1 and "has the name an earlier split took ('X' split into 'X#2')" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

@@ -90,6 +90,8 @@ class IdentityGate:
         self.admitted = 0
         self.dropped = 0
         self.counts = IdentityCounts()
+        #: the names splits took (``<identity>#k`` -> ``<identity>``): few, so a plain dict
+        self.split_names: dict[str, str] = {}
 
     def admit(self, result: ShardResult) -> list[Row]:
         """Decide the identities of ``result``; return its rows in source order.
@@ -108,6 +110,12 @@ class IdentityGate:
             for s in oc.samples:
                 base = s.identity if s.source_identity is None else s.source_identity
                 if base != current:
+                    if base in self.split_names:
+                        raise FacekitError(
+                            f"identity {base!r} of the source ({s.path}) has the name an earlier split took "
+                            f"({self.split_names[base]!r} split into {base!r}): rename that folder (a split takes "
+                            "a free name only among the identities of its own shard)"
+                        )
                     if base in bases or self.counts.was_decided(base):
                         raise FacekitError(
                             f"source yielded identity {base!r} again after other identities ({s.path}); "
@@ -126,6 +134,8 @@ class IdentityGate:
                     order.append(ident)
                 faces[ident].append(s)
                 first.setdefault(ident, (len(bases), ident != base))
+                if ident != base and ident.startswith(base + "#"):
+                    self.split_names.setdefault(ident, base)
         # each source identity before the identities split off it, whichever face came first
         order.sort(key=lambda ident: first[ident])
         labels: dict[str, int] = {}

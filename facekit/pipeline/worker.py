@@ -87,6 +87,16 @@ def check_move(identity: str, to: str, shard_identities) -> None:
         )
 
 
+def free_split_name(identity: str, taken, renamed: dict) -> str:
+    """``<identity>#k`` with the smallest k >= 2 that is not an identity of the shard
+    (``taken``) nor already given (``renamed``): a folder named ``Lido#2`` beside ``Lido``
+    does not take the split of ``Lido`` (which becomes ``Lido#3``)."""
+    k = 2
+    while f"{identity}#{k}" in taken or f"{identity}#{k}" in renamed.values():
+        k += 1
+    return f"{identity}#{k}"
+
+
 class WarnOnce:
     """A thread-safe flag for "the first stage error has been reported": one per run in a
     process, shared by the shard workers of the ``threads`` executor so that a stage failing
@@ -435,9 +445,14 @@ class ShardWorker:
                 decisions = self.cleaner.clean(ident, [s for _, s in faces])
                 if len(decisions) != len(faces):
                     raise ValueError(f"cleaner returned {len(decisions)} decisions for {len(faces)} faces")
+                renamed: dict[str, str] = {}
                 for (_, s), d in zip(faces, decisions):
                     if d.identity is not None and d.identity != s.identity and not d.reject:
-                        check_move(ident, d.identity, blocks)
+                        check_move(ident, d.identity, ())
+                        if d.identity in blocks or d.identity in renamed:  # a source identity has that name
+                            was = d.identity
+                            d.identity = renamed.setdefault(was, free_split_name(ident, blocks, renamed))
+                            d.detail = d.detail.replace(repr(was), repr(d.identity))
             except Exception as e:
                 self._fail(faces, e)
                 continue
