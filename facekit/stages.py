@@ -223,6 +223,11 @@ class Source(Stage):
 
     kind = "source"
     Params = SourceParams
+    #: whether the source may give an image's five landmarks (``Sample.landmarks``, with
+    #: ``Sample.box`` when known, in the image's pixels): the worker aligns such an image
+    #: with them and runs no detector on it, and a pipeline may have an aligner and no
+    #: detector (an image without landmarks is then a ``no_landmarks`` reject)
+    provides_landmarks: ClassVar[bool] = False
 
     def __iter__(self) -> Iterator[Sample | Reject]:
         raise NotImplementedError

@@ -479,8 +479,9 @@ def parse_config(
         )
 
     if ali is not None:
-        if det is None:
-            errs.add(("aligner",), f"{ali.where}: an aligner needs a detector (no faces to align)")
+        if det is None:  # a source's landmarks (the list source) align without a detector
+            if not all(getattr(s.cls, "provides_landmarks", False) for s in (src, *extra)):
+                errs.add(("aligner",), f"{ali.where}: an aligner needs a detector (no faces to align)")
         elif ali.cls.needs_landmarks and not det.cls.provides_landmarks:
             errs.add(
                 ("aligner",),

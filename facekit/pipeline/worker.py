@@ -40,6 +40,7 @@ from facekit.vision.images import MAX_FILE_BYTES, check_image_header, decode_ima
 log = logging.getLogger("facekit")
 
 ALIGN_FAILED = "align_failed"
+NO_LANDMARKS = "no_landmarks"
 BAD_EMBEDDING = "bad_embedding"
 NO_OUTPUT = "no_output"
 
@@ -162,6 +163,9 @@ class ShardWorker:
         #: holds whole identities)
         self.per_shard = self.cleaner is not None
         self.augmenters = [a.build() for a in spec.augmenters]
+        #: a source may give images' five landmarks (``Source.provides_landmarks``): those
+        #: images are aligned with them and not detected
+        self.listed = any(getattr(s.cls, "provides_landmarks", False) for s in spec.sources)
         self.quality = spec.quality
         #: the first stage error is logged once (per run: the threads executor shares one)
         self._warn_once = warn_once or WarnOnce()  # the reader thread reports errors too
@@ -341,18 +345,22 @@ class ShardWorker:
         aligned source's images pass as they are, keeping their file bytes)."""
         if not todo:
             return outs
-        if self.detector is not None:
+        run = [t for t in todo if t[1].landmarks is None] if self.listed else todo  # landmarks given: no detection
+        if self.detector is not None and run:
             try:
-                found = find_faces_batch(self.detector, [im for _, _, im in todo])
+                found = find_faces_batch(self.detector, [im for _, _, im in run])
             except Exception:  # the batch failed: each image on its own says which
                 found = []
-                for _, _, im in todo:
+                for _, _, im in run:
                     try:
                         found.append(find_faces_batch(self.detector, [im])[0])
                     except Exception as e:
                         found.append(e)
         else:
-            found = [None] * len(todo)
+            found = [None] * len(run)
+        if run is not todo:
+            detected = iter(found)
+            found = [None if t[1].landmarks is not None else next(detected) for t in todo]
         for (i, it, image), faces in zip(todo, found):
             try:
                 if isinstance(faces, Exception):
@@ -523,6 +531,11 @@ class ShardWorker:
         return item, decode_image(item.data)
 
     def _faces(self, sample: Sample, image: np.ndarray, faces) -> list[Sample]:
+        if faces is None and self.aligner is not None:  # not detected: the source's landmarks
+            if sample.landmarks is None:
+                raise SampleRejected(NO_LANDMARKS, "the source gives no five landmarks for this image and the "
+                                     "pipeline has no detector")
+            return [self._align(sample, image, sample.box, sample.landmarks)]
         if faces is not None:
             samples = []
             for i in range(len(faces)):
@@ -535,19 +548,24 @@ class ShardWorker:
                     identity=f"{sample.identity}_{i}" if sample.per_face_identity else sample.identity,
                 )
                 if self.aligner is not None:
-                    try:
-                        crop, M = self.aligner.align_face(image, faces.boxes[i], lmk)
-                    except ValueError as e:
-                        raise SampleRejected(ALIGN_FAILED, str(e)) from None
-                    s = s.replace(image=crop, data=None, transform=M)
-                    if M is not None and lmk is not None:
-                        s.aligned_landmarks = (lmk @ M[:, :2].T + M[:, 2]).astype(np.float32)
+                    s = self._align(s, image, faces.boxes[i], lmk)
                 else:
                     s = s.replace(image=image)
                 samples.append(s)
         else:
             samples = [sample.replace(image=image)]
         return samples
+
+    def _align(self, s: Sample, image: np.ndarray, box, lmk) -> Sample:
+        """``s`` with its face aligned: the crop, the transform, the landmarks in the crop."""
+        try:
+            crop, M = self.aligner.align_face(image, box, lmk)
+        except ValueError as e:
+            raise SampleRejected(ALIGN_FAILED, str(e)) from None
+        s = s.replace(image=crop, data=None, transform=M)
+        if M is not None and lmk is not None:
+            s.aligned_landmarks = (lmk @ M[:, :2].T + M[:, 2]).astype(np.float32)
+        return s
 
     def _encode(self, samples: list[Sample]) -> list[Sample]:
         """Augment then encode (JPEG at ``encode.quality``) the faces of one image; only the
