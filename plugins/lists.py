@@ -524,6 +524,8 @@ class ListSource(facekit.Source):
                     continue
                 yield Sample(key=key, path=full, identity=identity, box=box, landmarks=lmk, max_bytes=limit)
                 key += 1
+            if boxes is not None:
+                boxes.check_end()
         finally:
             if boxes is not None:
                 boxes.close()
@@ -591,10 +593,14 @@ class _Boxes:
             name = fields[self.t.path_col].strip() if isinstance(fields, list) and len(fields) > self.t.path_col else None
             return name, e, start
 
-    def close(self) -> None:
+    def check_end(self) -> None:
+        """Once the list has ended: one warning when the boxes file has rows left."""
         left = sum(1 for _ in self.rows) if not self.ended else 0
         if left:
             log.warning("list source: boxes %s has %d rows more than the list: not used", self.path, left)
+
+    def close(self) -> None:
+        """Close the file."""
         self.t.close()
 
 

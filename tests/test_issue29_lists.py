@@ -313,3 +313,36 @@ def test_a_million_row_list_streams_in_flat_memory(tmp_path):
         peaks[n] = peak
         p.unlink()
     assert peaks[1_000_000] <= 1.10 * peaks[100_000], peaks
+
+
+def test_vggface2_boxes_are_read_in_step_with_the_landmarks(tmp_path, data_dir):
+    """issue 29 part 3: VGGFace2's loose_bb_train.csv beside loose_landmark_train.csv:
+    row n gives row n's box (X,Y,W,H); a row naming another image is a one-line error
+    naming both files and lines; a box without area is a bad_row naming the boxes line;
+    a TSV with a label column reads too."""
+    from facekit_plugins.lists import ListSource, ListSourceParams
+
+    face = sorted((data_dir / "aligned_112").glob("*.jpg"))[0]
+    (tmp_path / "train" / "n000002").mkdir(parents=True)
+    for stem in ("0001_01", "0002_01"):
+        os.symlink(face, tmp_path / "train" / "n000002" / f"{stem}.jpg")
+    lm = ",".join(["38.5", "51.5", "73.5", "51.5", "56", "71.5", "41.5", "92", "70.5", "92"])
+    (tmp_path / "lm.csv").write_text(
+        "NAME_ID,P1X,P1Y,P2X,P2Y,P3X,P3Y,P4X,P4Y,P5X,P5Y\n" f"n000002/0001_01,{lm}\n" f"n000002/0002_01,{lm}\n"
+    )
+    params = dict(path=tmp_path / "lm.csv", boxes=tmp_path / "bb.csv", root=tmp_path / "train")
+    (tmp_path / "bb.csv").write_text("NAME_ID,X,Y,W,H\nn000002/0001_01,1,2,100,100\nn000002/0002_01,1,2,0,4\n")
+    first, second = list(ListSource(ListSourceParams(**params)))
+    assert first.path == str(tmp_path / "train" / "n000002" / "0001_01.jpg") and first.identity == "n000002"
+    assert first.box.tolist() == [1, 2, 101, 102] and first.landmarks.tolist()[2] == [56, 71.5]
+    assert second.reason == "bad_row" and second.detail == f"{tmp_path / 'bb.csv'}:3: box [1.0, 2.0, 0.0, 4.0] has no area"
+    (tmp_path / "bb.csv").write_text("NAME_ID,X,Y,W,H\nn000002/0001_01,1,2,100,100\nn000002/0003_01,1,2,3,4\n")
+    with pytest.raises(FacekitError) as e:
+        list(ListSource(ListSourceParams(**params)))
+    assert str(e.value) == (f"{tmp_path / 'bb.csv'}:3 names 'n000002/0003_01' but {tmp_path / 'lm.csv'}:3 names "
+                            "'n000002/0002_01': the boxes file must list the same images in the same order")
+
+    (tmp_path / "l.tsv").write_text('path\tlabel\nn000002/0001_01.jpg\t7\nn000002/0002_"01.jpg\t7\n')
+    items = list(ListSource(ListSourceParams(path=tmp_path / "l.tsv", root=tmp_path / "train")))
+    assert [(it.identity, type(it).__name__) for it in items] == [("7", "Sample"), ("7", "Reject")]
+    assert items[1].reason == "missing_file" and items[1].path.endswith('0002_"01.jpg')  # no CSV quoting in a TSV
