@@ -273,13 +273,29 @@ class MovedCheck:
     never ``N x N``; a face taken out of its own centre by its identity's count and
     resultant), asked shard by shard; identities of one merge group are not "other"."""
 
-    def __init__(self, col: Collector, plan: Plan, margin: float, action: str):
+    #: centre-face pairs above which the exact search warns with its estimated time
+    WARN_PAIRS = 10**10
+    #: seconds per centre-face pair of the exact search, measured on 2 cores (bench_decide.py)
+    PAIR_SECONDS = 25e-9
+
+    def __init__(self, col: Collector, plan: Plan, margin: float, action: str, index: str = "flat",
+                 nprobe: int = 64):
         from facekit.clean.moved import CentreIndex
 
         self.col, self.plan, self.margin, self.action = col, plan, margin, action
         n = len(col.names)
+        pairs = n * len(col.owners)
+        if index == "flat" and pairs > self.WARN_PAIRS:
+            log.warning(
+                "the moved check compares %d faces with %d identity centres exactly: about %.0f minutes on 2 cores; "
+                "'merge: {moved_index: ivf}' is faster and approximate, 'moved: ignore' skips it",
+                len(col.owners), n, pairs * self.PAIR_SECONDS / 60,
+            )
+        plan.record["moved"] = {"index": index, "approximate": index != "flat", "margin": margin,
+                                **({"nprobe": nprobe} if index != "flat" else {})}
         self.index = CentreIndex(col.matrix(), col.names, np.asarray(col.counts, np.int64),
-                                 np.clip(np.asarray(col.resultants, np.float64), 1e-6, 1.0))
+                                 np.clip(np.asarray(col.resultants, np.float64), 1e-6, 1.0),
+                                 index=index, nprobe=nprobe)
         groups = np.arange(n, dtype=np.int64)
         for member, head in plan.head.items():
             groups[col.index[member]] = col.index[head]
@@ -449,8 +465,8 @@ def decide(col: Collector, cfg: MergeConfig, edits: Optional[Edits], writer: Opt
             raise FacekitError("merge: bins need the pipeline's recognizer")
         _bins(cfg, recognizer, col, plan)
     if cfg.moved != "ignore" and n >= 2:
-        plan.moved = MovedCheck(col, plan, cfg.moved_margin, cfg.moved)
-    plan.record.update({"merge": rec})
+        plan.moved = MovedCheck(col, plan, cfg.moved_margin, cfg.moved, cfg.moved_index, cfg.moved_nprobe)
+    plan.record["merge"] = rec
     return plan
 
 

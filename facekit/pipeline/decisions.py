@@ -80,6 +80,12 @@ class MergeConfig(Params):
         DEFAULT_MOVED_MARGIN, ge=0, le=2, description="how much nearer (cosine similarity) the other centre is; "
         "0.15 found 0.93 of the faces moved between the shared identities (facekit.clean.moved)"
     )
+    moved_index: Literal["flat", "ivf"] = Field(
+        "flat", description="the moved check's search of the identity centres: flat (exact: every face against "
+        "every centre, ~25 ns a pair on 2 cores: 1M faces x 100k identities ~40 minutes) or ivf (approximate, "
+        "about 6x faster at nprobe 16, may miss moved faces: summary.json says so)"
+    )
+    moved_nprobe: int = Field(64, ge=1, le=65536, description="ivf lists searched per face (more: slower, fewer misses)")
     bins: list[InputPath] = Field(
         default_factory=list, description="verification sets (lfw.bin, cfp_fp.bin, ...): identities whose centre "
         "matches a bin image at 'overlap_above' are people of the test set (summary.json records the bins checked)"
