@@ -224,7 +224,8 @@ def _patch(args, clock: _Clock):
 
 
 def _child(args) -> dict:
-    from facekit.pipeline.decide import Collector, Replay, decide
+    from facekit.pipeline.decide import Collector, decide
+    from facekit.pipeline.replay import Replay
     from facekit.pipeline.decisions import DecisionsWriter, MergeConfig
 
     clock = _Clock()

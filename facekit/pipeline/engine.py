@@ -40,8 +40,9 @@ from tqdm import tqdm
 from facekit.errors import FacekitError, InterruptedAfterPublication
 from facekit.formats.tsv import escape
 from facekit.pipeline.config import PipelineSpec
-from facekit.pipeline.decide import Collector, Replay, apply_face_decisions, decide
+from facekit.pipeline.decide import Collector, decide
 from facekit.pipeline.decisions import DECISIONS_FILE, DecisionsWriter, read_edits
+from facekit.pipeline.replay import Replay, apply_face_decisions
 from facekit.pipeline.executor import run_shards
 from facekit.pipeline.fingerprint import pipeline_fingerprint
 from facekit.pipeline.gate import IDENTITY_TOO_SMALL, IdentityGate, Row, StageErrorGuard, sink_order
