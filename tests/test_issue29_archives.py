@@ -253,3 +253,73 @@ def test_truncated_archives_one_line(tmp_path, data_dir):
                  sinks="[{plugin: folders, path: crops}]")
         msg = str(e.value)
         assert "\n" not in msg and str(cut) in msg, msg
+
+
+def _zipcrypto(path: Path, members, password: bytes) -> Path:
+    """A stored (uncompressed) zip whose members are ZipCrypto-encrypted (PKWARE APPNOTE
+    6.1; what ``zip -P`` and WebFace's parts use), written here in pure Python: neither
+    zipfile nor pyzipper writes ZipCrypto."""
+    import struct
+    import zlib
+
+    def crc(k: int, b: int) -> int:
+        return zlib.crc32(bytes([b]), k ^ 0xFFFFFFFF) ^ 0xFFFFFFFF
+
+    def encrypt(data: bytes) -> bytes:
+        k = [0x12345678, 0x23456789, 0x34567890]
+
+        def update(c: int) -> None:
+            k[0] = crc(k[0], c)
+            k[1] = ((k[1] + (k[0] & 0xFF)) * 134775813 + 1) & 0xFFFFFFFF
+            k[2] = crc(k[2], k[1] >> 24)
+
+        for c in password:
+            update(c)
+        out = bytearray()
+        for c in data:
+            t = (k[2] | 2) & 0xFFFF
+            out.append(c ^ (((t * (t ^ 1)) >> 8) & 0xFF))
+            update(c)
+        return bytes(out)
+
+    local, central = bytearray(), bytearray()
+    for name, f in members:
+        data, raw = f.read_bytes(), name.encode()
+        c = zlib.crc32(data)
+        body = encrypt(bytes(range(11)) + bytes([c >> 24]) + data)
+        offset = len(local)
+        local += struct.pack("<4s2B4HL2L2H", b"PK\x03\x04", 20, 0, 1, 0, 0, 0x21, c, len(body), len(data), len(raw), 0)
+        local += raw + body
+        central += struct.pack("<4s4B4HL2L5H2L", b"PK\x01\x02", 20, 0, 20, 0, 1, 0, 0, 0x21, c, len(body), len(data),
+                               len(raw), 0, 0, 0, 0, 0, offset) + raw
+    n = len(members)
+    path.write_bytes(bytes(local) + bytes(central)
+                     + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, n, n, len(central), len(local), 0))
+    return path
+
+
+def test_zipcrypto_zip_same_samples(tmp_path, data_dir, monkeypatch):
+    """issue 29 part 2: a ZipCrypto zip (password_file) yields the folders source's samples
+    (same bytes, identities, order); a wrong password is one line naming the archive."""
+    from facekit_plugins.archives import ArchivesSource, ArchivesSourceParams
+    from facekit_plugins.folders import FoldersSource, FoldersSourceParams
+
+    ids = link_identities(data_dir, tmp_path / "ids", ["Amy_Adams", "Alex_Lacamoire", "Anthony_Hopkins"])
+    z = _zipcrypto(tmp_path / "zc.zip", _members(ids), PASSWORD.encode())
+    (tmp_path / "pw").write_text(PASSWORD)
+
+    def source(pw_file: Path):
+        p = ArchivesSourceParams.model_validate(
+            {"parts": "zc.zip", "inside": "WebFace260M", "password_file": pw_file.name},
+            context={"config_dir": tmp_path})
+        return list(ArchivesSource(p))
+
+    got = source(tmp_path / "pw")
+    want = list(FoldersSource(FoldersSourceParams.model_validate({"root": ids})))
+    assert [(s.key, s.identity, s.data) for s in got] == [(s.key, s.identity, Path(s.path).read_bytes()) for s in want]
+    assert got[0].path == f"{z}:WebFace260M/Alex_Lacamoire/Alex_Lacamoire_0001.jpg"
+    (tmp_path / "bad").write_text("not-it")
+    with pytest.raises(FacekitError) as e:
+        source(tmp_path / "bad")
+    msg = str(e.value)
+    assert "\n" not in msg and str(z) in msg and "password" in msg and "not-it" not in msg, msg
