@@ -323,3 +323,28 @@ def test_zipcrypto_zip_same_samples(tmp_path, data_dir, monkeypatch):
         source(tmp_path / "bad")
     msg = str(e.value)
     assert "\n" not in msg and str(z) in msg and "password" in msg and "not-it" not in msg, msg
+
+
+def test_shard_digests_stable_and_follow_member_bytes(tmp_path, data_dir):
+    """issue 29 part 2: resume: the shards cut from an archive have the same digests on a
+    second read (a rewritten archive with the same members too: the digest hashes the
+    member's bytes, not the archive's file stamp), and a changed member changes its
+    shard's digest only."""
+    from facekit.pipeline.shards import cut_shards
+    from facekit_plugins.archives import ArchivesSource, ArchivesSourceParams
+
+    members = _members(link_identities(data_dir, tmp_path / "ids"))
+
+    def digests():
+        p = ArchivesSourceParams.model_validate({"parts": str(tmp_path / "a.zip"), "inside": "WebFace260M"})
+        return [s.digest() for s in cut_shards(ArchivesSource(p), 20)]
+
+    _zip(tmp_path / "a.zip", members)
+    first = digests()
+    assert len(first) >= 3 and first == digests()
+    _zip(tmp_path / "a.zip", members)  # rewritten: new file stamp, same members
+    assert digests() == first
+    (tmp_path / "changed.jpg").write_bytes(members[-1][1].read_bytes() + b"\0")
+    _zip(tmp_path / "a.zip", members[:-1] + [(members[-1][0], tmp_path / "changed.jpg")])
+    again = digests()
+    assert again[:-1] == first[:-1] and again[-1] != first[-1]
