@@ -41,24 +41,30 @@ import os
 import stat
 import tarfile
 import zipfile
-from zlib import error as zlib_error
 from pathlib import Path
-from typing import Optional
+from zlib import error as zlib_error
 
 import pyzipper
-from pydantic import Field, ValidationInfo, field_validator, model_validator
-
-import facekit
-from facekit.vision import EMPTY_FILE, MAX_FILE_BYTES, NOT_AN_IMAGE, SNIFF_BYTES, TOO_LARGE, image_format
 from facekit_plugins.folders import (
     _FORMATS,
     BAD_NAME,
     IMAGE_SUFFIXES,
     UNSUPPORTED_FILE,
     _ext,
-    natural_key,
     name_problem,
+    natural_key,
     nfc,
+)
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+import facekit
+from facekit.vision import (
+    EMPTY_FILE,
+    MAX_FILE_BYTES,
+    NOT_AN_IMAGE,
+    SNIFF_BYTES,
+    TOO_LARGE,
+    image_format,
 )
 
 log = logging.getLogger("facekit.archives")
@@ -82,8 +88,8 @@ class ArchivesSourceParams(facekit.SourceParams):
     max_ratio: float = Field(
         200.0, gt=1, description="a zip member expanding more than this many times its compressed size is too_large"
     )
-    password_env: Optional[str] = Field(None, description="environment variable holding the zip password")
-    password_file: Optional[facekit.InputPath] = Field(None, description="file holding the zip password")
+    password_env: str | None = Field(None, description="environment variable holding the zip password")
+    password_file: facekit.InputPath | None = Field(None, description="file holding the zip password")
 
     @field_validator("parts", mode="before")
     @classmethod
@@ -180,7 +186,7 @@ class ArchivesSource(facekit.Source):
             return raw[:-1] if raw.endswith(b"\n") else raw
         return None
 
-    def count(self) -> Optional[int]:
+    def count(self) -> int | None:
         """Members of the zip parts (their central directories); None when a part is a tar
         (only reading it through could say)."""
         n = 0
@@ -242,7 +248,9 @@ class ArchivesSource(facekit.Source):
 
     def __iter__(self):
         """Samples and rejects, part after part; identities contiguous (see the module)."""
-        state = {"key": 0, "ident": None, "names": set(), "done": set(), "where": ""}
+        state = {"key": 0, "ident": None, "done": set()}
+        junk = {UNSUPPORTED_FILE: 0, NOT_AN_IMAGE: 0}
+        n = 0
         for part in self.params.parts:
             if zipfile.is_zipfile(part):
                 members = self._zip(part)
@@ -251,10 +259,18 @@ class ArchivesSource(facekit.Source):
             for item in members:
                 if item.identity:
                     self._order(part, item, state)
+                n += 1
                 if type(item) is facekit.Sample:
                     item.key = state["key"]
                     state["key"] += 1
+                elif item.reason in junk:
+                    junk[item.reason] += 1
                 yield item
+        if 2 * sum(junk.values()) > n:
+            log.warning(
+                "archives source: %s: %d of %d members are not images: unsupported_file %d, not_an_image %d "
+                "(see rejects.tsv%s)", self.params.parts[0], sum(junk.values()), n, junk[UNSUPPORTED_FILE],
+                junk[NOT_AN_IMAGE], "; extensions: admits by name only" if self.exts is not None else "")
 
     def _order(self, part: str, item, state: dict) -> None:
         """Check that ``item``'s identity does not come back after another one."""

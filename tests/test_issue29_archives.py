@@ -10,7 +10,6 @@ The archives are made here from the shared identities; each run's RecordIO (``.r
 from __future__ import annotations
 
 import io
-import os
 import tarfile
 import zipfile
 from pathlib import Path
@@ -19,11 +18,11 @@ import pyarrow.parquet as pq
 import pytest
 import pyzipper
 from conftest import link_identities, write_config
+from facekit_plugins.folders import natural_key
 
 from facekit.errors import FacekitError
 from facekit.pipeline.config import load_config
 from facekit.pipeline.engine import run
-from facekit_plugins.folders import natural_key
 
 PASSWORD = "s3cret-Pa55"
 
@@ -330,8 +329,9 @@ def test_shard_digests_stable_and_follow_member_bytes(tmp_path, data_dir):
     second read (a rewritten archive with the same members too: the digest hashes the
     member's bytes, not the archive's file stamp), and a changed member changes its
     shard's digest only."""
-    from facekit.pipeline.shards import cut_shards
     from facekit_plugins.archives import ArchivesSource, ArchivesSourceParams
+
+    from facekit.pipeline.shards import cut_shards
 
     members = _members(link_identities(data_dir, tmp_path / "ids"))
 
