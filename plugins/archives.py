@@ -23,7 +23,9 @@ bytes that are an image; ``extensions`` filters by name instead). Rejects (the p
 (a ``..`` component, an absolute path, a symbolic or hard link, a device, FIFO or other
 special member, a name already seen in the identity), ``too_large`` (declared or read
 size over ``max_file_mb``; a zip member whose declared or read size is over
-``max_ratio`` times its compressed size: a zip bomb; reading stops at the limit).
+``max_ratio`` times its compressed size: a zip bomb; reading stops at the limit). A tar
+member declaring more than ``max_ratio`` times the whole archive's size (a gzip bomb) is
+a one-line error, refused before it is decompressed.
 
 A truncated or unreadable archive is a one-line error naming it. Encrypted zips
 (ZipCrypto and AES, through pyzipper) take their password from ``password_env`` (an
@@ -380,10 +382,18 @@ class ArchivesSource(facekit.Source):
             raise facekit.FacekitError(f"archives source: {part}: not a zip or tar archive: {facekit.one_line(e)}") from None
         seen: set[str] = set()
         last = None
+        # skipping a member decompresses it: one declaring more than max_ratio x the whole
+        # archive's size (a gzip bomb) stops the run before it is read through
+        bound = self.params.max_ratio * max(os.path.getsize(part), 1)
         try:
             with t:
                 for m in t:
                     name = m.name
+                    if m.size > bound:
+                        raise facekit.FacekitError(
+                            f"archives source: {part}:{name}: declares {m.size} bytes, more than max_ratio "
+                            f"{self.params.max_ratio:g} x the archive's {os.path.getsize(part)} bytes (a bomb?): "
+                            "refused without decompressing it")
                     if m.isdir() and not _unsafe(name):
                         continue
                     where = f"{part}:{name}"

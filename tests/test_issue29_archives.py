@@ -348,3 +348,20 @@ def test_shard_digests_stable_and_follow_member_bytes(tmp_path, data_dir):
     _zip(tmp_path / "a.zip", members[:-1] + [(members[-1][0], tmp_path / "changed.jpg")])
     again = digests()
     assert again[:-1] == first[:-1] and again[-1] != first[-1]
+
+
+def test_tar_gz_bomb_is_one_line(tmp_path, data_dir):
+    """issue 29 part 2: a tar.gz member of 32 MiB of zeros (about 32 KiB compressed) is
+    refused in one line naming the archive and member, before it is decompressed."""
+    jpg = _jpeg(data_dir)
+    with tarfile.open(tmp_path / "bomb.tar.gz", "w:gz") as w:
+        for name, data in (("a/1.jpg", jpg), ("a/bomb.jpg", jpg[:4] + bytes(32 << 20))):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            w.addfile(info, io.BytesIO(data))
+    assert (tmp_path / "bomb.tar.gz").stat().st_size < (1 << 20)
+    with pytest.raises(FacekitError) as e:
+        _run(tmp_path, "bomb", "{plugin: archives, parts: bomb.tar.gz, max_ratio: 20}",
+             sinks="[{plugin: folders, path: crops}]")
+    msg = str(e.value)
+    assert "\n" not in msg and "bomb.tar.gz:a/bomb.jpg" in msg and "max_ratio" in msg, msg
