@@ -82,8 +82,8 @@ import numpy as np
 from pydantic import Field
 
 import facekit
-from facekit.formats.facerec import class_id
-from facekit.formats.lst import _number
+from facekit.formats import class_id
+from facekit.formats import lst_is_number as _number
 from facekit.vision import EMPTY_FILE, MAX_FILE_BYTES, TOO_LARGE, UNREADABLE, file_kind, os_error_detail
 from facekit_plugins.folders import BAD_NAME, IMAGE_SUFFIXES, _ext, name_problem
 

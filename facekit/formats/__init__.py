@@ -42,6 +42,8 @@ _EXPORTS = {
     "RecordIORecordSetError": "facerec:RecordIORecordSetError",
     "REC_LAYOUTS": "facerec:LAYOUTS",
     "MAX_CLASS": "facerec:MAX_CLASS",
+    "class_id": "facerec:class_id",
+    "lst_is_number": "lst:is_number",
     "find_parts": "facerec:find_parts",
     "shard_stem": "facerec:shard_stem",
     "class_id": "facerec:class_id",

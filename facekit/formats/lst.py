@@ -113,7 +113,9 @@ class LstMismatch(ValueError):
     """A ``.lst`` line that does not describe the record it was matched to."""
 
 
-def _number(text: str) -> bool:
+def is_number(text: str) -> bool:
+    """Whether a ``.lst`` field reads as a number (``float``): an im2rec line starts with
+    its index, a face2rec2 line with its aligned flag then a path."""
     try:
         float(text)
     except ValueError:
@@ -221,7 +223,7 @@ class LstNames:
                 return None, f"it has more lines than the {records} image records"
             if im2rec is None:
                 f = raw.split(b"\t")
-                im2rec = len(f) >= 3 and _number(f[1].decode("latin-1"))
+                im2rec = len(f) >= 3 and is_number(f[1].decode("latin-1"))
             try:
                 label, p = _fields(raw, im2rec)
                 label = class_id(float(label))
