@@ -210,10 +210,11 @@ class _Mover(facekit.Cleaner):
 
 @pytest.mark.parametrize("to", ["adaface_woman_woman", "elsewhere", "adaface_man_man#", "adaface_man_man#b"])
 def test_a_cleaner_may_only_move_faces_to_a_new_name_of_its_identity(tmp_path, data_dir, rec_model, to):
-    """issue 26 part 3: a move to another identity of the source ('adaface_woman_woman',
-    'adaface_man_man#b' when the source has that folder) or to a name not derived from the
-    identity is refused: the identity's images become stage_error rejects naming the move,
-    the other identity is written as it is."""
+    """issue 26 part 3: a move to another identity of the source ('adaface_woman_woman') or
+    to a name not derived from the identity is refused: the identity's images become
+    stage_error rejects naming the move, the other identity is written as it is; a derived
+    name the source has in the shard ('adaface_man_man#b' beside that folder) becomes a free
+    one ('adaface_man_man#2')."""
     from facekit.plugins import Registry, get_registry
 
     root = link_aligned_112(data_dir, tmp_path / "faces")
@@ -235,6 +236,10 @@ sinks: [{{plugin: folders, path: f}}]
     s = run(parse_config(text, str(tmp_path / "p.yaml"), registry=reg), progress=False)
     rows = pq.read_table(tmp_path / "out" / "results.parquet").to_pylist()
     man = [r for r in rows if r["identity"] == "adaface_man_man"]
+    if to == "adaface_man_man#b":  # the name is taken in the shard: the move takes a free one
+        assert len(man) == 4 and all(r["reason"] is None and r["merge_with"] == "adaface_man_man#2" for r in man), man
+        assert s.identities["adaface_man_man#b"]["kept"] == 2
+        return
     assert len(man) == 4 and all(r["reason"] == "stage_error" for r in man), man
     why = "an identity of the source" if to == "adaface_man_man#b" else "may only split an identity into new names"
     assert all(f"to {to!r}" in r["detail"] and why in r["detail"] for r in man), man[0]["detail"]
