@@ -17,6 +17,7 @@ images as they are done, not when the shards before them finish.
 from __future__ import annotations
 
 import logging
+from collections import deque
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -177,6 +178,12 @@ class ShardWorker:
         #: decode the next batch while this one is detected: only with threads to spare (a
         #: worker of one thread, N of them on N cores, gains nothing from it)
         self.read_ahead = threads is None or threads > 1
+        #: batches read ahead: one; with a recognizer and no detector (already aligned crops,
+        #: small) enough to fill its next model call, so decoding overlaps the embedding
+        #: instead of waiting for it (a batch of 64 crops: 8 reads of BATCH)
+        self.read_depth = 1
+        if self.recognizer is not None and self.detector is None:
+            self.read_depth = max(1, self.embed_batch // BATCH)
         self._reader: Optional[ThreadPoolExecutor] = None
         self._stop = threading.Event()
         self.progress = progress
@@ -229,18 +236,20 @@ class ShardWorker:
         photos of the shard; an image is encoded once all its faces are embedded. The run's first
         images (shard 0, until its :class:`StageErrorGuard` has decided) go one batch at a
         time, so a stage failing on every image still stops the run after a few."""
-        ahead = None  # the next batch, being read in the reader thread
+        ahead: deque = deque()  # the next batches, being read in the reader thread, in order
         waiting: list[Outcome] = []  # detected, not all of their faces embedded yet
         pending: list[tuple[Outcome, Sample]] = []  # faces of ``waiting`` not embedded yet, in order
         try:
             for i in range(0, len(items), BATCH):
                 if self._stop.is_set():
                     raise ShardStopped(f"stopped after {i} of the shard's {len(items)} items")
-                read = ahead.result() if ahead is not None else self._read(items[i : i + BATCH])
-                ahead = None
+                read = ahead.popleft().result() if ahead else self._read(items[i : i + BATCH])
                 last = i + BATCH >= len(items)
-                if self.read_ahead and not last:
-                    ahead = self._reader_thread().submit(self._read, items[i + BATCH : i + 2 * BATCH])
+                if self.read_ahead:
+                    nxt = i + BATCH * (len(ahead) + 1)
+                    while len(ahead) < self.read_depth and nxt < len(items):
+                        ahead.append(self._reader_thread().submit(self._read, items[nxt : nxt + BATCH]))
+                        nxt += BATCH
                 batch = self._detect(*read)
                 waiting += batch
                 ready = len(waiting)
@@ -265,9 +274,9 @@ class ShardWorker:
                 outs += done
                 if done:
                     yield len(outs)
-        finally:  # stopped by the guard (or an error): the batch read ahead is not wanted
-            if ahead is not None:
-                ahead.cancel()
+        finally:  # stopped by the guard (or an error): the batches read ahead are not wanted
+            for f in ahead:
+                f.cancel()
         if self.cleaner is not None:
             if self.by_identity:
                 choose_faces(outs, self.cleaner.params)
