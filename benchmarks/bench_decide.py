@@ -195,10 +195,11 @@ def _patch(args, clock: _Clock):
                 super().__init__(*a, **{**k, **opts})
 
         moved.CentreIndex = PatchedCentreIndex
-    mc = merge.merge_candidates
     if args.merge_index != "auto":
         def mc(*a, _mc=merge.merge_candidates, **k):  # benchmark-only, as above
             return _mc(*a, **{"index": args.merge_index, "nprobe": args.nprobe, **k})
+    else:
+        mc = merge.merge_candidates
     merge.merge_candidates = clock.wrap("merge_candidates", mc)
     merge.merge_groups = clock.wrap("merge_groups", merge.merge_groups)
     merge.cross_identity_hashes = clock.wrap("copies", merge.cross_identity_hashes)
