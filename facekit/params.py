@@ -144,7 +144,34 @@ class Params(BaseModel):
 FACE_CHOICE_KEYS = ("select", "identity_min_similarity", "flag_below", "reject_below")
 
 
-class FaceChoiceParams(Params):
+class FaceChoiceThresholds(Params):
+    """The thresholds of ``select: identity`` (identity-consistent face choice), shared by
+    its two spellings: :class:`FaceChoiceParams` (the clean stage's) and the detector's
+    ``DetectorParams`` (the older spelling). Cosine similarities in [-1, 1]."""
+
+    identity_min_similarity: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="select: identity: a photo whose faces are all less similar (cosine) than this to the identity's "
+        "other photos is rejected as identity_mismatch",
+    )
+    flag_below: float = Field(
+        0.3,
+        ge=-1,
+        le=1,
+        description="select: identity: kept faces less similar than this to their identity's other photos are flagged "
+        "far_from_identity in results.parquet (likely label noise)",
+    )
+    reject_below: Optional[float] = Field(
+        None,
+        ge=-1,
+        le=1,
+        description="select: identity: kept faces less similar than this are rejected as label_noise (default: none)",
+    )
+
+
+class FaceChoiceParams(FaceChoiceThresholds):
     """Face choice in group photos, part of the ``clean`` stage kind (issue 26 part 3):
     every cleaner's parameters extend it (:class:`facekit.CleanerParams`), and the shard
     worker reads them there (:func:`facekit.pipeline.identity.choose_faces`) before it asks
@@ -167,27 +194,6 @@ class FaceChoiceParams(Params):
         description="identity (with a recognizer): in each photo keep the face that matches the identity's other "
         "photos (a detector then keeps every face for the choice); none (the default): no choice",
     )
-    identity_min_similarity: float = Field(
-        0.3,
-        ge=-1,
-        le=1,
-        description="select: identity: a photo whose faces are all less similar (cosine) than this to the identity's "
-        "other photos is rejected as identity_mismatch",
-    )
-    flag_below: float = Field(
-        0.3,
-        ge=-1,
-        le=1,
-        description="select: identity: kept faces less similar than this to their identity's other photos are flagged "
-        "far_from_identity in results.parquet (likely label noise)",
-    )
-    reject_below: Optional[float] = Field(
-        None,
-        ge=-1,
-        le=1,
-        description="select: identity: kept faces less similar than this are rejected as label_noise (default: none)",
-    )
-
     @field_validator("select", mode="before")
     @classmethod
     def _none_is_off(cls, v):

@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import Field
 
 from facekit.errors import SampleRejected
-from facekit.params import Params
+from facekit.params import FaceChoiceThresholds
 
 NO_FACE = "no_face"
 FACE_TOO_SMALL = "face_too_small"
@@ -52,31 +52,11 @@ class Detections:
         )
 
 
-class DetectorParams(Params):
+class DetectorParams(FaceChoiceThresholds):
     select: Literal["largest_central", "all", "reject", "identity"] = Field(
         "largest_central",
         description="several faces: keep the one maximising area - 2*squared centre offset, keep all, reject the "
         "image, or (identity, with a recognizer) keep the face closest to its identity's centre",
-    )
-    identity_min_similarity: float = Field(
-        0.3,
-        ge=-1,
-        le=1,
-        description="select: identity: a photo whose faces are all less similar (cosine) than this to the identity's "
-        "centre is rejected as identity_mismatch",
-    )
-    flag_below: float = Field(
-        0.3,
-        ge=-1,
-        le=1,
-        description="select: identity: kept faces less similar than this to their identity's centre are flagged "
-        "far_from_identity in results.parquet (likely label noise)",
-    )
-    reject_below: Optional[float] = Field(
-        None,
-        ge=-1,
-        le=1,
-        description="select: identity: kept faces less similar than this are rejected as label_noise (default: none)",
     )
     min_size: float = Field(20.0, ge=0, description="faces whose box's shorter side is below this (pixels) are rejected")
     pad: float = Field(
