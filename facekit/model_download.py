@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from facekit.errors import one_line
+from facekit.formats.atomic import fsync_dir
 from facekit.models import CatalogueModel, ModelError, cached_file, lookup, source_url
 
 _CHUNK = 1 << 16
@@ -70,7 +71,7 @@ def download(name: str, *, force: bool = False, progress: bool | None = None, ti
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
         tmp = None
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except OSError as e:
         raise ModelError(f"{model.name}: cannot write {dest}: {one_line(e)}") from None
     finally:
@@ -123,20 +124,6 @@ def _fetch(model: CatalogueModel, url: str, out, progress: bool | None, timeout:
     if n != model.size:
         raise ModelError(f"download of {where} stopped after {n} of {model.size} bytes; nothing was kept")
     return h.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the system allows opening a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 __all__ = ["download", "sha256_of"]

@@ -66,6 +66,21 @@ class AtomicFile:
         _unlink(self.tmp)
 
 
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make a rename or a new entry in ``folder`` durable (``fsync`` of the folder), where
+    the system allows opening a folder; any error is ignored (best effort)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _unlink(p) -> None:
     try:
         os.unlink(p)

@@ -24,8 +24,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from facekit.formats.atomic import MARKER, atomic_write_bytes
 from facekit.errors import FacekitError
+from facekit.formats.atomic import MARKER, atomic_write_bytes, fsync_dir
 
 #: facekit's own folder inside a run's output: lock file, publish journal, (later) work files
 STATE_DIR = ".facekit"
@@ -48,19 +48,6 @@ def _remove(p: Path) -> None:
             p.unlink()
     except FileNotFoundError:
         pass
-
-
-def _fsync_dir(d: Path) -> None:
-    try:
-        fd = os.open(d, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -208,7 +195,7 @@ def _apply(output: Path, journal: dict) -> None:
                 os.replace(final, old)
         os.replace(staging, final)
     for d in parents:
-        _fsync_dir(d)
+        fsync_dir(d)
     for e, old in zip(journal["entries"], olds):
         if (output / e["final"]).exists():  # never delete the only copy of an output
             _remove(old)
