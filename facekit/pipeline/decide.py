@@ -286,8 +286,20 @@ def decide(col: Collector, cfg: MergeConfig, edits: Optional[Edits], writer: Opt
            recognizer=None, load: Optional[Callable[[int], ShardResult]] = None) -> Plan:
     """Pass 2: the plan (see :class:`Plan`), and the merge lines of decisions.tsv.
 
+    Args:
+        col: pass 1's :class:`Collector` (its centres: ``(N, D)`` float32 unit rows).
+        cfg: the ``merge:`` settings. edits: a reviewed decisions file, or None.
+        writer: where the merge lines go (decisions.tsv), or None.
+        recognizer: the pipeline's recognizer stage, built (needed for ``bins``: their
+            images, 112x112 BGR as decoded from the bin, are embedded with it).
+        load: ``shard index -> ShardResult`` from the work folder (the paths of the first
+            copies of copied images are read back from their shards).
+    Returns:
+        the :class:`Plan`; ``plan.record`` goes to summary.json.
     Raises:
-        FacekitError: a reviewed line names an identity the run does not have."""
+        FacekitError: a reviewed line names an identity the run does not have, an
+            ``apart`` that other merges still join, an undecodable bin image (one line
+            naming it); MergeError (a FacekitError) on bad centres."""
     from facekit.clean.merge import MergePairs, merge_candidates, merge_groups
 
     plan = Plan()

@@ -123,6 +123,13 @@ class Replay:
         return [(s, (j, pos[id(s)])) for oc in res.outcomes for s in oc.samples if s.identity == name]
 
     def apply(self, result: ShardResult, writer: Optional[DecisionsWriter], edits: Optional[Edits]) -> ShardResult:
+        """Change kept shard ``result`` (fresh from :meth:`load`) in place by the plan and
+        return it: merged identities' faces out of their place and in after their group's
+        first identity, then every face's decisions (:func:`apply_face_decisions`, lines to
+        ``writer``, a reviewed file's ``edits`` applied).
+
+        Raises:
+            FacekitError: a reviewed keep of a face whose crop was not kept."""
         plan = self.plan
         pos = ordinals(result)
         place = {k: (result.index, p) for k, p in pos.items()}  # id(sample) -> (shard, position)
