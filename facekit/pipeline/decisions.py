@@ -32,6 +32,7 @@ error naming the file and line; nothing is written.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional
@@ -126,16 +127,21 @@ class Decision:
 
 
 class DecisionsWriter:
-    """Writes ``decisions.tsv`` (a text file opened by the caller, e.g. staged)."""
+    """Writes ``decisions.tsv`` (a text file opened by the caller, e.g. staged) and counts
+    its lines by ``"kind:decision"`` (:meth:`counts`, for summary.json)."""
 
     def __init__(self, f):
         self.f = f
-        self.count = 0
+        self._counts: Counter = Counter()
         f.write("\t".join(HEADER) + "\n")
 
     def add(self, d: Decision) -> None:
         self.f.write(d.tsv())
-        self.count += 1
+        self._counts[f"{d.kind}:{d.decision}"] += 1
+
+    def counts(self) -> dict:
+        """``{"kind:decision": lines}``, sorted."""
+        return dict(sorted(self._counts.items()))
 
 
 @dataclass

@@ -214,8 +214,7 @@ class _Run:
             self.rejects.write("path\tidentity\treason\tdetail\n")
             results = _own_call(spec.output / RESULTS_FILE, ResultsWriter, pub.file(spec.output / RESULTS_FILE), len(sinks))
             self.decisions_file = _OwnFile(spec.output / DECISIONS_FILE, pub)
-            decided = _Tally(self.decisions_file)
-            writer = DecisionsWriter(decided)
+            writer = DecisionsWriter(self.decisions_file)
             collector = Collector(edits) if spec.merge is not None else None
             for sc, sink in zip(spec.sinks, sinks):
                 _sink_call(sc, sink.open, pub)
@@ -279,7 +278,7 @@ class _Run:
                 summary.decisions = self._replay(collector, work, n_shards, edits, writer, gate, sinks, results)
             if edits is not None:
                 edits.check_used()
-            summary.decisions = {**summary.decisions, "lines": decided.counts()}
+            summary.decisions = {**summary.decisions, "lines": writer.counts()}
             self.decisions_file.close()
             if summary.faces_kept == 0:
                 raise _nothing_kept(summary, self.reasons, self.examples)
@@ -456,27 +455,6 @@ def _own_call(path: Path, fn, *args, **kwargs):
         return fn(*args, **kwargs)
     except OSError as e:
         raise _file_error(path, e) from None
-
-
-class _Tally:
-    """A text file's writer that counts the decisions.tsv lines by ``kind`` and ``decision``."""
-
-    def __init__(self, f):
-        self.f = f
-        self.n: Counter = Counter()
-        self.header = True
-
-    def write(self, text: str) -> None:
-        if self.header:
-            self.header = False
-        else:
-            parts = text.split("\t")
-            self.n[f"{parts[0]}:{parts[6]}"] += 1
-        self.f.write(text)
-
-    def counts(self) -> dict:
-        """``{"kind:decision": lines}``, sorted."""
-        return dict(sorted(self.n.items()))
 
 
 class _OwnFile:
